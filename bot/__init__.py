@@ -1,0 +1,1 @@
+"""threadpilot core: platform-neutral, no chat-platform imports."""

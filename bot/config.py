@@ -1,0 +1,149 @@
+"""Settings: the configuration contract of DESIGN.md, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLATFORMS = ("slack", "discord", "console")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are threadpilot, a helpful assistant that lives in a team chat thread. "
+    "Answer clearly and concisely."
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting threadpilot reads. Field aliases are the public variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    slack_bot_token: SecretStr | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+
+    discord_token: SecretStr | None = Field(None, alias="DISCORD_TOKEN")
+    discord_api_url: str = Field("https://discord.com/api/v10", alias="DISCORD_API_URL")
+    discord_gateway_url: str = Field("wss://gateway.discord.gg/", alias="DISCORD_GATEWAY_URL")
+    discord_guild_ids: Annotated[tuple[int, ...], NoDecode] = Field((), alias="DISCORD_GUILD_IDS")
+
+    # The Copilot SDK's own variables, read here too so that `.env` can hold them.
+    github_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("COPILOT_GITHUB_TOKEN", "GITHUB_TOKEN")
+    )
+    cli_path: Path | None = Field(None, alias="COPILOT_CLI_PATH")
+
+    data_dir: Path = Field(Path("data"), alias="THREADPILOT_DATA_DIR")
+    cli_dir: Path = Field(Path(".copilot-cli"), alias="THREADPILOT_CLI_DIR")
+    model: str | None = Field(None, alias="THREADPILOT_MODEL")
+    provider_type: Literal["openai", "azure", "anthropic"] | None = Field(
+        None, alias="THREADPILOT_PROVIDER_TYPE"
+    )
+    provider_base_url: str | None = Field(None, alias="THREADPILOT_PROVIDER_BASE_URL")
+    provider_api_key: SecretStr | None = Field(None, alias="THREADPILOT_PROVIDER_API_KEY")
+    provider_wire_api: Literal["completions", "responses"] | None = Field(
+        None, alias="THREADPILOT_PROVIDER_WIRE_API"
+    )
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
+    tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
+    admins: Annotated[frozenset[str], NoDecode] = Field(frozenset(), alias="THREADPILOT_ADMINS")
+
+    idle_timeout_s: int = Field(1800, gt=0, alias="THREADPILOT_IDLE_TIMEOUT_S")
+    reset_margin_s: int = Field(120, ge=0, alias="THREADPILOT_RESET_MARGIN_S")
+    context_reset_ratio: float = Field(0.75, gt=0, lt=1, alias="THREADPILOT_CONTEXT_RESET_RATIO")
+    max_live_sessions: int = Field(50, ge=1, alias="THREADPILOT_MAX_LIVE_SESSIONS")
+    turn_timeout_s: float = Field(300, gt=0, alias="THREADPILOT_TURN_TIMEOUT_S")
+    http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
+
+    @field_validator("discord_guild_ids", "tools", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("admins", mode="before")
+    @classmethod
+    def _admin_list(cls, value: object) -> object:
+        items = _split_list(value)
+        if isinstance(items, tuple):
+            for item in items:
+                platform, _, user = item.partition(":")
+                if platform not in PLATFORMS or not user:
+                    raise ValueError(
+                        f"{item!r} is not platform:user_id (platform is one of "
+                        f"{', '.join(PLATFORMS)}), e.g. slack:U123,discord:456"
+                    )
+            return frozenset(items)
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins method names onto the base URL and needs the slash.
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.reset_margin_s >= self.idle_timeout_s:
+            raise ValueError(
+                "THREADPILOT_RESET_MARGIN_S must be smaller than THREADPILOT_IDLE_TIMEOUT_S "
+                f"(got {self.reset_margin_s} >= {self.idle_timeout_s})"
+            )
+        provider_parts = (self.provider_type, self.provider_api_key, self.provider_wire_api)
+        if any(part is not None for part in provider_parts) and not self.provider_base_url:
+            raise ValueError(
+                "THREADPILOT_PROVIDER_BASE_URL is required when another "
+                "THREADPILOT_PROVIDER_* setting is set"
+            )
+        if self.provider_base_url and not self.model:
+            raise ValueError("THREADPILOT_MODEL is required with a BYOK provider")
+        return self
+
+    @property
+    def byok(self) -> bool:
+        return self.provider_base_url is not None
+
+    def is_admin(self, platform: str, user_id: str) -> bool:
+        # Whoever runs the console already owns the process and its data.
+        return platform == "console" or f"{platform}:{user_id}" in self.admins
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:  # a single variable; model-level errors name theirs in the message
+                name = ".".join(str(part) for part in error["loc"])
+                message = f"{name}: {message} (got {error['input']!r})"
+            lines.append(message)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None

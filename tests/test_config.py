@@ -1,0 +1,109 @@
+"""Configuration: contract names, validation, and errors that name the variable."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices
+
+from bot.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the developer's
+    for name in [
+        "SLACK_BOT_TOKEN",
+        "DISCORD_TOKEN",
+        "THREADPILOT_ADMINS",
+        "THREADPILOT_IDLE_TIMEOUT_S",
+        "THREADPILOT_RESET_MARGIN_S",
+        "THREADPILOT_PROVIDER_BASE_URL",
+        "THREADPILOT_MODEL",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings()
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.discord_api_url == "https://discord.com/api/v10"
+    assert settings.discord_gateway_url == "wss://gateway.discord.gg/"
+    assert (settings.idle_timeout_s, settings.reset_margin_s) == (1800, 120)
+    assert settings.context_reset_ratio == 0.75
+    assert settings.max_live_sessions == 50 and settings.http_port == 8080
+    assert settings.data_dir == Path("data") and settings.tools == ()
+    assert not settings.byok and settings.admins == frozenset()
+
+
+def test_values_come_from_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text(
+        "THREADPILOT_MAX_LIVE_SESSIONS=7\nSLACK_API_URL=http://127.0.0.1:9/api\n"
+    )
+    monkeypatch.setenv("THREADPILOT_ADMINS", "slack:U123, discord:456")
+    monkeypatch.setenv("DISCORD_GUILD_IDS", "1,2")
+    settings = load_settings()
+    assert settings.max_live_sessions == 7
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"  # slack_sdk needs the slash
+    assert settings.is_admin("slack", "U123") and settings.is_admin("discord", "456")
+    assert not settings.is_admin("slack", "456")
+    assert settings.discord_guild_ids == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("THREADPILOT_IDLE_TIMEOUT_S", "soon", "{name}: Input should be a valid integer"),
+        ("THREADPILOT_CONTEXT_RESET_RATIO", "1.5", "{name}: Input should be less than 1"),
+        ("THREADPILOT_ADMINS", "U123", "{name}: 'U123' is not platform:user_id"),
+        ("THREADPILOT_RESET_MARGIN_S", "1800", "{name} must be smaller"),
+        ("THREADPILOT_PROVIDER_TYPE", "openai", "THREADPILOT_PROVIDER_BASE_URL is required"),
+        ("THREADPILOT_HTTP_PORT", "70000", "{name}: Input should be less than"),
+    ],
+)
+def test_a_wrong_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(expected.format(name=name))):
+        load_settings()
+
+
+def test_the_command_fails_at_start_with_the_variable_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "console"],
+        env={"PATH": "/usr/bin:/bin", "THREADPILOT_MAX_LIVE_SESSIONS": "zero"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "THREADPILOT_MAX_LIVE_SESSIONS: Input should be a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_env_example_documents_every_setting_and_nothing_else() -> None:
+    documented = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias or field.alias
+        names |= set(alias.choices) if isinstance(alias, AliasChoices) else {str(alias)}
+    assert documented == names
+
+
+def test_env_example_as_a_dotenv_is_valid() -> None:
+    Path(".env").write_text((ROOT / ".env.example").read_text())
+    settings = load_settings()
+    assert not settings.byok and settings.slack_bot_token is None
