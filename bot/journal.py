@@ -1,0 +1,128 @@
+"""Journal: every inbound event, recorded once, with what became of it.
+
+A delivery's id is claimed before anything else happens, so a retry, a redelivery or a
+replay after a restart finds its id taken and is never answered twice. Each entry moves
+received -> running -> done | failed, or to interrupted when the process died under it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.clock import Clock, system_clock
+from bot.store import Store, ThreadRecord, select_thread_by_id, statement, upsert_thread
+from bot.thread_key import ThreadKey
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """What a finished entry records."""
+
+    ok: bool
+    reply_refs: Sequence[str] = ()
+    session_id: str | None = None
+    user_event_id: str | None = None
+    answer_event_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    turn_id: int
+    thread: ThreadRecord  # as it was when the event was claimed
+
+
+class Journal:
+    def __init__(self, store: Store, clock: Clock = system_clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def claim(
+        self,
+        event_id: str,
+        key: ThreadKey,
+        kind: str,
+        user_ref: str | None = None,
+        *,
+        start: bool = False,
+    ) -> Claim | None:
+        """Record a new inbound event of the thread `key` (recorded too if new); None if
+        the event id was seen before. With `start` (nothing queued ahead of it in the
+        thread) the entry is recorded running at once, saving `start()`'s round trip."""
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> Claim | None:
+            thread = upsert_thread(conn, key, now)
+            row = conn.execute(
+                "INSERT INTO turns (event_id, thread_id, kind, status, user_ref, received_at, "
+                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING "
+                "RETURNING id",
+                (
+                    event_id,
+                    thread.id,
+                    kind,
+                    "running" if start else "received",
+                    user_ref,
+                    now,
+                    now if start else None,
+                ),
+            ).fetchone()
+            return Claim(int(row[0]), thread) if row else None
+
+        return await self._store.run(work)
+
+    async def start(self, turn_id: int) -> ThreadRecord:
+        """Mark the entry running; return its thread as it is now."""
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> ThreadRecord:
+            (thread_id,) = conn.execute(
+                "UPDATE turns SET status = 'running', started_at = ? WHERE id = ? "
+                "RETURNING thread_id",
+                (now, turn_id),
+            ).fetchone()
+            return select_thread_by_id(conn, thread_id)
+
+        return await self._store.run(work)
+
+    async def finish(self, turn_id: int, outcome: TurnOutcome) -> None:
+        await self._store.run(
+            statement(
+                "UPDATE turns SET status = ?, finished_at = ?, reply_refs = ?, session_id = ?, "
+                "user_event_id = ?, answer_event_id = ?, error = ? WHERE id = ?",
+                (
+                    "done" if outcome.ok else "failed",
+                    self._clock(),
+                    json.dumps(list(outcome.reply_refs)),
+                    outcome.session_id,
+                    outcome.user_event_id,
+                    outcome.answer_event_id,
+                    outcome.error,
+                    turn_id,
+                ),
+            )
+        )
+
+    async def recover(self) -> int:
+        """At start-up: entries a previous process left unfinished become interrupted."""
+        now = self._clock()
+        return await self._store.run(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE turns SET status = 'interrupted', finished_at = ? "
+                    "WHERE status IN ('received', 'running')",
+                    (now,),
+                ).rowcount
+            )
+        )
+
+    async def status(self, event_id: str) -> str | None:
+        row = await self._store.run(
+            lambda conn: conn.execute(
+                "SELECT status FROM turns WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        )
+        return str(row[0]) if row else None

@@ -1,0 +1,62 @@
+"""The database schema, as numbered migrations applied in order (tracked in PRAGMA user_version).
+
+Never edit a released migration; append a new one.
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: threads, the sessions each thread has had, and the turn journal.
+    """
+    CREATE TABLE threads (
+        id              INTEGER PRIMARY KEY,
+        platform        TEXT NOT NULL,
+        workspace       TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        thread          TEXT NOT NULL,
+        session_id      TEXT NOT NULL,            -- the current runtime session
+        generation      INTEGER NOT NULL DEFAULT 1,
+        status          TEXT NOT NULL DEFAULT 'new'
+                        CHECK (status IN ('new', 'active')),  -- new: not yet in the runtime
+        created_at      REAL NOT NULL,
+        last_activity   REAL NOT NULL,
+        summary         TEXT,                     -- seeds the current session's system message
+        parent_id       INTEGER REFERENCES threads(id),  -- set on branches
+        branch_turn_id  INTEGER,                  -- the parent's turn the branch was taken at
+        context_tokens  INTEGER NOT NULL DEFAULT 0,
+        context_limit   INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (platform, workspace, channel, thread)
+    );
+
+    CREATE TABLE sessions (
+        session_id      TEXT PRIMARY KEY,
+        thread_id       INTEGER NOT NULL REFERENCES threads(id),
+        generation      INTEGER NOT NULL,
+        created_at      REAL NOT NULL,
+        retired_at      REAL,
+        retire_cause    TEXT,                     -- reset, idle, context, restore
+        summary         TEXT,                     -- what summarize+reset carried forward
+        deleted_at      REAL                      -- runtime state removed by housekeeping
+    );
+    CREATE INDEX sessions_thread ON sessions (thread_id, generation);
+
+    CREATE TABLE turns (
+        id              INTEGER PRIMARY KEY,
+        event_id        TEXT NOT NULL UNIQUE,     -- platform:delivery id; dedupe key
+        thread_id       INTEGER NOT NULL REFERENCES threads(id),
+        kind            TEXT NOT NULL,            -- 'turn' or the command's name
+        status          TEXT NOT NULL
+                        CHECK (status IN ('received', 'running', 'done', 'failed',
+                                          'interrupted')),
+        session_id      TEXT,
+        user_ref        TEXT,                     -- platform reference of the user's message
+        reply_refs      TEXT NOT NULL DEFAULT '[]',  -- JSON list of references posted
+        user_event_id   TEXT,                     -- runtime event ids: fork boundaries
+        answer_event_id TEXT,
+        error           TEXT,
+        received_at     REAL NOT NULL,
+        started_at      REAL,
+        finished_at     REAL
+    );
+    CREATE INDEX turns_thread ON turns (thread_id, id);
+    CREATE INDEX turns_status ON turns (status);
+    """,
+)

@@ -1,0 +1,314 @@
+"""Store: the SQLite database (aiosqlite, WAL) holding threads and the sessions they have had.
+
+Every operation is a small synchronous function run in aiosqlite's database thread as one
+transaction (`Store.run`). Operations that arrive while a commit is in progress are
+committed together with the next one (group commit): one round trip to the database
+thread for many turns instead of several per turn. The turn journal lives in the same
+database; its queries are in bot/journal.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bot.clock import Clock, system_clock
+from bot.migrations import MIGRATIONS
+from bot.thread_key import ThreadKey
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    id: int
+    key: ThreadKey
+    session_id: str
+    generation: int
+    status: str
+    last_activity: float
+    summary: str | None
+    parent_id: int | None
+    context_tokens: int
+    context_limit: int
+
+
+_THREAD_COLUMNS = (
+    "id, platform, workspace, channel, thread, session_id, generation, status, "
+    "last_activity, summary, parent_id, context_tokens, context_limit"
+)
+_BY_KEY = "platform = ? AND workspace = ? AND channel = ? AND thread = ?"
+
+
+def _key_params(key: ThreadKey) -> tuple[str, str, str, str]:
+    return (key.platform, key.workspace, key.channel, key.thread)
+
+
+def _thread(row: sqlite3.Row) -> ThreadRecord:
+    return ThreadRecord(
+        id=row["id"],
+        key=ThreadKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
+        session_id=row["session_id"],
+        generation=row["generation"],
+        status=row["status"],
+        last_activity=row["last_activity"],
+        summary=row["summary"],
+        parent_id=row["parent_id"],
+        context_tokens=row["context_tokens"],
+        context_limit=row["context_limit"],
+    )
+
+
+def select_thread(conn: sqlite3.Connection, key: ThreadKey) -> ThreadRecord | None:
+    row = conn.execute(
+        f"SELECT {_THREAD_COLUMNS} FROM threads WHERE {_BY_KEY}", _key_params(key)
+    ).fetchone()
+    return _thread(row) if row else None
+
+
+def select_thread_by_id(conn: sqlite3.Connection, thread_id: int) -> ThreadRecord:
+    row = conn.execute(
+        f"SELECT {_THREAD_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
+    ).fetchone()
+    if row is None:
+        raise KeyError(f"no thread {thread_id}")
+    return _thread(row)
+
+
+def upsert_thread(conn: sqlite3.Connection, key: ThreadKey, now: float) -> ThreadRecord:
+    """The thread's record, created (generation 1, no runtime session yet) if new."""
+    existing = select_thread(conn, key)
+    if existing is not None:
+        return existing
+    session_id = key.session_id(1)
+    cursor = conn.execute(
+        "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
+        "created_at, last_activity) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (*_key_params(key), session_id, now, now),
+    )
+    conn.execute(
+        "INSERT INTO sessions (session_id, thread_id, generation, created_at) VALUES (?, ?, 1, ?)",
+        (session_id, cursor.lastrowid, now),
+    )
+    return select_thread_by_id(conn, int(cursor.lastrowid or 0))
+
+
+def statement(sql: str, params: tuple[Any, ...] = ()) -> Work[None]:
+    """A work that runs one statement."""
+
+    def work(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, params)
+
+    return work
+
+
+def _settle(batch: list[tuple[Work[Any], asyncio.Future[Any]]], outcomes: list[Any]) -> None:
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():  # the caller gave up waiting
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _apply(
+    conn: sqlite3.Connection,
+    batch: list[tuple[Work[Any], asyncio.Future[Any]]],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """In the database thread: each work in its own savepoint, one commit for all; then
+    wake every waiter at once (straight from here saves the loop a round trip)."""
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for work, _ in batch:
+            conn.execute("SAVEPOINT work")
+            try:
+                outcomes.append((True, work(conn)))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO work")
+                outcomes.append((False, exc))
+            conn.execute("RELEASE work")
+        conn.execute("COMMIT")
+    except Exception as exc:  # the transaction itself failed: nothing was written
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        log.error("database write failed: %s", exc)
+        outcomes = [(False, exc)] * len(batch)
+    loop.call_soon_threadsafe(_settle, batch, outcomes)
+
+
+class Store:
+    """One connection to `<data dir>/threadpilot.db`. Open with `await Store.open(path)`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Clock) -> None:
+        self.db = db
+        self.path = path
+        self._clock = clock
+        self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, clock: Clock = system_clock) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are begun and committed explicitly in _apply.
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, path, clock)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        await self.db.close()
+
+    async def run(self, work: Work[T]) -> T:
+        """Run `work` in the database thread as one transaction; return its result.
+
+        Its writes are committed (with those of concurrent operations) before this
+        returns; if it raises, its writes are rolled back and the error is raised here.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            # aiosqlite has no public call for running a function in its thread;
+            # _execute is how its own methods do it (pinned in pyproject.toml).
+            await self.db._execute(_apply, self.db._conn, batch, loop)  # type: ignore[no-untyped-call]
+
+    async def _migrate(self) -> None:
+        version = await self.schema_version()
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this threadpilot "
+                f"({len(MIGRATIONS)}); upgrade threadpilot or restore an older backup"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # BEGIN...COMMIT makes the migration and its version number one transaction.
+            await self.db.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+            log.info("store migrated to schema version %d", number)
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- threads ---------------------------------------------------------------------
+
+    async def thread(self, key: ThreadKey) -> ThreadRecord | None:
+        return await self.run(lambda conn: select_thread(conn, key))
+
+    async def thread_by_id(self, thread_id: int) -> ThreadRecord:
+        return await self.run(lambda conn: select_thread_by_id(conn, thread_id))
+
+    async def ensure_thread(self, key: ThreadKey) -> ThreadRecord:
+        """The thread's record, created (generation 1, no runtime session yet) if new."""
+        now = self._clock()
+        return await self.run(lambda conn: upsert_thread(conn, key, now))
+
+    async def mark_active(self, thread_id: int) -> None:
+        """The thread's current session now exists in the runtime: resume it from now on."""
+        await self.run(statement("UPDATE threads SET status = 'active' WHERE id = ?", (thread_id,)))
+
+    async def touch(self, thread_id: int, context_tokens: int, context_limit: int) -> None:
+        now = self._clock()
+        await self.run(
+            statement(
+                "UPDATE threads SET last_activity = ?, context_tokens = ?, context_limit = ? "
+                "WHERE id = ?",
+                (now, context_tokens, context_limit, thread_id),
+            )
+        )
+
+    async def retire_session(
+        self, thread: ThreadRecord, cause: str, summary: str | None = None
+    ) -> ThreadRecord:
+        """End the thread's current session; the next message starts generation + 1.
+
+        `summary`, when given, is kept with the retired session and seeds the next one.
+        The retired session's runtime state stays on disk (restore, housekeeping).
+        """
+        now = self._clock()
+        generation = thread.generation + 1
+        session_id = thread.key.session_id(generation)
+
+        def work(conn: sqlite3.Connection) -> ThreadRecord:
+            conn.execute(
+                "UPDATE sessions SET retired_at = ?, retire_cause = ?, summary = ? "
+                "WHERE session_id = ?",
+                (now, cause, summary, thread.session_id),
+            )
+            conn.execute(
+                "UPDATE threads SET session_id = ?, generation = ?, status = 'new', "
+                "summary = ?, context_tokens = 0, context_limit = 0, last_activity = ? "
+                "WHERE id = ?",
+                (session_id, generation, summary, now, thread.id),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO sessions (session_id, thread_id, generation, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (session_id, thread.id, generation, now),
+            )
+            return select_thread_by_id(conn, thread.id)
+
+        return await self.run(work)
+
+    async def create_branch(
+        self, key: ThreadKey, session_id: str, parent: ThreadRecord, summary: str | None
+    ) -> ThreadRecord:
+        """Record a thread whose session was forked from `parent`'s (already in the runtime)."""
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> ThreadRecord:
+            cursor = conn.execute(
+                "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
+                "status, created_at, last_activity, summary, parent_id) "
+                "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                (*_key_params(key), session_id, now, now, summary, parent.id),
+            )
+            conn.execute(
+                "INSERT INTO sessions (session_id, thread_id, generation, created_at) "
+                "VALUES (?, ?, 1, ?)",
+                (session_id, cursor.lastrowid, now),
+            )
+            return select_thread_by_id(conn, int(cursor.lastrowid or 0))
+
+        return await self.run(work)
+
+    async def thread_counts(self) -> dict[str, tuple[int, int]]:
+        """Per platform: (threads, threads whose session exists in the runtime)."""
+        rows = await self.run(
+            lambda conn: conn.execute(
+                "SELECT platform, COUNT(*), SUM(status = 'active') FROM threads GROUP BY platform"
+            ).fetchall()
+        )
+        return {row[0]: (row[1], row[2] or 0) for row in rows}
+
+    def size_bytes(self) -> int:
+        """Bytes on disk, including the write-ahead log."""
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())

@@ -1,0 +1,66 @@
+"""The SQLite store and journal: schema migrations, WAL, crash recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.journal import Journal, TurnOutcome
+from bot.migrations import MIGRATIONS
+from bot.store import Store
+from bot.thread_key import ThreadKey
+
+KEY = ThreadKey("discord", "111", "222", "333")
+
+
+async def test_opening_migrates_once_in_wal_mode(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    thread = await store.ensure_thread(KEY)
+    await store.close()
+
+    reopened = await Store.open(tmp_path / "db.sqlite")
+    try:
+        assert await reopened.schema_version() == len(MIGRATIONS)
+        async with reopened.db.execute("PRAGMA journal_mode") as cursor:
+            assert (await cursor.fetchone())[0] == "wal"  # type: ignore[index]
+        again = await reopened.ensure_thread(KEY)
+        assert again == thread and again.session_id == "discord-111-222-333-g1"
+    finally:
+        await reopened.close()
+
+
+async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    await store.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    await store.close()
+    with pytest.raises(RuntimeError, match="newer than this threadpilot"):
+        await Store.open(tmp_path / "db.sqlite")
+
+
+async def test_unfinished_journal_entries_become_interrupted_at_start(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    journal = Journal(store)
+    queued = await journal.claim("discord:1", KEY, "turn")
+    running = await journal.claim("discord:2", KEY, "turn")
+    finished = await journal.claim("discord:3", KEY, "turn", start=True)
+    assert queued and running and finished
+    assert await journal.claim("discord:3", KEY, "turn") is None
+    assert await journal.status("discord:3") == "running"
+    thread = await journal.start(running.turn_id)
+    assert thread.key == KEY == finished.thread.key
+    await journal.finish(finished.turn_id, TurnOutcome(ok=True, reply_refs=["m1"]))
+    await store.close()  # the process dies here
+
+    store = await Store.open(tmp_path / "db.sqlite")
+    journal = Journal(store)
+    try:
+        assert await journal.recover() == 2
+        statuses = [await journal.status(f"discord:{n}") for n in (1, 2, 3)]
+        assert statuses == ["interrupted", "interrupted", "done"]
+        async with store.db.execute(
+            "SELECT reply_refs FROM turns WHERE event_id = 'discord:3'"
+        ) as cursor:
+            assert (await cursor.fetchone())[0] == '["m1"]'  # type: ignore[index]
+    finally:
+        await store.close()
