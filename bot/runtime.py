@@ -1,0 +1,242 @@
+"""CopilotRuntime: the one CopilotClient of the process, and the session configuration.
+
+Every session is created and resumed with the options built in `_session_options`, so
+model, provider, system message, tools and permissions are decided in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from copilot import CopilotClient, CopilotSession, RuntimeConnection
+from copilot._jsonrpc import JsonRpcError  # the SDK exports no public error type for RPC failures
+from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject, SessionsForkRequest
+
+from bot import sdk_timestamps
+from bot.config import Settings
+from bot.tool_policy import ToolPolicy
+
+log = logging.getLogger(__name__)
+sdk_timestamps.install()
+
+# Variables the CLI child (and any tool it runs) must not inherit.
+_PRIVATE_ENV = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DISCORD_TOKEN",
+    "THREADPILOT_PROVIDER_API_KEY",
+    # Passed to the SDK explicitly instead (it hands the CLI its own variable).
+    "GITHUB_TOKEN",
+    "COPILOT_GITHUB_TOKEN",
+)
+
+
+class SessionNotFound(Exception):
+    """The runtime holds no such session: never persisted, deleted, or dropped by it."""
+
+
+def is_session_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, JsonRpcError) and "Session not found" in exc.message
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    version: str
+    protocol_version: int
+    pid: int | None
+    rss_bytes: int | None
+    auth_mode: str
+    uptime_s: float
+
+
+def process_rss(pid: int) -> int | None:
+    """Resident memory of a process in bytes (Linux /proc), None where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class CopilotRuntime:
+    """Start once per process with `start()`; `stop()` on shutdown."""
+
+    def __init__(self, settings: Settings, cli_path: Path) -> None:
+        self._settings = settings
+        self._cli_path = cli_path
+        self._policy = ToolPolicy(settings.tools)
+        self._client: CopilotClient | None = None
+        self._started_at = 0.0
+        self.home = settings.data_dir / "copilot"
+        self.workspaces = settings.data_dir / "workspaces"
+
+    @property
+    def client(self) -> CopilotClient:
+        if self._client is None:
+            raise RuntimeError("the Copilot runtime is not started")
+        return self._client
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def _cli_env(self) -> dict[str, str]:
+        settings = self._settings
+        data = settings.data_dir.resolve()
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        # The CLI unpacks ~235 MB into its cache on first start; keep it with our data.
+        env["XDG_CACHE_HOME"] = str(data / "cache")
+        env["XDG_STATE_HOME"] = str(data / "state")
+        env["XDG_CONFIG_HOME"] = str(data / "config")
+        if settings.byok:
+            # Offline mode: the CLI talks to nothing but the configured provider.
+            env["COPILOT_OFFLINE"] = "true"
+            env["COPILOT_PROVIDER_BASE_URL"] = str(settings.provider_base_url)
+            env["COPILOT_MODEL"] = str(settings.model)
+        return env
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        settings = self._settings
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.workspaces.mkdir(parents=True, exist_ok=True)
+        client = CopilotClient(
+            connection=RuntimeConnection.for_stdio(path=str(self._cli_path)),
+            base_directory=str(self.home.resolve()),
+            env=self._cli_env(),
+            working_directory=str(self.workspaces.resolve()),
+            log_level="warning",
+            github_token=(
+                settings.github_token.get_secret_value() if settings.github_token else None
+            ),
+            # Longer than ours: the bot retires idle sessions itself, before this fires.
+            session_idle_timeout_seconds=2 * settings.idle_timeout_s,
+        )
+        started = time.monotonic()
+        await client.start()
+        self._client = client
+        self._started_at = time.monotonic()
+        log.info(
+            "copilot runtime started in %.1fs (%s, pid %s)",
+            self._started_at - started,
+            self._cli_path,
+            self._pid(),
+        )
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.stop()
+
+    def _pid(self) -> int | None:
+        # The SDK keeps its child process private; the pid is only for status and metrics.
+        process = getattr(self._client, "_process", None)
+        pid = getattr(process, "pid", None)
+        return pid if isinstance(pid, int) else None
+
+    @property
+    def auth_mode(self) -> str:
+        settings = self._settings
+        if settings.byok:
+            return f"BYOK {settings.provider_type or 'openai'} at {settings.provider_base_url}"
+        if settings.github_token:
+            return "GitHub token"
+        return "GitHub logged-in user"
+
+    async def info(self) -> RuntimeInfo:
+        status = await self.client.get_status()
+        pid = self._pid()
+        return RuntimeInfo(
+            version=status.version,
+            protocol_version=status.protocol_version,
+            pid=pid,
+            rss_bytes=process_rss(pid) if pid else None,
+            auth_mode=self.auth_mode,
+            uptime_s=time.monotonic() - self._started_at,
+        )
+
+    def workspace(self, thread_slug: str) -> Path:
+        """The thread's own working directory: tools never see another thread's files."""
+        path = self.workspaces / thread_slug
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+
+    def _system_message(self, summary: str | None) -> str:
+        prompt = self._settings.system_prompt
+        if summary:
+            prompt += (
+                "\n\nThis thread continues an earlier conversation. Summary of it so far:\n"
+                + summary
+            )
+        return prompt
+
+    def _session_options(self, summary: str | None, workspace: Path) -> dict[str, Any]:
+        settings = self._settings
+        policy = self._policy
+
+        def on_permission(request: Any, _invocation: Any) -> Any:
+            kind = str(getattr(request, "kind", "unknown"))
+            path = getattr(request, "path", None) or getattr(request, "file_name", None)
+            if policy.allows(kind, path, workspace):
+                return PermissionDecisionApproveOnce()
+            log.warning("denied %s permission request (%s) in %s", kind, path or "-", workspace)
+            return PermissionDecisionReject(feedback="Not permitted by this bot's tool policy.")
+
+        options: dict[str, Any] = {
+            "on_permission_request": on_permission,
+            "model": settings.model,
+            # Replace mode: the CLI's own 21 kB coding-agent prompt is not for a chat bot.
+            "system_message": {"mode": "replace", "content": self._system_message(summary)},
+            "available_tools": list(settings.tools),
+            "working_directory": str(workspace),
+            "streaming": True,
+        }
+        if settings.byok:
+            provider: dict[str, Any] = {
+                "type": settings.provider_type or "openai",
+                "base_url": settings.provider_base_url,
+            }
+            if settings.provider_api_key:
+                provider["api_key"] = settings.provider_api_key.get_secret_value()
+            if settings.provider_wire_api:
+                provider["wire_api"] = settings.provider_wire_api
+            options["provider"] = provider
+        return options
+
+    async def create(
+        self, session_id: str, workspace: Path, summary: str | None = None
+    ) -> CopilotSession:
+        return await self.client.create_session(
+            session_id=session_id, **self._session_options(summary, workspace)
+        )
+
+    async def resume(
+        self, session_id: str, workspace: Path, summary: str | None = None
+    ) -> CopilotSession:
+        try:
+            return await self.client.resume_session(
+                session_id, **self._session_options(summary, workspace)
+            )
+        except JsonRpcError as exc:
+            if is_session_not_found(exc):
+                raise SessionNotFound(session_id) from exc
+            raise
+
+    async def fork(self, session_id: str, to_event_id: str | None = None) -> str:
+        """Copy a session's persisted history (before `to_event_id`) into a new session."""
+        result = await self.client.rpc.sessions.fork(
+            SessionsForkRequest(session_id=session_id, to_event_id=to_event_id)
+        )
+        return result.session_id
+
+    async def delete(self, session_id: str) -> None:
+        await self.client.delete_session(session_id)
