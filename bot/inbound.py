@@ -1,0 +1,27 @@
+"""Inbound: one message or command from a chat platform, as the core sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.thread_key import ThreadKey
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """What an adapter hands to the router.
+
+    `event_id` is the platform's own id of the delivery (Slack `event_id`, Discord message
+    or interaction id); a second delivery with the same id is never answered again.
+    `command` is set when the adapter recognised a command form of its platform (a slash
+    command, a mention plus one word); the router also recognises text starting with
+    `/name`. `message_ref` is the platform's reference of the message this refers to (the
+    user's message, or the one a shortcut was used on), used as a branch point.
+    """
+
+    event_id: str
+    key: ThreadKey
+    user_id: str
+    text: str
+    command: str | None = None
+    message_ref: str | None = None

@@ -1,0 +1,77 @@
+"""The reply stream: platform-neutral events a turn or command produces, and the sink
+protocol adapters implement to show them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.thread_key import ThreadKey
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the answer as the model streams it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """How full the session's context window is after this turn's model calls."""
+
+    context_tokens: int
+    context_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinalText:
+    """The complete answer (or command reply). `private` replies go only to the asker
+    where the platform can do that (ephemeral messages)."""
+
+    text: str
+    private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """Something went wrong; `message` is written for the person in the thread."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedThread:
+    """A thread an adapter opened for the core; `link` is the platform's markup for it."""
+
+    key: ThreadKey
+    link: str
+
+
+ReplyEvent = TextDelta | ToolStarted | ToolFinished | Usage | FinalText | ErrorReply
+
+
+class ReplySink(Protocol):
+    """An adapter's handle on the thread an inbound message came from."""
+
+    async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        """Show the stream in the thread; return references of the messages posted."""
+        ...
+
+    async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
+        """Start a new thread next to `origin` (for /branch), linking back to it."""
+        ...

@@ -1,0 +1,134 @@
+"""SessionManager: each thread's agent session, live in the one runtime or resumable from disk.
+
+A thread's current session is created the first time it is needed and resumed after
+that: after a restart, after LRU eviction, and when the runtime dropped it on its own.
+Callers hold the thread's lane ticket (`join`) while they use its session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from copilot import CopilotSession
+
+from bot.config import Settings
+from bot.lanes import Lanes, Ticket
+from bot.runtime import CopilotRuntime, SessionNotFound
+from bot.store import Store, ThreadRecord
+from bot.thread_key import ThreadKey
+from bot.turns import Turn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Live:
+    key: ThreadKey
+    session_id: str
+    session: CopilotSession
+
+
+class SessionManager:
+    def __init__(self, runtime: CopilotRuntime, store: Store, settings: Settings) -> None:
+        self._runtime = runtime
+        self._store = store
+        self._max_live = settings.max_live_sessions
+        self._turn_timeout_s = settings.turn_timeout_s
+        # Thread id -> its live session, least recently used first.
+        self._live: OrderedDict[int, _Live] = OrderedDict()
+        self.lanes = Lanes()
+
+    def join(self, key: ThreadKey) -> Ticket:
+        """A place in the thread's lane: one turn or command at a time, in arrival order."""
+        return self.lanes.join(key)
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    def live_by_platform(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for live in self._live.values():
+            counts[live.key.platform] = counts.get(live.key.platform, 0) + 1
+        return counts
+
+    def is_live(self, thread: ThreadRecord) -> bool:
+        live = self._live.get(thread.id)
+        return live is not None and live.session_id == thread.session_id
+
+    async def start_turn(self, thread: ThreadRecord, prompt: str) -> Turn:
+        """Send `prompt` on the thread's session; iterate the returned turn's events."""
+        turn = Turn(await self._session(thread), prompt, self._turn_timeout_s)
+        try:
+            await turn.send()
+        except SessionNotFound:
+            # The runtime dropped the session behind our back; its history is on disk.
+            log.info("runtime no longer holds %s; resuming it", thread.session_id)
+            self._live.pop(thread.id, None)
+            turn = Turn(await self._session(thread), prompt, self._turn_timeout_s)
+            await turn.send()
+        return turn
+
+    async def finish_turn(self, thread: ThreadRecord, turn: Turn) -> None:
+        usage = turn.usage
+        await self._store.touch(
+            thread.id, usage.context_tokens if usage else 0, usage.context_limit if usage else 0
+        )
+
+    async def reset(self, thread: ThreadRecord, cause: str) -> ThreadRecord:
+        """Retire the thread's session; its next message starts a fresh one."""
+        await self._disconnect(thread.id)
+        return await self._store.retire_session(thread, cause)
+
+    async def branch(self, thread: ThreadRecord, child: ThreadKey) -> ThreadRecord:
+        """Fork the thread's session into `child`; the two then evolve independently."""
+        session_id = await self._runtime.fork(thread.session_id)
+        return await self._store.create_branch(child, session_id, thread, thread.summary)
+
+    async def close(self) -> None:
+        for thread_id in list(self._live):
+            await self._disconnect(thread_id)
+
+    async def _session(self, thread: ThreadRecord) -> CopilotSession:
+        live = self._live.get(thread.id)
+        if live is not None and live.session_id == thread.session_id:
+            self._live.move_to_end(thread.id)
+            return live.session
+        await self._disconnect(thread.id)
+        workspace = self._runtime.workspace(thread.key.slug)
+        if thread.status == "new":
+            session = await self._runtime.create(thread.session_id, workspace, thread.summary)
+            await self._store.mark_active(thread.id)
+        else:
+            try:
+                session = await self._runtime.resume(thread.session_id, workspace, thread.summary)
+            except SessionNotFound:
+                log.warning(
+                    "the runtime has no state for %s (deleted outside threadpilot?); "
+                    "starting it empty",
+                    thread.session_id,
+                )
+                session = await self._runtime.create(thread.session_id, workspace, thread.summary)
+        self._live[thread.id] = _Live(thread.key, thread.session_id, session)
+        await self._evict()
+        return session
+
+    async def _evict(self) -> None:
+        """Disconnect least recently used idle sessions beyond the cap (resumable later)."""
+        for thread_id in list(self._live):
+            if len(self._live) <= self._max_live:
+                return
+            if not self.lanes.busy(self._live[thread_id].key):
+                log.debug("evicting %s", self._live[thread_id].session_id)
+                await self._disconnect(thread_id)
+
+    async def _disconnect(self, thread_id: int) -> None:
+        live = self._live.pop(thread_id, None)
+        if live is None:
+            return
+        try:
+            await live.session.disconnect()
+        except Exception as exc:  # already gone in the runtime: nothing left to release
+            log.debug("disconnecting %s: %s", live.session_id, exc)

@@ -1,0 +1,179 @@
+"""Turn: one prompt sent to a live session, read back as reply events until it is idle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+
+from copilot import CopilotSession
+from copilot._jsonrpc import JsonRpcError
+from copilot.session_events import (
+    AssistantMessageData,
+    AssistantMessageDeltaData,
+    SessionErrorData,
+    SessionEvent,
+    SessionIdleData,
+    SessionUsageInfoData,
+    ToolExecutionCompleteData,
+    ToolExecutionStartData,
+    UserMessageData,
+)
+
+from bot.replies import (
+    ErrorReply,
+    FinalText,
+    ReplyEvent,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    Usage,
+)
+from bot.runtime import SessionNotFound, is_session_not_found
+
+log = logging.getLogger(__name__)
+
+_ABORT_GRACE_S = 10.0
+NO_ANSWER = "The agent finished without writing an answer."
+
+
+def describe_error(error: SessionErrorData) -> str:
+    """A runtime error, worded for the person in the thread."""
+    status = error.status_code
+    if status == 429:
+        return "The model provider is rate-limiting requests right now. Please try again shortly."
+    if status in (401, 403):
+        return (
+            "The model provider refused the bot's credentials. "
+            "An admin needs to check the provider configuration."
+        )
+    if status is not None and status >= 500:
+        return (
+            f"The model provider failed to answer (HTTP {status}), even after retrying. "
+            "Please try again in a moment."
+        )
+    detail = error.message.strip().splitlines()[0][:300] if error.message.strip() else "unknown"
+    return f"The agent ran into an error: {detail}"
+
+
+class Turn:
+    """Call `send()` (it raises SessionNotFound before anything is shown), then iterate
+    `events()`. Afterwards the runtime event ids, the answer and any error are set."""
+
+    def __init__(self, session: CopilotSession, prompt: str, timeout_s: float) -> None:
+        self._session = session
+        self._prompt = prompt
+        self._timeout_s = timeout_s
+        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._message_id: str | None = None
+        self.user_event_id: str | None = None
+        self.answer_event_id: str | None = None
+        self.answer = ""
+        self.error: str | None = None
+        self.usage: Usage | None = None
+        self._pieces: list[str] = []
+        self._tools: dict[str, str] = {}
+
+    async def send(self) -> None:
+        self._unsubscribe = self._session.on(self._queue.put_nowait)
+        try:
+            self._message_id = await self._session.send(self._prompt)
+        except JsonRpcError as exc:
+            self.close()
+            if is_session_not_found(exc):
+                raise SessionNotFound(self._session.session_id) from exc
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    async def events(self) -> AsyncGenerator[ReplyEvent, None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        started = idle = False
+        try:
+            while True:
+                try:
+                    event = await self._next_event(deadline)
+                except TimeoutError:
+                    idle = True  # _abort waits for it
+                    await self._abort()
+                    self.error = f"timed out after {self._timeout_s:g}s"
+                    yield ErrorReply(
+                        f"The agent took longer than {self._timeout_s:g} seconds and was "
+                        "stopped. Please try again, perhaps with a smaller request."
+                    )
+                    return
+                if event.agent_id:  # sub-agent chatter; its results reach the main agent
+                    continue
+                if not started:
+                    # Events before our own user message belong to an earlier turn.
+                    data = event.data
+                    if isinstance(data, UserMessageData) and data.message_id == self._message_id:
+                        started = True
+                        self.user_event_id = str(event.id)
+                    continue
+                if isinstance(event.data, SessionIdleData):
+                    idle = True
+                    break
+                reply = self._translate(event)
+                if reply is not None:
+                    yield reply
+            if self.usage is not None:
+                yield self.usage
+            if self.error is None:
+                self.answer = "\n\n".join(self._pieces)
+                yield FinalText(self.answer or NO_ANSWER)
+        finally:
+            if not idle:  # the consumer stopped early: do not leave the agent running
+                await self._abort()
+            self.close()
+
+    async def _next_event(self, deadline: float) -> SessionEvent:
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        # timeout_at, not wait_for: no extra task and loop round trip for every event.
+        async with asyncio.timeout_at(deadline):
+            return await self._queue.get()
+
+    def _translate(self, event: SessionEvent) -> ReplyEvent | None:
+        """Record what the event tells; return what the thread should see of it."""
+        match event.data:
+            case AssistantMessageDeltaData(delta_content=text) if text:
+                return TextDelta(text)
+            case AssistantMessageData(content=text, chunk_index=chunk) if text:
+                if chunk and self._pieces:  # a long message delivered in chunks
+                    self._pieces[-1] += text
+                else:
+                    self._pieces.append(text)
+                self.answer_event_id = str(event.id)
+            case ToolExecutionStartData(tool_call_id=call_id, tool_name=name):
+                self._tools[call_id] = name
+                return ToolStarted(call_id, name)
+            case ToolExecutionCompleteData(tool_call_id=call_id, success=ok):
+                return ToolFinished(call_id, self._tools.get(call_id, "tool"), ok)
+            case SessionUsageInfoData(current_tokens=used, token_limit=limit):
+                self.usage = Usage(used, limit)
+            case SessionErrorData() as error:
+                self.error = error.message
+                return ErrorReply(describe_error(error))
+        return None
+
+    async def _abort(self) -> None:
+        """Stop the running turn and wait (briefly) until the session is idle again."""
+        try:
+            await self._session.abort()
+        except Exception:
+            log.exception("aborting %s failed", self._session.session_id)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_ABORT_GRACE_S):
+                while not isinstance((await self._queue.get()).data, SessionIdleData):
+                    pass
