@@ -1,0 +1,1 @@
+"""Adapters: one module per chat surface, turning its events into Inbound messages."""

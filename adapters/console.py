@@ -1,0 +1,139 @@
+"""Console adapter: chat with the bot in a terminal, through the same router as every platform.
+
+`/thread NAME` switches threads, `/quit` leaves; everything else goes to the router, so
+the in-thread commands (`/reset`, `/branch`, `/status`, `/help`) work as they do elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import itertools
+import sys
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import TextIO
+
+from bot.inbound import Inbound
+from bot.replies import (
+    ErrorReply,
+    FinalText,
+    OpenedThread,
+    ReplyEvent,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+from bot.router import Router
+from bot.thread_key import ThreadKey
+
+WORKSPACE = "local"
+CHANNEL = "terminal"
+
+
+def console_key(name: str) -> ThreadKey:
+    return ThreadKey("console", WORKSPACE, CHANNEL, name)
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines from stdin, read on a daemon thread so a pending read never blocks exit."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="console-stdin", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        yield line
+
+
+class ConsoleSink:
+    """Prints one reply stream as it arrives."""
+
+    def __init__(self, console: ConsoleAdapter) -> None:
+        self._console = console
+
+    async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        out = self._console.out
+        streamed = False
+        async for event in events:
+            match event:
+                case TextDelta(text):
+                    out.write(text)
+                    streamed = True
+                case ToolStarted(name=name):
+                    out.write(f"\n[using {name}...]\n")
+                case ToolFinished(name=name, ok=ok):
+                    out.write(f"[{name} {'done' if ok else 'failed'}]\n")
+                case FinalText(text):
+                    out.write("\n" if streamed else text + "\n")
+                case ErrorReply(message):
+                    out.write(("\n" if streamed else "") + f"! {message}\n")
+            out.flush()
+        return [f"console:{next(self._console.counter)}"]
+
+    async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
+        name = f"{origin.thread}-{title.lower().replace(' ', '-')}-{next(self._console.counter)}"
+        self._console.out.write(
+            f"(opened thread {name!r}, branched from {origin.thread!r}; "
+            f"/thread {name} to go there)\n"
+        )
+        return OpenedThread(console_key(name), f"thread {name!r}")
+
+
+class ConsoleAdapter:
+    def __init__(
+        self,
+        router: Router,
+        lines: AsyncIterator[str],
+        out: TextIO = sys.stdout,
+        *,
+        interactive: bool = False,
+    ) -> None:
+        self._router = router
+        self._lines = lines
+        self.out = out
+        self._interactive = interactive
+        self._user = getpass.getuser()
+        self.thread = "main"
+        self.counter = itertools.count(1)
+
+    def _say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _prompt(self) -> None:
+        if self._interactive:
+            self.out.write(f"{self.thread}> ")
+            self.out.flush()
+
+    async def run(self) -> None:
+        self._say(
+            f"threadpilot console - thread {self.thread!r}. Type a message; /help for "
+            "commands, /thread NAME to switch threads, /quit to leave."
+        )
+        self._prompt()
+        async for line in self._lines:
+            text = line.rstrip("\r\n")
+            if text.strip() in ("/quit", "/exit"):
+                break
+            if text.startswith("/thread"):
+                name = text.removeprefix("/thread").strip()
+                if name:
+                    self.thread = name
+                    self._say(f"(now in thread {name!r})")
+                else:
+                    self._say(f"(in thread {self.thread!r}; /thread NAME switches)")
+            elif text.strip():
+                inbound = Inbound(
+                    event_id=uuid.uuid4().hex,
+                    key=console_key(self.thread),
+                    user_id=self._user,
+                    text=text,
+                )
+                await self._router.dispatch(inbound, ConsoleSink(self))
+            self._prompt()

@@ -1,0 +1,76 @@
+"""The `threadpilot` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.copilot_cli import VERSION, CliNotFound, install_cli
+
+log = logging.getLogger("threadpilot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threadpilot",
+        description="A persistent GitHub Copilot agent session for every chat thread.",
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser(
+        "run", help="run the bot (the default); the console when no platform is configured"
+    )
+    commands.add_parser("console", help="chat with the bot in this terminal")
+    runtime = commands.add_parser("runtime", help="manage the Copilot CLI")
+    runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
+    runtime_commands.add_parser("install", help=f"install the pinned Copilot CLI {VERSION}")
+    return parser
+
+
+def _setup_logging(level: int) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _console(settings: Settings) -> None:
+    from adapters.console import ConsoleAdapter, stdin_lines
+    from bot.app import App
+
+    app = await App.start(settings)
+    try:
+        console = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
+        await console.run()
+    finally:
+        await app.close()
+
+
+async def _run(settings: Settings) -> None:
+    if settings.slack_bot_token or settings.discord_token:
+        raise ConfigError("Slack and Discord adapters are not available in this version yet")
+    log.info("no chat platform configured (SLACK_BOT_TOKEN, DISCORD_TOKEN): starting the console")
+    await _console(settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    _setup_logging(logging.WARNING if command == "console" else logging.INFO)
+    try:
+        settings = load_settings()
+        if command == "runtime":
+            path = install_cli(settings.cli_dir)
+            print(f"Copilot CLI {VERSION} installed: {path}")
+        elif command == "console":
+            asyncio.run(_console(settings))
+        else:
+            asyncio.run(_run(settings))
+    except (ConfigError, CliNotFound) as exc:
+        print(f"threadpilot: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,114 @@
+"""Router: where every inbound message goes, and the journal entry that follows it.
+
+For each message: take its place in the thread's lane (arrival order), claim its event id
+in the journal (a duplicate stops here), wait for the jobs ahead, then run it as a command
+or a turn and let the adapter's sink show the reply stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from bot.commands import CommandCall, Commands
+from bot.inbound import Inbound
+from bot.journal import Journal, TurnOutcome
+from bot.replies import ErrorReply, ReplyEvent, ReplySink
+from bot.sessions import SessionManager
+from bot.store import ThreadRecord
+
+log = logging.getLogger(__name__)
+
+EMPTY_PROMPT = "Please write a message for me to answer (it was empty)."
+INTERNAL_ERROR = (
+    "Sorry, something went wrong on my side while handling that. "
+    "Please try again; if it keeps happening, tell an admin."
+)
+
+
+async def _single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+    yield event
+
+
+class Router:
+    def __init__(self, journal: Journal, sessions: SessionManager, commands: Commands) -> None:
+        self._journal = journal
+        self._sessions = sessions
+        self._commands = commands
+
+    async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
+        """Handle one inbound message completely. Never raises for a bad message."""
+        parsed = self._commands.parse(inbound)
+        ticket = self._sessions.join(inbound.key)
+        turn_id: int | None = None
+        try:
+            first = ticket.first
+            claim = await self._journal.claim(
+                f"{inbound.key.platform}:{inbound.event_id}",
+                inbound.key,
+                parsed[0].name if parsed else "turn",
+                inbound.message_ref,
+                start=first,
+            )
+            if claim is None:
+                log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
+                return
+            turn_id = claim.turn_id
+            await ticket.ready()
+            # Queued behind others: read the thread as they left it (reset, branch, ...).
+            thread = claim.thread if first else await self._journal.start(turn_id)
+            if parsed:
+                command, args = parsed
+                call = CommandCall(command.name, args, inbound, thread, sink)
+                async with aclosing(self._commands.run(command, call)) as events:
+                    refs = await sink.render(events)
+                outcome = TurnOutcome(ok=True, reply_refs=refs, session_id=thread.session_id)
+                await self._journal.finish(turn_id, outcome)
+            else:
+                await self._turn(turn_id, inbound, thread, sink)
+        except Exception as exc:
+            log.exception("handling %s in %s failed", inbound.event_id, inbound.key)
+            await self._report_failure(turn_id, exc, sink)
+        finally:
+            ticket.release()
+
+    async def _turn(
+        self, turn_id: int, inbound: Inbound, thread: ThreadRecord, sink: ReplySink
+    ) -> None:
+        if not inbound.text.strip():
+            refs = await sink.render(_single(ErrorReply(EMPTY_PROMPT)))
+            await self._journal.finish(
+                turn_id, TurnOutcome(ok=False, reply_refs=refs, error="empty prompt")
+            )
+            return
+        turn = await self._sessions.start_turn(thread, inbound.text)
+        async with aclosing(turn.events()) as events:
+            refs = await sink.render(events)
+        outcome = TurnOutcome(
+            ok=turn.error is None,
+            reply_refs=refs,
+            session_id=thread.session_id,
+            user_event_id=turn.user_event_id,
+            answer_event_id=turn.answer_event_id,
+            error=turn.error,
+        )
+        # Both land in one group commit.
+        await asyncio.gather(
+            self._sessions.finish_turn(thread, turn), self._journal.finish(turn_id, outcome)
+        )
+
+    async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
+        refs: list[str] = []
+        try:
+            refs = await sink.render(_single(ErrorReply(INTERNAL_ERROR)))
+        except Exception:
+            log.exception("could not tell the thread about the failure")
+        if turn_id is not None:
+            try:
+                await self._journal.finish(
+                    turn_id, TurnOutcome(ok=False, reply_refs=refs, error=repr(exc)[:500])
+                )
+            except Exception:
+                log.exception("could not record the failure in the journal")
