@@ -1,0 +1,166 @@
+"""Fixtures: the fake model provider, the real Copilot CLI driven against it, and apps.
+
+One runtime (the CLI process, ~1-2 s to start) serves the whole test session; each test
+gets its own store and SessionManager on top of it and uses thread keys nobody else uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import App
+from bot.config import Settings
+from bot.copilot_cli import find_cli
+from bot.inbound import Inbound
+from bot.replies import ErrorReply, FinalText, OpenedThread, ReplyEvent, TextDelta
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from bot.thread_key import ThreadKey
+from tests.fake_model import FakeModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(data_dir: Path, model_url: str, **overrides: Any) -> Settings:
+    """Settings for a BYOK runtime answered by the fake model; nothing read from .env."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "model": "fake-model",
+        "provider_type": "openai",
+        "provider_base_url": model_url,
+        "provider_api_key": "test-provider-key",
+        "provider_wire_api": "completions",
+        "turn_timeout_s": 60,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class RecordingSink:
+    """Stands in for an adapter: keeps every reply event the core sends to the thread."""
+
+    def __init__(self) -> None:
+        self.events: list[ReplyEvent] = []
+        self.event_id = ""
+        self.opened: list[OpenedThread] = []
+        self.rendered = 0
+
+    async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        self.rendered += 1
+        async for event in events:
+            self.events.append(event)
+        return [f"ref-{uuid.uuid4().hex[:8]}"]
+
+    async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
+        key = ThreadKey(origin.platform, origin.workspace, origin.channel, uuid.uuid4().hex)
+        self.opened.append(OpenedThread(key, f"<thread {key.thread}>"))
+        return self.opened[-1]
+
+    @property
+    def text(self) -> str:
+        return "".join(e.text for e in self.events if isinstance(e, FinalText))
+
+    @property
+    def streamed(self) -> str:
+        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+
+    @property
+    def errors(self) -> list[str]:
+        return [e.message for e in self.events if isinstance(e, ErrorReply)]
+
+
+class Chat:
+    """A test's view of one app: unique thread keys and a `say` helper."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._channel = uuid.uuid4().hex[:10]
+        self._ids = itertools.count(1)
+
+    def key(self, thread: str, platform: str = "slack") -> ThreadKey:
+        return ThreadKey(platform, "T01", f"C{self._channel}", thread)
+
+    async def say(
+        self,
+        thread: str | ThreadKey,
+        text: str,
+        *,
+        event_id: str | None = None,
+        user: str = "U1",
+        command: str | None = None,
+    ) -> RecordingSink:
+        key = thread if isinstance(thread, ThreadKey) else self.key(thread)
+        sink = RecordingSink()
+        sink.event_id = event_id or f"Ev{self._channel}{next(self._ids)}"
+        inbound = Inbound(
+            event_id=sink.event_id,
+            key=key,
+            user_id=user,
+            text=text,
+            command=command,
+        )
+        await self.app.router.dispatch(inbound, sink)
+        return sink
+
+    async def journal_status(self, sink: RecordingSink, platform: str = "slack") -> str | None:
+        return await self.app.journal.status(f"{platform}:{sink.event_id}")
+
+
+@pytest.fixture(scope="session")
+async def fake_model() -> AsyncIterator[FakeModel]:
+    model = FakeModel()
+    await model.start()
+    yield model
+    await model.stop()
+
+
+@pytest.fixture(scope="session")
+def cli_path() -> Path:
+    explicit = os.environ.get("COPILOT_CLI_PATH")
+    return find_cli(ROOT / ".copilot-cli", Path(explicit) if explicit else None)
+
+
+@pytest.fixture(scope="session")
+async def runtime(
+    tmp_path_factory: pytest.TempPathFactory, fake_model: FakeModel, cli_path: Path
+) -> AsyncIterator[CopilotRuntime]:
+    settings = make_settings(tmp_path_factory.mktemp("runtime"), fake_model.base_url)
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    yield runtime
+    await runtime.stop()
+
+
+AppFactory = Callable[..., Awaitable[Chat]]
+
+
+@pytest.fixture
+async def make_chat(
+    tmp_path: Path, runtime: CopilotRuntime, fake_model: FakeModel
+) -> AsyncIterator[AppFactory]:
+    """Build a Chat on the shared runtime with a fresh store; settings may be overridden."""
+    apps: list[App] = []
+
+    async def make(**overrides: Any) -> Chat:
+        settings = make_settings(tmp_path, fake_model.base_url, **overrides)
+        store = await Store.open(tmp_path / f"threadpilot-{len(apps)}.db")
+        app = App(settings, runtime, store)
+        apps.append(app)
+        return Chat(app)
+
+    yield make
+    for app in apps:
+        await app.sessions.close()
+        await app.store.close()
+
+
+@pytest.fixture
+async def chat(make_chat: AppFactory) -> Chat:
+    return await make_chat()

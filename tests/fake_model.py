@@ -1,0 +1,235 @@
+"""A fake OpenAI-compatible model provider on 127.0.0.1 for the real Copilot CLI to call.
+
+It speaks `/v1/chat/completions`, streaming (SSE) and not, and answers by script: by
+default it echoes the last user message ("echo: <text>"); a test can script a reply
+text, an HTTP error, a hang, a gate to hold the answer, or tool calls. Every request
+body is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_DATETIME_TAG = re.compile(r"<current_datetime>.*?</current_datetime>\s*", re.S)
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def user_texts(body: dict[str, Any]) -> list[str]:
+    """The user messages of a request, without the CLI's <current_datetime> prefix."""
+    return [
+        _DATETIME_TAG.sub("", content_text(m.get("content")))
+        for m in body["messages"]
+        if m["role"] == "user"
+    ]
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    texts = user_texts(body)
+    return texts[-1] if texts else ""
+
+
+def system_text(body: dict[str, Any]) -> str:
+    return "\n".join(
+        content_text(m.get("content")) for m in body["messages"] if m["role"] == "system"
+    )
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Reply:
+    text: str | None = None  # None: "echo: <last user text>"
+    status: int = 200  # anything else: that HTTP error instead of an answer
+    gate: asyncio.Event | None = None  # hold the answer until the test sets it
+    hang: bool = False  # never answer
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    chunks: int = 3
+    prompt_tokens: int | None = None  # reported usage; default: a rough count
+
+
+@dataclass
+class _Rule:
+    match: Callable[[dict[str, Any]], bool]
+    reply: Reply
+    times: int | None
+
+
+class FakeModel:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._rules: list[_Rule] = []
+        self._arrived = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self._ids = itertools.count(1)
+        self._stopping = asyncio.Event()  # ends every hang, so the server can stop
+        self.base_url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self.base_url
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def script(
+        self,
+        match: str | Callable[[dict[str, Any]], bool],
+        reply: Reply,
+        times: int | None = 1,
+    ) -> None:
+        """Answer requests whose last user message contains `match` (or for which the
+        predicate holds) with `reply`, `times` times (None: always)."""
+        if isinstance(match, str):
+            marker = match
+
+            def match(body: dict[str, Any]) -> bool:
+                return marker in last_user_text(body)
+
+        self._rules.append(_Rule(match, reply, times))
+
+    def requests_with(self, marker: str) -> list[dict[str, Any]]:
+        """Requests whose last user message contains `marker`."""
+        return [body for body in self.requests if marker in last_user_text(body)]
+
+    async def wait_for_request(self, marker: str) -> dict[str, Any]:
+        """The first request whose last user message contains `marker`, once it arrives."""
+        async with asyncio.timeout(30), self._arrived:
+            await self._arrived.wait_for(lambda: bool(self.requests_with(marker)))
+        return self.requests_with(marker)[0]
+
+    def _reply_for(self, body: dict[str, Any]) -> Reply:
+        for rule in self._rules:
+            if rule.times != 0 and rule.match(body):
+                if rule.times is not None:
+                    rule.times -= 1
+                return rule.reply
+        return Reply()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        async with self._arrived:
+            self._arrived.notify_all()
+        reply = self._reply_for(body)
+        if reply.gate is not None:
+            await reply.gate.wait()
+        if reply.hang:
+            await self._stopping.wait()
+        if reply.status != 200:
+            return web.json_response(
+                {"error": {"message": f"scripted failure {reply.status}", "type": "server_error"}},
+                status=reply.status,
+                headers={"Retry-After": "0"},  # keep the CLI's own retries quick
+            )
+        text = reply.text if reply.text is not None else f"echo: {last_user_text(body)}"
+        prompt_tokens = reply.prompt_tokens or sum(
+            len(json.dumps(m)) // 4 for m in body["messages"]
+        )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(text) // 4 + 1,
+            "total_tokens": prompt_tokens + len(text) // 4 + 1,
+        }
+        if body.get("stream"):
+            return await self._stream(request, body, reply, text, usage)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reply.tool_calls:
+            message["tool_calls"] = self._tool_calls(reply)
+        return web.json_response(
+            {
+                "id": f"fake-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    def _tool_calls(self, reply: Reply) -> list[dict[str, Any]]:
+        return [
+            {
+                "index": index,
+                "id": f"call_{next(self._ids)}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for index, call in enumerate(reply.tool_calls)
+        ]
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        reply: Reply,
+        text: str,
+        usage: dict[str, int],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {
+            "id": f"fake-{next(self._ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+        }
+
+        async def send(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            await response.write(f"data: {json.dumps({**chunk, **extra})}\n\n".encode())
+
+        size = max(1, -(-len(text) // max(1, reply.chunks)))
+        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        for index, piece in enumerate(pieces):
+            await send(
+                {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+            )
+        if reply.tool_calls:
+            await send({"tool_calls": self._tool_calls(reply)})
+        await send({}, "tool_calls" if reply.tool_calls else "stop", usage=usage)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+async def _serve_forever() -> None:
+    """`python -m tests.fake_model`: serve the echo model until killed; print its URL."""
+    model = FakeModel()
+    print(await model.start(), flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve_forever())

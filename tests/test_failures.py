@@ -1,0 +1,153 @@
+"""What goes wrong: model errors and hangs, repeated deliveries, hostile thread ids, tools."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.app import App
+from bot.replies import FinalText, ToolFinished, ToolStarted
+from bot.router import EMPTY_PROMPT
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from bot.thread_key import ThreadKey
+from tests.conftest import AppFactory, Chat, make_settings
+from tests.fake_model import FakeModel, Reply, ToolCall, user_texts
+
+
+async def test_a_model_500_becomes_an_error_and_the_thread_recovers(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    fake_model.script("fail with 500", Reply(status=500), times=None)
+
+    sink = await chat.say("flaky", "fail with 500")
+
+    assert len(sink.errors) == 1 and "HTTP 500" in sink.errors[0]
+    assert not any(isinstance(e, FinalText) for e in sink.events)
+    assert len(fake_model.requests_with("fail with 500")) > 1  # the CLI retried first
+    after = await chat.say("flaky", "are you back?")
+    assert after.errors == [] and after.text == "echo: are you back?"
+    assert await chat.journal_status(sink) == "failed"
+    assert await chat.journal_status(after) == "done"
+
+
+async def test_a_hanging_model_times_out_and_the_thread_answers_afterwards(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    chat = await make_chat(turn_timeout_s=1.5)
+    fake_model.script("never answer", Reply(hang=True))
+
+    sink = await chat.say("hang", "never answer")
+
+    assert len(sink.errors) == 1 and "longer than 1.5 seconds" in sink.errors[0]
+    after = await chat.say("hang", "and now?")
+    assert after.errors == [] and after.text == "echo: and now?"
+    # The aborted turn's question stays in the history; nothing was lost or duplicated.
+    assert user_texts(fake_model.requests_with("and now?")[-1]) == ["never answer", "and now?"]
+
+
+async def test_a_repeated_delivery_is_answered_once(chat: Chat, fake_model: FakeModel) -> None:
+    gate = asyncio.Event()
+    fake_model.script("only once please", Reply(gate=gate))
+
+    first = asyncio.create_task(chat.say("dupes", "only once please", event_id="Ev-dup"))
+    await fake_model.wait_for_request("only once please")
+    retry = await chat.say("dupes", "only once please", event_id="Ev-dup")  # while running
+    gate.set()
+    original = await first
+    replay = await chat.say("dupes", "only once please", event_id="Ev-dup")  # afterwards
+
+    assert original.text == "echo: only once please"
+    assert await chat.journal_status(original) == "done"
+    assert retry.rendered == replay.rendered == 0
+    assert len(fake_model.requests_with("only once please")) == 1
+
+
+async def test_an_empty_message_gets_a_polite_answer_without_a_model_call(chat: Chat) -> None:
+    sink = await chat.say("empty", "   ")
+    assert sink.errors == [EMPTY_PROMPT]
+
+
+HOSTILE = [
+    "../../etc/passwd",
+    "..",
+    "a b c",
+    "ümlaut-ß-日本語",
+    "x" * 500,
+    "1714900000.123456",
+    "1714900000_123456",
+    "",
+    "-g1",
+    "\x00\n\t",
+    "a/b",
+    "a-b",
+]
+
+
+def test_hostile_thread_ids_give_safe_distinct_session_ids() -> None:
+    keys = [ThreadKey("slack", "T01", "C02", thread) for thread in HOSTILE]
+    keys += [ThreadKey("slack", "T01-C02", "x", "y"), ThreadKey("slack", "T01", "C02-x", "y")]
+    ids = [key.session_id(1) for key in keys]
+
+    assert len(set(ids)) == len(ids)
+    for session_id in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", session_id), session_id
+        assert len(session_id) < 200
+    assert ThreadKey("slack", "T01", "C02", "1714900000.123456").session_id(3) == (
+        "slack-T01-C02-1714900000_123456-g3"
+    )
+
+
+@pytest.mark.parametrize("thread", ["../../escape", "ümlaut 日本 a b", "y" * 500])
+async def test_hostile_thread_ids_work_end_to_end_inside_the_data_dir(
+    chat: Chat, runtime: CopilotRuntime, fake_model: FakeModel, thread: str
+) -> None:
+    sink = await chat.say(thread, f"hello from {thread[:20]}")
+    assert sink.text == f"echo: hello from {thread[:20]}"
+    record = await chat.app.store.thread(chat.key(thread))
+    assert record is not None
+    state = runtime.home / "session-state" / record.session_id
+    assert state.is_dir() and state.resolve().is_relative_to(runtime.home.resolve())
+    workspace = runtime.workspace(record.key.slug)
+    assert workspace.is_relative_to(runtime.workspaces.resolve())
+
+
+async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspace(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake_model.base_url, tools=("view",))
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    try:
+        key = chat.key("tools")
+        workspace = runtime.workspace(key.slug)
+        (workspace / "notes.txt").write_text("the workspace note")
+        outside = tmp_path / "outside.txt"
+        outside.write_text("a secret outside the workspace")
+        fake_model.script(
+            "read both",
+            Reply(
+                tool_calls=[
+                    ToolCall("view", {"path": str(workspace / "notes.txt")}),
+                    ToolCall("view", {"path": str(outside)}),
+                ]
+            ),
+        )
+
+        sink = await chat.say(key, "read both")
+
+        started = [e for e in sink.events if isinstance(e, ToolStarted)]
+        finished = {e.call_id: e.ok for e in sink.events if isinstance(e, ToolFinished)}
+        assert [e.name for e in started] == ["view", "view"]
+        assert [finished[e.call_id] for e in started] == [True, False]
+        follow_up = fake_model.requests[-1]
+        tool_results = [m["content"] for m in follow_up["messages"] if m["role"] == "tool"]
+        assert "the workspace note" in str(tool_results[0])
+        assert "a secret" not in str(tool_results)
+        assert [t["function"]["name"] for t in follow_up["tools"]] == ["view"]
+    finally:
+        await chat.app.close()

@@ -1,0 +1,128 @@
+"""Session lifecycle on the real runtime: restart, eviction, dropped sessions, reset, branch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.app import App
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from tests.conftest import AppFactory, Chat, make_settings
+from tests.fake_model import FakeModel, user_texts
+
+
+async def test_a_thread_resumes_its_history_after_a_full_restart(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake_model.base_url)
+
+    async def start() -> Chat:
+        runtime = CopilotRuntime(settings, cli_path)
+        await runtime.start()
+        return Chat(App(settings, runtime, await Store.open(tmp_path / "threadpilot.db")))
+
+    first = await start()
+    key = first.key("1714900000.000100")
+    said = await first.say(key, "remember the word pineapple")
+    old_pid = (await first.app.runtime.info()).pid
+    await first.app.close()  # the CLI process exits; nothing is left in memory
+
+    second = await start()
+    try:
+        assert (await second.app.runtime.info()).pid != old_pid
+        sink = await second.say(key, "which word?")
+        assert sink.text == "echo: which word?"
+        request = fake_model.requests_with("which word?")[-1]
+        assert user_texts(request) == ["remember the word pineapple", "which word?"]
+        thread = await second.app.store.thread(key)
+        assert thread is not None and thread.generation == 1 and thread.status == "active"
+        # A redelivery of the first message after the restart is not answered again.
+        replay = await second.say(key, "remember the word pineapple", event_id=said.event_id)
+        assert replay.rendered == 0
+        assert len(fake_model.requests_with("remember the word pineapple")) == 1
+    finally:
+        await second.app.close()
+
+
+async def test_lru_eviction_keeps_the_cap_and_evicted_threads_resume(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    chat = await make_chat(max_live_sessions=2)
+    for name in ("lru-1", "lru-2", "lru-3"):
+        await chat.say(name, f"first message in {name}")
+        assert chat.app.sessions.live_count <= 2
+
+    lru1 = await chat.app.store.thread(chat.key("lru-1"))
+    assert lru1 is not None and not chat.app.sessions.is_live(lru1)  # least recently used
+
+    sink = await chat.say("lru-1", "back in lru-1")
+    assert sink.text == "echo: back in lru-1"
+    request = fake_model.requests_with("back in lru-1")[-1]
+    assert user_texts(request) == ["first message in lru-1", "back in lru-1"]
+    assert chat.app.sessions.live_count == 2
+
+
+async def test_a_session_the_runtime_dropped_is_resumed_with_its_context(
+    chat: Chat, runtime: CopilotRuntime, fake_model: FakeModel
+) -> None:
+    await chat.say("dropped", "the code is 4711")
+    thread = await chat.app.store.thread(chat.key("dropped"))
+    assert thread is not None and chat.app.sessions.is_live(thread)
+
+    # What the runtime's own idle timer does: it forgets the session, keeping it on disk.
+    await runtime.client._client.request("session.detach", {"sessionId": thread.session_id})  # type: ignore[union-attr]
+
+    sink = await chat.say("dropped", "what is the code?")
+    assert sink.errors == []
+    assert sink.text == "echo: what is the code?"
+    request = fake_model.requests_with("what is the code?")[-1]
+    assert user_texts(request) == ["the code is 4711", "what is the code?"]
+
+
+async def test_reset_starts_a_fresh_session_without_the_old_history(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    await chat.say("reset-me", "old topic: volcanoes")
+    before = await chat.app.store.thread(chat.key("reset-me"))
+
+    reply = await chat.say("reset-me", "/reset")
+    assert "fresh session" in reply.text
+
+    await chat.say("reset-me", "new topic: rivers")
+    request = fake_model.requests_with("new topic: rivers")[-1]
+    assert user_texts(request) == ["new topic: rivers"]
+    after = await chat.app.store.thread(chat.key("reset-me"))
+    assert before is not None and after is not None
+    assert after.generation == before.generation + 1
+    assert after.session_id.endswith("-g2") and after.session_id != before.session_id
+    async with chat.app.store.db.execute(
+        "SELECT retire_cause FROM sessions WHERE session_id = ?", (before.session_id,)
+    ) as cursor:
+        assert (await cursor.fetchone())[0] == "reset"  # type: ignore[index]
+
+
+async def test_branch_copies_the_conversation_and_both_threads_diverge(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    await chat.say("trunk", "shared beginning")
+    reply = await chat.say("trunk", "/branch")
+    assert "Branched this conversation into" in reply.text
+    child_key = reply.opened[0].key
+
+    await chat.say(child_key, "only in the branch")
+    await chat.say("trunk", "only in the trunk")
+
+    child = fake_model.requests_with("only in the branch")[-1]
+    assert user_texts(child) == ["shared beginning", "only in the branch"]
+    trunk = fake_model.requests_with("only in the trunk")[-1]
+    assert user_texts(trunk) == ["shared beginning", "only in the trunk"]
+    child_thread = await chat.app.store.thread(child_key)
+    trunk_thread = await chat.app.store.thread(chat.key("trunk"))
+    assert child_thread is not None and trunk_thread is not None
+    assert child_thread.parent_id == trunk_thread.id
+
+
+async def test_branch_before_any_conversation_says_so(chat: Chat) -> None:
+    reply = await chat.say("empty-branch", "branch", command="branch")
+    assert "nothing to branch yet" in reply.text
+    assert reply.opened == []

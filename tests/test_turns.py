@@ -1,0 +1,80 @@
+"""Turns against the real Copilot CLI and the fake model: replies, history, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.replies import FinalText, TextDelta, Usage
+from tests.conftest import Chat
+from tests.fake_model import FakeModel, Reply, system_text, user_texts
+
+
+async def test_a_turn_streams_and_returns_the_models_answer(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    fake_model.script("tell me a story", Reply(text="Once upon a time, there was a bot.", chunks=4))
+
+    sink = await chat.say("1714900000.123456", "tell me a story")
+
+    assert sink.text == "Once upon a time, there was a bot."
+    deltas = [e.text for e in sink.events if isinstance(e, TextDelta)]
+    assert len(deltas) >= 2 and "".join(deltas) == sink.text
+    assert isinstance(sink.events[-1], FinalText)
+    usage = [e for e in sink.events if isinstance(e, Usage)]
+    assert usage and 0 < usage[-1].context_tokens < usage[-1].context_limit
+    # The bot's own system prompt replaces the CLI's coding-agent prompt, and no tools.
+    request = fake_model.requests_with("tell me a story")[-1]
+    assert system_text(request).startswith("You are threadpilot")
+    assert "tools" not in request
+
+
+async def test_history_of_the_thread_reaches_the_model(chat: Chat, fake_model: FakeModel) -> None:
+    await chat.say("history", "my name is Ada")
+    sink = await chat.say("history", "what is my name?")
+
+    assert sink.text == "echo: what is my name?"
+    request = fake_model.requests_with("what is my name?")[-1]
+    assert user_texts(request) == ["my name is Ada", "what is my name?"]
+    assistant = [m["content"] for m in request["messages"] if m["role"] == "assistant"]
+    assert assistant == ["echo: my name is Ada"]
+
+
+async def test_two_threads_never_see_each_others_history(chat: Chat, fake_model: FakeModel) -> None:
+    await chat.say("thread-a", "secret of A: 1234")
+    await chat.say("thread-b", "hello from B")
+    await chat.say("thread-a", "A again")
+    await chat.say("thread-b", "B again")
+
+    b_request = fake_model.requests_with("B again")[-1]
+    assert user_texts(b_request) == ["hello from B", "B again"]
+    a_request = fake_model.requests_with("A again")[-1]
+    assert user_texts(a_request) == ["secret of A: 1234", "A again"]
+
+
+async def test_same_thread_runs_in_order_while_threads_run_in_parallel(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    gate = asyncio.Event()
+    fake_model.script("ordered-1", Reply(gate=gate))
+
+    a = [asyncio.create_task(chat.say("lane-a", f"ordered-{n}")) for n in (1, 2, 3)]
+    # Thread B answers while thread A's first turn is held by the model.
+    await fake_model.wait_for_request("ordered-1")
+    b = await chat.say("lane-b", "independent")
+    assert b.text == "echo: independent"
+    assert not fake_model.requests_with("ordered-2"), "A's 2nd turn must wait for its 1st"
+    assert chat.app.sessions.lanes.queued == 2
+
+    gate.set()
+    sinks = await asyncio.gather(*a)
+
+    assert [s.text for s in sinks] == [f"echo: ordered-{n}" for n in (1, 2, 3)]
+    order = [user_texts(r)[-1] for r in fake_model.requests if "ordered-" in user_texts(r)[-1]]
+    assert order == ["ordered-1", "ordered-2", "ordered-3"]
+    # Each turn saw the answers of the ones before it.
+    assert user_texts(fake_model.requests_with("ordered-3")[-1]) == [
+        "ordered-1",
+        "ordered-2",
+        "ordered-3",
+    ]
+    assert chat.app.sessions.lanes.queued == chat.app.sessions.lanes.running == 0
