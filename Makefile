@@ -29,5 +29,5 @@ install: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-$(CLI): | install
+$(CLI):
 	$(BIN)/threadpilot runtime install

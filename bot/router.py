@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from bot.commands import CommandCall, Commands
+from bot.commands import Command, CommandCall, Commands
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.replies import ErrorReply, ReplyEvent, ReplySink
@@ -60,12 +60,7 @@ class Router:
             # Queued behind others: read the thread as they left it (reset, branch, ...).
             thread = claim.thread if first else await self._journal.start(turn_id)
             if parsed:
-                command, args = parsed
-                call = CommandCall(command.name, args, inbound, thread, sink)
-                async with aclosing(self._commands.run(command, call)) as events:
-                    refs = await sink.render(events)
-                outcome = TurnOutcome(ok=True, reply_refs=refs, session_id=thread.session_id)
-                await self._journal.finish(turn_id, outcome)
+                await self._command(turn_id, parsed, inbound, thread, sink)
             else:
                 await self._turn(turn_id, inbound, thread, sink)
         except Exception as exc:
@@ -73,6 +68,22 @@ class Router:
             await self._report_failure(turn_id, exc, sink)
         finally:
             ticket.release()
+
+    async def _command(
+        self,
+        turn_id: int,
+        parsed: tuple[Command, str],
+        inbound: Inbound,
+        thread: ThreadRecord,
+        sink: ReplySink,
+    ) -> None:
+        command, args = parsed
+        call = CommandCall(command.name, args, inbound, thread, sink)
+        async with aclosing(self._commands.run(command, call)) as events:
+            refs = await sink.render(events)
+        await self._journal.finish(
+            turn_id, TurnOutcome(ok=True, reply_refs=refs, session_id=thread.session_id)
+        )
 
     async def _turn(
         self, turn_id: int, inbound: Inbound, thread: ThreadRecord, sink: ReplySink

@@ -131,6 +131,11 @@ class CopilotRuntime:
             self._cli_path,
             self._pid(),
         )
+        if not settings.byok and not (await client.get_auth_status()).isAuthenticated:
+            log.warning(
+                "the Copilot runtime has no GitHub credentials: turns will fail until "
+                "GITHUB_TOKEN or a BYOK provider (THREADPILOT_PROVIDER_BASE_URL) is set"
+            )
 
     async def stop(self) -> None:
         client, self._client = self._client, None

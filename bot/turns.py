@@ -41,6 +41,11 @@ NO_ANSWER = "The agent finished without writing an answer."
 def describe_error(error: SessionErrorData) -> str:
     """A runtime error, worded for the person in the thread."""
     status = error.status_code
+    if "No GitHub OAuth token" in error.message:
+        return (
+            "I have no model credentials yet. An admin needs to set GITHUB_TOKEN or a "
+            "model provider (THREADPILOT_PROVIDER_BASE_URL)."
+        )
     if status == 429:
         return "The model provider is rate-limiting requests right now. Please try again shortly."
     if status in (401, 403):
@@ -114,12 +119,9 @@ class Turn:
                 if event.agent_id:  # sub-agent chatter; its results reach the main agent
                     continue
                 if not started:
-                    # Events before our own user message belong to an earlier turn.
-                    data = event.data
-                    if isinstance(data, UserMessageData) and data.message_id == self._message_id:
-                        started = True
-                        self.user_event_id = str(event.id)
-                    continue
+                    started = self._starts_turn(event)
+                    if not (started and isinstance(event.data, SessionErrorData)):
+                        continue
                 if isinstance(event.data, SessionIdleData):
                     idle = True
                     break
@@ -135,6 +137,20 @@ class Turn:
             if not idle:  # the consumer stopped early: do not leave the agent running
                 await self._abort()
             self.close()
+
+    def _starts_turn(self, event: SessionEvent) -> bool:
+        """Whether `event` is the first of this turn; earlier ones belong to an earlier turn.
+
+        Normally that is our user message. An error can come first when the runtime
+        fails the message before recording it (no credentials, for one).
+        """
+        match event.data:
+            case UserMessageData(message_id=message_id) if message_id == self._message_id:
+                self.user_event_id = str(event.id)
+                return True
+            case SessionErrorData(originating_message_id=origin):
+                return origin in (None, self._message_id)
+        return False
 
     async def _next_event(self, deadline: float) -> SessionEvent:
         if not self._queue.empty():
@@ -163,6 +179,7 @@ class Turn:
                 self.usage = Usage(used, limit)
             case SessionErrorData() as error:
                 self.error = error.message
+                log.warning("turn in %s failed: %s", self._session.session_id, error.message)
                 return ErrorReply(describe_error(error))
         return None
 

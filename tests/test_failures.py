@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
+from bot.config import Settings
 from bot.replies import FinalText, ToolFinished, ToolStarted
 from bot.router import EMPTY_PROMPT
 from bot.runtime import CopilotRuntime
@@ -149,5 +150,26 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
         assert "the workspace note" in str(tool_results[0])
         assert "a secret" not in str(tool_results)
         assert [t["function"]["name"] for t in follow_up["tools"]] == ["view"]
+    finally:
+        await chat.app.close()
+
+
+async def test_without_credentials_a_turn_fails_fast_with_a_clear_message(
+    tmp_path: Path, cli_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No BYOK provider and no GitHub token: the runtime fails the message before it is
+    # even recorded, so the error comes before any user message event.
+    monkeypatch.setenv("HOME", str(tmp_path))  # no logged-in GitHub user either
+    for name in ("GITHUB_TOKEN", "COPILOT_GITHUB_TOKEN", "GH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None, data_dir=tmp_path, turn_timeout_s=60)  # type: ignore[call-arg]
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    try:
+        async with asyncio.timeout(30):  # well inside the 60 s turn timeout
+            sink = await chat.say("no-credentials", "hello?")
+        assert len(sink.errors) == 1 and "no model credentials" in sink.errors[0]
+        assert await chat.journal_status(sink) == "failed"
     finally:
         await chat.app.close()
