@@ -1,7 +1,8 @@
 """Console adapter: chat with the bot in a terminal, through the same router as every platform.
 
 `/thread NAME` switches threads, `/quit` leaves; everything else goes to the router, so
-the in-thread commands (`/reset`, `/branch`, `/status`, `/help`) work as they do elsewhere.
+the in-thread commands (`/reset`, `/branch`, `/restore`, `/status`, `/help`) work as they do
+elsewhere.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from bot.inbound import Inbound
 from bot.replies import (
     ErrorReply,
     FinalText,
+    Notice,
     OpenedThread,
     ReplyEvent,
+    ReplySink,
     TextDelta,
     ToolFinished,
     ToolStarted,
@@ -52,10 +55,11 @@ async def stdin_lines() -> AsyncIterator[str]:
 
 
 class ConsoleSink:
-    """Prints one reply stream as it arrives."""
+    """Prints reply streams of one thread as they arrive."""
 
-    def __init__(self, console: ConsoleAdapter) -> None:
+    def __init__(self, console: ConsoleAdapter, key: ThreadKey) -> None:
         self._console = console
+        self._key = key
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
         out = self._console.out
@@ -71,6 +75,11 @@ class ConsoleSink:
                     out.write(f"[{name} {'done' if ok else 'failed'}]\n")
                 case FinalText(text):
                     out.write("\n" if streamed else text + "\n")
+                case Notice(text):
+                    where = (
+                        "" if self._key.thread == self._console.thread else f"[{self._key.thread}] "
+                    )
+                    out.write(f"~ {where}{text}\n")
                 case ErrorReply(message):
                     out.write(("\n" if streamed else "") + f"! {message}\n")
             out.flush()
@@ -86,6 +95,9 @@ class ConsoleSink:
 
 
 class ConsoleAdapter:
+    name = "console"
+    connected = True  # a terminal is always there
+
     def __init__(
         self,
         router: Router,
@@ -101,6 +113,9 @@ class ConsoleAdapter:
         self._user = getpass.getuser()
         self.thread = "main"
         self.counter = itertools.count(1)
+
+    def sink(self, key: ThreadKey) -> ReplySink:
+        return ConsoleSink(self, key)
 
     def _say(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -135,5 +150,5 @@ class ConsoleAdapter:
                     user_id=self._user,
                     text=text,
                 )
-                await self._router.dispatch(inbound, ConsoleSink(self))
+                await self._router.dispatch(inbound, ConsoleSink(self, inbound.key))
             self._prompt()

@@ -1,24 +1,31 @@
-"""App: the core assembled — store, runtime, sessions, commands and router — and its lifetime."""
+"""App: the core assembled — store, runtime, sessions, scheduler, commands, router — and its
+lifetime."""
 
 from __future__ import annotations
 
 import logging
 
+from bot.checkpoints import Checkpointer
 from bot.clock import Clock, system_clock
 from bot.commands import Commands
 from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.journal import Journal
+from bot.metrics import Metrics
+from bot.replies import Platform
 from bot.router import Router
 from bot.runtime import CopilotRuntime
+from bot.scheduler import Scheduler
 from bot.sessions import SessionManager
+from bot.status import Status
 from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class App:
-    """Wires the parts around an open store and a started runtime."""
+    """Wires the parts around an open store and a started runtime. Adapters register
+    themselves in `platforms` so the core can post into their threads unasked."""
 
     def __init__(
         self,
@@ -30,10 +37,32 @@ class App:
         self.settings = settings
         self.runtime = runtime
         self.store = store
+        self.platforms: dict[str, Platform] = {}
+        self.metrics = Metrics(clock)
         self.journal = Journal(store, clock)
-        self.sessions = SessionManager(runtime, store, settings)
-        self.commands = Commands(settings, runtime, store, self.sessions)
-        self.router = Router(self.journal, self.sessions, self.commands)
+        self.sessions = SessionManager(runtime, store, settings, self.metrics, clock)
+        self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
+        self.checkpointer = Checkpointer(self.sessions, settings, self.metrics, self.platforms)
+        self.scheduler = Scheduler(
+            settings=settings,
+            runtime=runtime,
+            store=store,
+            journal=self.journal,
+            sessions=self.sessions,
+            checkpointer=self.checkpointer,
+            metrics=self.metrics,
+            clock=clock,
+        )
+        self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
+        self.commands = Commands(settings, self.sessions, self.journal, self.status)
+        self.router = Router(
+            journal=self.journal,
+            sessions=self.sessions,
+            commands=self.commands,
+            checkpointer=self.checkpointer,
+            metrics=self.metrics,
+            context_reset_ratio=settings.context_reset_ratio,
+        )
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock = system_clock) -> App:
@@ -51,7 +80,14 @@ class App:
             raise
         return app
 
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: the runtime, the store, and every platform's connection."""
+        checks = {"runtime": self.runtime.started, "store": self.store.is_open}
+        checks.update({f"{name} connected": p.connected for name, p in self.platforms.items()})
+        return checks
+
     async def close(self) -> None:
+        self.scheduler.shutdown()
         await self.sessions.close()
         await self.runtime.stop()
         await self.store.close()

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
+import urllib.error
+import urllib.request
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.copilot_cli import VERSION, CliNotFound, install_cli
@@ -23,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run the bot (the default); the console when no platform is configured"
     )
     commands.add_parser("console", help="chat with the bot in this terminal")
+    commands.add_parser("status", help="print the running bot's status (as the admin command)")
     runtime = commands.add_parser("runtime", help="manage the Copilot CLI")
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
     runtime_commands.add_parser("install", help=f"install the pinned Copilot CLI {VERSION}")
@@ -40,12 +43,18 @@ def _setup_logging(level: int) -> None:
 async def _console(settings: Settings) -> None:
     from adapters.console import ConsoleAdapter, stdin_lines
     from bot.app import App
+    from bot.http_server import HttpServer
 
     app = await App.start(settings)
+    http = HttpServer(app, settings.http_port)
     try:
         console = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
+        app.platforms[console.name] = console
+        await http.start()
+        app.scheduler.start()
         await console.run()
     finally:
+        await http.stop()
         await app.close()
 
 
@@ -56,15 +65,28 @@ async def _run(settings: Settings) -> None:
     await _console(settings)
 
 
+def _status(settings: Settings) -> None:
+    """Ask the running bot; its /status serves the admin command's text to this machine."""
+    url = f"http://127.0.0.1:{settings.http_port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            print(response.read().decode(), end="")
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"threadpilot: no running bot answers at {url} ({exc})", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     command = args.command or "run"
-    _setup_logging(logging.WARNING if command == "console" else logging.INFO)
+    _setup_logging(logging.WARNING if command in ("console", "status") else logging.INFO)
     try:
         settings = load_settings()
         if command == "runtime":
             path = install_cli(settings.cli_dir)
             print(f"Copilot CLI {VERSION} installed: {path}")
+        elif command == "status":
+            _status(settings)
         elif command == "console":
             asyncio.run(_console(settings))
         else:

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.inbound import Inbound
-from bot.replies import FinalText, ReplyEvent, ReplySink
-from bot.runtime import CopilotRuntime
+from bot.journal import Journal, UnknownMessage
+from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
-from bot.status import collect_status, format_status
-from bot.store import Store, ThreadRecord
+from bot.status import Status
+from bot.store import ThreadRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +43,25 @@ class Command:
 
 class Commands:
     def __init__(
-        self,
-        settings: Settings,
-        runtime: CopilotRuntime,
-        store: Store,
-        sessions: SessionManager,
+        self, settings: Settings, sessions: SessionManager, journal: Journal, status: Status
     ) -> None:
         self._settings = settings
-        self._runtime = runtime
-        self._store = store
         self._sessions = sessions
+        self._journal = journal
+        self._status_source = status
         self.table: dict[str, Command] = {
             command.name: command
             for command in (
+                Command("reset", "forget this conversation and start afresh", False, self._reset),
                 Command(
-                    "reset", "forget this thread's conversation and start fresh", False, self._reset
+                    "branch",
+                    "copy this conversation (up to a message, if you pick one) into a new thread",
+                    False,
+                    self._branch,
                 ),
-                Command("branch", "copy this conversation into a new thread", False, self._branch),
-                Command("status", "show the bot's health (admins only)", True, self._status),
-                Command("help", "show this help", False, self._help),
+                Command("restore", "undo the last reset or checkpoint", False, self._restore),
+                Command("status", "the bot's health (admins only)", True, self._status),
+                Command("help", "this help", False, self._help),
             )
         }
 
@@ -98,27 +98,43 @@ class Commands:
     async def _reset(self, call: CommandCall) -> ReplyEvent:
         await self._sessions.reset(call.thread, cause="reset")
         return FinalText(
-            "Started a fresh session: I no longer remember anything said above this message."
+            "Started afresh: I no longer remember anything said above this message. "
+            "Say `restore` to undo."
         )
 
+    async def _restore(self, call: CommandCall) -> ReplyEvent:
+        if await self._sessions.restore(call.thread) is None:
+            days = self._settings.restore_period_s / 86400
+            return ErrorReply(
+                f"There is no earlier conversation to restore here (resets can be undone "
+                f"for {days:g} days)."
+            )
+        return FinalText("Restored: I remember the conversation as it was before the last reset.")
+
     async def _branch(self, call: CommandCall) -> ReplyEvent:
-        if call.thread.status == "new":
-            return FinalText("There is nothing to branch yet: we have not talked in this thread.")
+        try:
+            point = await self._journal.fork_point(call.thread.id, call.inbound.target_ref)
+        except UnknownMessage:
+            return ErrorReply(
+                "I can't branch from that message: it is not part of my conversation in "
+                "this thread (or too old)."
+            )
+        if point is None:
+            return ErrorReply("There is nothing to branch yet: we have not talked here.")
         opened = await call.sink.open_thread(call.args or "Branch", call.thread.key)
-        await self._sessions.branch(call.thread, opened.key)
+        await self._sessions.branch(call.thread, opened.key, point)
         return FinalText(
-            f"Branched this conversation into {opened.link}. "
-            "Both threads remember everything up to here and go their own way from now on."
+            f"Branched into {opened.link}: it remembers this conversation up to that point, "
+            "and from now on the two threads go their own ways."
         )
 
     async def _status(self, call: CommandCall) -> ReplyEvent:
-        report = await collect_status(self._runtime, self._store, self._sessions)
-        return FinalText(format_status(report), private=True)
+        return FinalText(await self._status_source.text(), private=True)
 
     async def _help(self, call: CommandCall) -> ReplyEvent:
         lines = [
-            "I am a GitHub Copilot agent with one conversation per thread: "
-            "everything said in this thread is my context.",
+            "I am a GitHub Copilot agent with one conversation per thread: everything said "
+            "in this thread is my context, and nothing from other threads is.",
             "Commands:",
         ]
         lines += [f"  {c.name} - {c.summary}" for c in self.table.values()]

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     provider_wire_api: Literal["completions", "responses"] | None = Field(
         None, alias="THREADPILOT_PROVIDER_WIRE_API"
     )
+    provider_max_prompt_tokens: int | None = Field(
+        None, gt=0, alias="THREADPILOT_PROVIDER_MAX_PROMPT_TOKENS"
+    )
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
     tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
     admins: Annotated[frozenset[str], NoDecode] = Field(frozenset(), alias="THREADPILOT_ADMINS")
@@ -79,6 +82,9 @@ class Settings(BaseSettings):
     reset_margin_s: int = Field(120, ge=0, alias="THREADPILOT_RESET_MARGIN_S")
     context_reset_ratio: float = Field(0.75, gt=0, lt=1, alias="THREADPILOT_CONTEXT_RESET_RATIO")
     max_live_sessions: int = Field(50, ge=1, alias="THREADPILOT_MAX_LIVE_SESSIONS")
+    checkpoint_notes: bool = Field(True, alias="THREADPILOT_CHECKPOINT_NOTES")
+    restore_period_s: int = Field(7 * 86400, ge=0, alias="THREADPILOT_RESTORE_PERIOD_S")
+    journal_retention_s: int = Field(30 * 86400, gt=0, alias="THREADPILOT_JOURNAL_RETENTION_S")
     turn_timeout_s: float = Field(300, gt=0, alias="THREADPILOT_TURN_TIMEOUT_S")
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
 
@@ -115,7 +121,12 @@ class Settings(BaseSettings):
                 "THREADPILOT_RESET_MARGIN_S must be smaller than THREADPILOT_IDLE_TIMEOUT_S "
                 f"(got {self.reset_margin_s} >= {self.idle_timeout_s})"
             )
-        provider_parts = (self.provider_type, self.provider_api_key, self.provider_wire_api)
+        provider_parts = (
+            self.provider_type,
+            self.provider_api_key,
+            self.provider_wire_api,
+            self.provider_max_prompt_tokens,
+        )
         if any(part is not None for part in provider_parts) and not self.provider_base_url:
             raise ValueError(
                 "THREADPILOT_PROVIDER_BASE_URL is required when another "

@@ -15,8 +15,9 @@ class Inbound:
     or interaction id); a second delivery with the same id is never answered again.
     `command` is set when the adapter recognised a command form of its platform (a slash
     command, a mention plus one word); the router also recognises text starting with
-    `/name`. `message_ref` is the platform's reference of the message this refers to (the
-    user's message, or the one a shortcut was used on), used as a branch point.
+    `/name`. `message_ref` is the platform's reference of this message, when it is one (the
+    journal maps it to the turn, so a later branch can start there). `target_ref` is the
+    message a command was used on (a message shortcut), e.g. the branch point.
     """
 
     event_id: str
@@ -25,3 +26,4 @@ class Inbound:
     text: str
     command: str | None = None
     message_ref: str | None = None
+    target_ref: str | None = None

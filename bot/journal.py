@@ -35,6 +35,20 @@ class Claim:
     thread: ThreadRecord  # as it was when the event was claimed
 
 
+@dataclass(frozen=True, slots=True)
+class ForkPoint:
+    """Where a branch is cut: after `turn_id`, a turn of `session_id`. The fork keeps the
+    runtime events before `to_event_id` (all of them when None)."""
+
+    turn_id: int
+    session_id: str
+    to_event_id: str | None
+
+
+class UnknownMessage(LookupError):
+    """A platform message this thread's journal does not know (or no longer does)."""
+
+
 class Journal:
     def __init__(self, store: Store, clock: Clock = system_clock) -> None:
         self._store = store
@@ -103,6 +117,59 @@ class Journal:
                     outcome.error,
                     turn_id,
                 ),
+            )
+        )
+
+    async def fork_point(self, thread_id: int, message_ref: str | None) -> ForkPoint | None:
+        """The branch point for a platform message of the thread: its latest turn at or
+        before that message (the latest turn of all when `message_ref` is None); None when
+        there is no such turn. Raises UnknownMessage for a message it has no record of."""
+
+        def work(conn: sqlite3.Connection) -> ForkPoint | None:
+            anchor: int | None = 2**63 - 1
+            if message_ref is not None:
+                row = conn.execute(
+                    "SELECT MIN(id) FROM turns WHERE thread_id = ? AND (user_ref = ? OR "
+                    "EXISTS (SELECT 1 FROM json_each(reply_refs) WHERE value = ?))",
+                    (thread_id, message_ref, message_ref),
+                ).fetchone()
+                anchor = row[0]
+            if anchor is None:
+                raise UnknownMessage(message_ref)
+            point = conn.execute(
+                "SELECT id, session_id FROM turns WHERE thread_id = ? AND id <= ? "
+                "AND kind = 'turn' AND user_event_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+                (thread_id, anchor),
+            ).fetchone()
+            if point is None:
+                return None
+            # Cut before the next request made of that session: its next turn, or the
+            # summary request that retired it.
+            after = (
+                conn.execute(
+                    "SELECT user_event_id FROM turns WHERE session_id = ? AND id > ? "
+                    "AND user_event_id IS NOT NULL ORDER BY id LIMIT 1",
+                    (point["session_id"], point["id"]),
+                ).fetchone()
+                or conn.execute(
+                    "SELECT summary_event_id FROM sessions WHERE session_id = ? "
+                    "AND summary_event_id IS NOT NULL",
+                    (point["session_id"],),
+                ).fetchone()
+            )
+            return ForkPoint(point["id"], point["session_id"], after[0] if after else None)
+
+        return await self._store.run(work)
+
+    async def prune(self, received_before: float) -> int:
+        """Forget finished entries received before the given time; returns how many."""
+        return await self._store.run(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM turns WHERE received_at < ? "
+                    "AND status NOT IN ('received', 'running')",
+                    (received_before,),
+                ).rowcount
             )
         )
 

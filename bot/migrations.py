@@ -4,7 +4,7 @@ Never edit a released migration; append a new one.
 """
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: threads, the sessions each thread has had, and the turn journal.
+    # 1: threads, the sessions each thread has had, what happened to them, and the journal.
     """
     CREATE TABLE threads (
         id              INTEGER PRIMARY KEY,
@@ -13,12 +13,11 @@ MIGRATIONS: tuple[str, ...] = (
         channel         TEXT NOT NULL,
         thread          TEXT NOT NULL,
         session_id      TEXT NOT NULL,            -- the current runtime session
-        generation      INTEGER NOT NULL DEFAULT 1,
+        generation      INTEGER NOT NULL DEFAULT 1,  -- the highest one handed out so far
         status          TEXT NOT NULL DEFAULT 'new'
                         CHECK (status IN ('new', 'active')),  -- new: not yet in the runtime
         created_at      REAL NOT NULL,
         last_activity   REAL NOT NULL,
-        summary         TEXT,                     -- seeds the current session's system message
         parent_id       INTEGER REFERENCES threads(id),  -- set on branches
         branch_turn_id  INTEGER,                  -- the parent's turn the branch was taken at
         context_tokens  INTEGER NOT NULL DEFAULT 0,
@@ -30,13 +29,25 @@ MIGRATIONS: tuple[str, ...] = (
         session_id      TEXT PRIMARY KEY,
         thread_id       INTEGER NOT NULL REFERENCES threads(id),
         generation      INTEGER NOT NULL,
+        seed_summary    TEXT,                     -- carried in its system message
         created_at      REAL NOT NULL,
         retired_at      REAL,
         retire_cause    TEXT,                     -- reset, idle, context, restore
-        summary         TEXT,                     -- what summarize+reset carried forward
+        summary         TEXT,                     -- taken when summarize+reset retired it
+        summary_event_id TEXT,                    -- runtime event id of that request
         deleted_at      REAL                      -- runtime state removed by housekeeping
     );
-    CREATE INDEX sessions_thread ON sessions (thread_id, generation);
+    CREATE INDEX sessions_thread ON sessions (thread_id, retired_at);
+    CREATE INDEX sessions_retired ON sessions (retired_at) WHERE deleted_at IS NULL;
+
+    CREATE TABLE lifecycle (                      -- what happened to threads' sessions, when
+        id              INTEGER PRIMARY KEY,
+        thread_id       INTEGER NOT NULL REFERENCES threads(id),
+        session_id      TEXT NOT NULL,            -- the session it happened to
+        action          TEXT NOT NULL,            -- reset, idle, context, restore, branch
+        at              REAL NOT NULL
+    );
+    CREATE INDEX lifecycle_action ON lifecycle (action, at);
 
     CREATE TABLE turns (
         id              INTEGER PRIMARY KEY,
@@ -58,5 +69,6 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX turns_thread ON turns (thread_id, id);
     CREATE INDEX turns_status ON turns (status);
+    CREATE INDEX turns_received ON turns (received_at);
     """,
 )

@@ -48,6 +48,13 @@ class FinalText:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """A short note from the bot itself (a checkpoint, ...), not from the agent."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     """Something went wrong; `message` is written for the person in the thread."""
 
@@ -62,7 +69,12 @@ class OpenedThread:
     link: str
 
 
-ReplyEvent = TextDelta | ToolStarted | ToolFinished | Usage | FinalText | ErrorReply
+ReplyEvent = TextDelta | ToolStarted | ToolFinished | Usage | FinalText | Notice | ErrorReply
+
+
+async def single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
+    """A reply stream of one event (command answers, notes, errors)."""
+    yield event
 
 
 class ReplySink(Protocol):
@@ -74,4 +86,20 @@ class ReplySink(Protocol):
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         """Start a new thread next to `origin` (for /branch), linking back to it."""
+        ...
+
+
+class Platform(Protocol):
+    """What the core needs of an adapter beyond the sink of one inbound message."""
+
+    name: str  # the ThreadKey platform it serves
+
+    @property
+    def connected(self) -> bool:
+        """Whether it can currently reach its chat service (for /readyz)."""
+        ...
+
+    def sink(self, key: ThreadKey) -> ReplySink:
+        """A sink posting into an existing thread, for messages nobody asked for
+        (checkpoint notes)."""
         ...

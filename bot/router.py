@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
 from contextlib import aclosing
 
+from bot.checkpoints import Checkpointer
 from bot.commands import Command, CommandCall, Commands
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
-from bot.replies import ErrorReply, ReplyEvent, ReplySink
+from bot.metrics import Metrics
+from bot.replies import ErrorReply, ReplySink, single
 from bot.sessions import SessionManager
 from bot.store import ThreadRecord
+from bot.turns import Turn
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +31,23 @@ INTERNAL_ERROR = (
 )
 
 
-async def _single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
-    yield event
-
-
 class Router:
-    def __init__(self, journal: Journal, sessions: SessionManager, commands: Commands) -> None:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        sessions: SessionManager,
+        commands: Commands,
+        checkpointer: Checkpointer,
+        metrics: Metrics,
+        context_reset_ratio: float,
+    ) -> None:
         self._journal = journal
         self._sessions = sessions
         self._commands = commands
+        self._checkpointer = checkpointer
+        self._metrics = metrics
+        self._context_reset_ratio = context_reset_ratio
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
@@ -89,14 +100,19 @@ class Router:
         self, turn_id: int, inbound: Inbound, thread: ThreadRecord, sink: ReplySink
     ) -> None:
         if not inbound.text.strip():
-            refs = await sink.render(_single(ErrorReply(EMPTY_PROMPT)))
+            refs = await sink.render(single(ErrorReply(EMPTY_PROMPT)))
             await self._journal.finish(
                 turn_id, TurnOutcome(ok=False, reply_refs=refs, error="empty prompt")
             )
             return
+        started = time.perf_counter()
         turn = await self._sessions.start_turn(thread, inbound.text)
         async with aclosing(turn.events()) as events:
             refs = await sink.render(events)
+        self._metrics.turn_seconds.observe(time.perf_counter() - started)
+        self._metrics.turns.labels("done" if turn.error is None else "failed").inc()
+        if turn.error is not None:
+            self._metrics.error("turn", f"{thread.key}: {turn.error}")
         outcome = TurnOutcome(
             ok=turn.error is None,
             reply_refs=refs,
@@ -109,11 +125,23 @@ class Router:
         await asyncio.gather(
             self._sessions.finish_turn(thread, turn), self._journal.finish(turn_id, outcome)
         )
+        if self._context_full(turn):
+            # Summarize+reset now, before the runtime would compact on the next turn.
+            await self._checkpointer.checkpoint(thread, "context")
+
+    def _context_full(self, turn: Turn) -> bool:
+        usage = turn.usage
+        return (
+            usage is not None
+            and usage.context_limit > 0
+            and usage.context_tokens >= self._context_reset_ratio * usage.context_limit
+        )
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
+        self._metrics.error("router", repr(exc))
         refs: list[str] = []
         try:
-            refs = await sink.render(_single(ErrorReply(INTERNAL_ERROR)))
+            refs = await sink.render(single(ErrorReply(INTERNAL_ERROR)))
         except Exception:
             log.exception("could not tell the thread about the failure")
         if turn_id is not None:

@@ -187,6 +187,7 @@ class CopilotRuntime:
     def _session_options(self, summary: str | None, workspace: Path) -> dict[str, Any]:
         settings = self._settings
         policy = self._policy
+        ratio = settings.context_reset_ratio
 
         def on_permission(request: Any, _invocation: Any) -> Any:
             kind = str(getattr(request, "kind", "unknown"))
@@ -204,6 +205,13 @@ class CopilotRuntime:
             "available_tools": list(settings.tools),
             "working_directory": str(workspace),
             "streaming": True,
+            # The runtime compacts only above the fill at which the bot itself summarizes
+            # and resets (THREADPILOT_CONTEXT_RESET_RATIO), so it normally never does.
+            "infinite_sessions": {
+                "enabled": True,
+                "background_compaction_threshold": ratio + (1 - ratio) / 2,
+                "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
+            },
         }
         if settings.byok:
             provider: dict[str, Any] = {
@@ -214,6 +222,8 @@ class CopilotRuntime:
                 provider["api_key"] = settings.provider_api_key.get_secret_value()
             if settings.provider_wire_api:
                 provider["wire_api"] = settings.provider_wire_api
+            if settings.provider_max_prompt_tokens:
+                provider["max_prompt_tokens"] = settings.provider_max_prompt_tokens
             options["provider"] = provider
         return options
 

@@ -12,15 +12,22 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from copilot import CopilotSession
+from copilot.session_events import SessionCompactionCompleteData, SessionEvent
 
+from bot.clock import Clock, system_clock
 from bot.config import Settings
+from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
+from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime, SessionNotFound
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
 from bot.turns import Turn
 
 log = logging.getLogger(__name__)
+
+# Retirements `restore` undoes (not a restore itself: that would undo the undo).
+RESTORABLE = ("reset", "idle", "context")
 
 
 @dataclass(slots=True)
@@ -31,11 +38,21 @@ class _Live:
 
 
 class SessionManager:
-    def __init__(self, runtime: CopilotRuntime, store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        runtime: CopilotRuntime,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock = system_clock,
+    ) -> None:
         self._runtime = runtime
         self._store = store
+        self._metrics = metrics
+        self._clock = clock
         self._max_live = settings.max_live_sessions
         self._turn_timeout_s = settings.turn_timeout_s
+        self._restore_period_s = settings.restore_period_s
         # Thread id -> its live session, least recently used first.
         self._live: OrderedDict[int, _Live] = OrderedDict()
         self.lanes = Lanes()
@@ -53,6 +70,9 @@ class SessionManager:
         for live in self._live.values():
             counts[live.key.platform] = counts.get(live.key.platform, 0) + 1
         return counts
+
+    def live_thread_ids(self) -> list[int]:
+        return list(self._live)
 
     def is_live(self, thread: ThreadRecord) -> bool:
         live = self._live.get(thread.id)
@@ -77,15 +97,34 @@ class SessionManager:
             thread.id, usage.context_tokens if usage else 0, usage.context_limit if usage else 0
         )
 
-    async def reset(self, thread: ThreadRecord, cause: str) -> ThreadRecord:
-        """Retire the thread's session; its next message starts a fresh one."""
+    async def reset(
+        self,
+        thread: ThreadRecord,
+        cause: str,
+        summary: str | None = None,
+        summary_event_id: str | None = None,
+    ) -> ThreadRecord:
+        """Retire the thread's session (kept for `restore`); its next message starts a
+        fresh one, seeded with `summary` if given."""
         await self._disconnect(thread.id)
-        return await self._store.retire_session(thread, cause)
+        fresh = await self._store.retire_session(thread, cause, summary, summary_event_id)
+        self._metrics.resets.labels(cause).inc()
+        return fresh
 
-    async def branch(self, thread: ThreadRecord, child: ThreadKey) -> ThreadRecord:
-        """Fork the thread's session into `child`; the two then evolve independently."""
-        session_id = await self._runtime.fork(thread.session_id)
-        return await self._store.create_branch(child, session_id, thread, thread.summary)
+    async def restore(self, thread: ThreadRecord) -> ThreadRecord | None:
+        """Bring back the session the last reset retired; None if there is none."""
+        await self._disconnect(thread.id)
+        since = self._clock() - self._restore_period_s
+        return await self._store.restore_session(thread, RESTORABLE, since)
+
+    async def branch(
+        self, thread: ThreadRecord, child: ThreadKey, point: ForkPoint
+    ) -> ThreadRecord:
+        """Fork the session of `point` into the new thread `child`, keeping the history up
+        to that point; parent and child then evolve independently."""
+        session_id = await self._runtime.fork(point.session_id, point.to_event_id)
+        seed = await self._store.session_seed(point.session_id)
+        return await self._store.create_branch(child, session_id, thread, seed, point.turn_id)
 
     async def close(self) -> None:
         for thread_id in list(self._live):
@@ -111,9 +150,18 @@ class SessionManager:
                     thread.session_id,
                 )
                 session = await self._runtime.create(thread.session_id, workspace, thread.summary)
+        session_id = thread.session_id
+        session.on(lambda event: self._watch(session_id, event))
         self._live[thread.id] = _Live(thread.key, thread.session_id, session)
         await self._evict()
         return session
+
+    def _watch(self, session_id: str, event: SessionEvent) -> None:
+        # Compaction is the bot's job (summarize+reset); when the runtime does it anyway
+        # (a turn that outgrew the window by itself), it is recorded and that is all.
+        if isinstance(event.data, SessionCompactionCompleteData):
+            self._metrics.compactions.inc()
+            log.warning("the runtime compacted %s on its own", session_id)
 
     async def _evict(self) -> None:
         """Disconnect least recently used idle sessions beyond the cap (resumable later)."""

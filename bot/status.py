@@ -1,10 +1,13 @@
-"""Status: the fleet at a glance, for the admin `status` command."""
+"""Status: the fleet at a glance, for the admin `status` command and `threadpilot status`."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from bot.metrics import Metrics, RecentError
 from bot.runtime import CopilotRuntime, RuntimeInfo
+from bot.scheduler import JobStatus, Scheduler
 from bot.sessions import SessionManager
 from bot.store import Store
 
@@ -22,29 +25,56 @@ class StatusReport:
     sessions: dict[str, PlatformSessions]
     turns_running: int
     turns_queued: int
+    jobs: list[JobStatus]
+    lifecycle: dict[str, int]  # resets by cause, restores, branches
+    compactions: int  # by the runtime itself, since start
+    recent_errors: list[RecentError]
     store_bytes: int
 
 
-async def collect_status(
-    runtime: CopilotRuntime, store: Store, sessions: SessionManager
-) -> StatusReport:
-    live = sessions.live_by_platform()
-    counts = await store.thread_counts()
-    per_platform = {
-        platform: PlatformSessions(live.get(platform, 0), active, total)
-        for platform, (total, active) in sorted(counts.items())
-    }
-    return StatusReport(
-        runtime=await runtime.info(),
-        sessions=per_platform,
-        turns_running=sessions.lanes.running,
-        turns_queued=sessions.lanes.queued,
-        store_bytes=store.size_bytes(),
-    )
+class Status:
+    def __init__(
+        self,
+        runtime: CopilotRuntime,
+        store: Store,
+        sessions: SessionManager,
+        scheduler: Scheduler,
+        metrics: Metrics,
+    ) -> None:
+        self._runtime = runtime
+        self._store = store
+        self._sessions = sessions
+        self._scheduler = scheduler
+        self._metrics = metrics
+
+    async def report(self) -> StatusReport:
+        live = self._sessions.live_by_platform()
+        counts = await self._store.thread_counts()
+        return StatusReport(
+            runtime=await self._runtime.info(),
+            sessions={
+                platform: PlatformSessions(live.get(platform, 0), active, total)
+                for platform, (total, active) in sorted(counts.items())
+            },
+            turns_running=self._sessions.lanes.running,
+            turns_queued=self._sessions.lanes.queued,
+            jobs=self._scheduler.jobs(),
+            lifecycle=await self._store.lifecycle_counts(),
+            compactions=self._metrics.compactions_total(),
+            recent_errors=list(self._metrics.recent_errors)[-5:],
+            store_bytes=self._store.size_bytes(),
+        )
+
+    async def text(self) -> str:
+        return format_status(await self.report())
 
 
 def _mib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**20:.1f} MiB"
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + "Z"
 
 
 def format_status(report: StatusReport) -> str:
@@ -61,5 +91,15 @@ def format_status(report: StatusReport) -> str:
         f"  {platform}: {s.live} / {s.persisted} / {s.total}"
         for platform, s in report.sessions.items()
     ] or ["  none yet"]
+    lifecycle = ", ".join(f"{action} {n}" for action, n in report.lifecycle.items()) or "none"
+    lines.append(f"lifecycle: {lifecycle}; runtime compactions {report.compactions}")
+    lines.append("scheduler:")
+    lines += [
+        f"  {job.name}: next {_when(job.next_run.timestamp() if job.next_run else None)}, "
+        f"last {_when(job.last_run)}: {job.last_result}"
+        for job in report.jobs
+    ]
+    lines.append("recent errors:" if report.recent_errors else "recent errors: none")
+    lines += [f"  {_when(e.at)} {e.where}: {e.message}" for e in report.recent_errors]
     lines.append(f"store: {_mib(report.store_bytes)}")
     return "\n".join(lines)

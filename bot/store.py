@@ -43,11 +43,13 @@ class ThreadRecord:
     context_limit: int
 
 
-_THREAD_COLUMNS = (
-    "id, platform, workspace, channel, thread, session_id, generation, status, "
-    "last_activity, summary, parent_id, context_tokens, context_limit"
+# A thread's summary is the one its current session was seeded with.
+_SELECT_THREAD = (
+    "SELECT t.id, t.platform, t.workspace, t.channel, t.thread, t.session_id, t.generation, "
+    "t.status, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
+    "t.context_limit FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
 )
-_BY_KEY = "platform = ? AND workspace = ? AND channel = ? AND thread = ?"
+_BY_KEY = "t.platform = ? AND t.workspace = ? AND t.channel = ? AND t.thread = ?"
 
 
 def _key_params(key: ThreadKey) -> tuple[str, str, str, str]:
@@ -70,16 +72,12 @@ def _thread(row: sqlite3.Row) -> ThreadRecord:
 
 
 def select_thread(conn: sqlite3.Connection, key: ThreadKey) -> ThreadRecord | None:
-    row = conn.execute(
-        f"SELECT {_THREAD_COLUMNS} FROM threads WHERE {_BY_KEY}", _key_params(key)
-    ).fetchone()
+    row = conn.execute(f"{_SELECT_THREAD} WHERE {_BY_KEY}", _key_params(key)).fetchone()
     return _thread(row) if row else None
 
 
 def select_thread_by_id(conn: sqlite3.Connection, thread_id: int) -> ThreadRecord:
-    row = conn.execute(
-        f"SELECT {_THREAD_COLUMNS} FROM threads WHERE id = ?", (thread_id,)
-    ).fetchone()
+    row = conn.execute(f"{_SELECT_THREAD} WHERE t.id = ?", (thread_id,)).fetchone()
     if row is None:
         raise KeyError(f"no thread {thread_id}")
     return _thread(row)
@@ -101,6 +99,15 @@ def upsert_thread(conn: sqlite3.Connection, key: ThreadKey, now: float) -> Threa
         (session_id, cursor.lastrowid, now),
     )
     return select_thread_by_id(conn, int(cursor.lastrowid or 0))
+
+
+def _record(
+    conn: sqlite3.Connection, thread_id: int, session_id: str, action: str, now: float
+) -> None:
+    conn.execute(
+        "INSERT INTO lifecycle (thread_id, session_id, action, at) VALUES (?, ?, ?, ?)",
+        (thread_id, session_id, action, now),
+    )
 
 
 def statement(sql: str, params: tuple[Any, ...] = ()) -> Work[None]:
@@ -158,6 +165,7 @@ class Store:
         self._clock = clock
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._open = True
 
     @classmethod
     async def open(cls, path: Path, clock: Clock = system_clock) -> Store:
@@ -173,7 +181,12 @@ class Store:
         await store._migrate()
         return store
 
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
     async def close(self) -> None:
+        self._open = False
         if self._flusher is not None:
             await self._flusher
         await self.db.close()
@@ -245,12 +258,17 @@ class Store:
         )
 
     async def retire_session(
-        self, thread: ThreadRecord, cause: str, summary: str | None = None
+        self,
+        thread: ThreadRecord,
+        cause: str,
+        summary: str | None = None,
+        summary_event_id: str | None = None,
     ) -> ThreadRecord:
         """End the thread's current session; the next message starts generation + 1.
 
-        `summary`, when given, is kept with the retired session and seeds the next one.
-        The retired session's runtime state stays on disk (restore, housekeeping).
+        `summary`, when given, is kept with the retired session and seeds the next one;
+        `summary_event_id` is the runtime event that asked for it (a branch never copies
+        it). The retired session's runtime state stays on disk until housekeeping.
         """
         now = self._clock()
         generation = thread.generation + 1
@@ -258,27 +276,69 @@ class Store:
 
         def work(conn: sqlite3.Connection) -> ThreadRecord:
             conn.execute(
-                "UPDATE sessions SET retired_at = ?, retire_cause = ?, summary = ? "
-                "WHERE session_id = ?",
-                (now, cause, summary, thread.session_id),
+                "UPDATE sessions SET retired_at = ?, retire_cause = ?, summary = ?, "
+                "summary_event_id = ? WHERE session_id = ?",
+                (now, cause, summary, summary_event_id, thread.session_id),
+            )
+            conn.execute(
+                "INSERT INTO sessions (session_id, thread_id, generation, seed_summary, "
+                "created_at) VALUES (?, ?, ?, ?, ?)",
+                (session_id, thread.id, generation, summary, now),
             )
             conn.execute(
                 "UPDATE threads SET session_id = ?, generation = ?, status = 'new', "
-                "summary = ?, context_tokens = 0, context_limit = 0, last_activity = ? "
-                "WHERE id = ?",
-                (session_id, generation, summary, now, thread.id),
+                "context_tokens = 0, context_limit = 0, last_activity = ? WHERE id = ?",
+                (session_id, generation, now, thread.id),
+            )
+            _record(conn, thread.id, thread.session_id, cause, now)
+            return select_thread_by_id(conn, thread.id)
+
+        return await self.run(work)
+
+    async def restore_session(
+        self, thread: ThreadRecord, causes: tuple[str, ...], since: float
+    ) -> ThreadRecord | None:
+        """Make the session most recently retired for one of `causes` (after `since`, and
+        still in the runtime) current again; the current one is retired as 'restore'.
+        None if there is none."""
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> ThreadRecord | None:
+            marks = ", ".join("?" * len(causes))
+            row = conn.execute(
+                "SELECT session_id FROM sessions WHERE thread_id = ? AND deleted_at IS NULL "
+                f"AND retired_at >= ? AND retire_cause IN ({marks}) "
+                "ORDER BY retired_at DESC, generation DESC LIMIT 1",
+                (thread.id, since, *causes),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE sessions SET retired_at = ?, retire_cause = 'restore' WHERE session_id = ?",
+                (now, thread.session_id),
             )
             conn.execute(
-                "INSERT OR REPLACE INTO sessions (session_id, thread_id, generation, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (session_id, thread.id, generation, now),
+                "UPDATE sessions SET retired_at = NULL, retire_cause = NULL, summary = NULL "
+                "WHERE session_id = ?",
+                (row[0],),
             )
+            conn.execute(
+                "UPDATE threads SET session_id = ?, status = 'active', context_tokens = 0, "
+                "context_limit = 0, last_activity = ? WHERE id = ?",
+                (row[0], now, thread.id),
+            )
+            _record(conn, thread.id, row[0], "restore", now)
             return select_thread_by_id(conn, thread.id)
 
         return await self.run(work)
 
     async def create_branch(
-        self, key: ThreadKey, session_id: str, parent: ThreadRecord, summary: str | None
+        self,
+        key: ThreadKey,
+        session_id: str,
+        parent: ThreadRecord,
+        seed_summary: str | None,
+        branch_turn_id: int | None,
     ) -> ThreadRecord:
         """Record a thread whose session was forked from `parent`'s (already in the runtime)."""
         now = self._clock()
@@ -286,18 +346,68 @@ class Store:
         def work(conn: sqlite3.Connection) -> ThreadRecord:
             cursor = conn.execute(
                 "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
-                "status, created_at, last_activity, summary, parent_id) "
+                "status, created_at, last_activity, parent_id, branch_turn_id) "
                 "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
-                (*_key_params(key), session_id, now, now, summary, parent.id),
+                (*_key_params(key), session_id, now, now, parent.id, branch_turn_id),
             )
             conn.execute(
-                "INSERT INTO sessions (session_id, thread_id, generation, created_at) "
-                "VALUES (?, ?, 1, ?)",
-                (session_id, cursor.lastrowid, now),
+                "INSERT INTO sessions (session_id, thread_id, generation, seed_summary, "
+                "created_at) VALUES (?, ?, 1, ?, ?)",
+                (session_id, cursor.lastrowid, seed_summary, now),
             )
+            _record(conn, parent.id, parent.session_id, "branch", now)
             return select_thread_by_id(conn, int(cursor.lastrowid or 0))
 
         return await self.run(work)
+
+    async def session_seed(self, session_id: str) -> str | None:
+        """The summary a session's system message carries."""
+        row = await self.run(
+            lambda conn: conn.execute(
+                "SELECT seed_summary FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        )
+        return row[0] if row else None
+
+    async def idle_threads(self, thread_ids: list[int], before: float) -> list[ThreadRecord]:
+        """Those of `thread_ids` whose last activity was before `before`."""
+
+        def work(conn: sqlite3.Connection) -> list[ThreadRecord]:
+            marks = ", ".join("?" * len(thread_ids))
+            rows = conn.execute(
+                f"{_SELECT_THREAD} WHERE t.id IN ({marks}) AND t.last_activity < ?",
+                (*thread_ids, before),
+            ).fetchall()
+            return [_thread(row) for row in rows]
+
+        return await self.run(work) if thread_ids else []
+
+    async def expired_sessions(self, retired_before: float) -> list[str]:
+        """Retired sessions past the restore period whose runtime state is still there."""
+        rows = await self.run(
+            lambda conn: conn.execute(
+                "SELECT session_id FROM sessions WHERE retired_at < ? AND deleted_at IS NULL",
+                (retired_before,),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def mark_deleted(self, session_id: str) -> None:
+        await self.run(
+            statement(
+                "UPDATE sessions SET deleted_at = ? WHERE session_id = ?",
+                (self._clock(), session_id),
+            )
+        )
+
+    async def lifecycle_counts(self) -> dict[str, int]:
+        """How often each lifecycle action (reset, idle, context, restore, branch) happened."""
+        rows = await self.run(
+            lambda conn: conn.execute(
+                "SELECT action, COUNT(*) FROM lifecycle GROUP BY action ORDER BY action"
+            ).fetchall()
+        )
+        return {row[0]: row[1] for row in rows}
 
     async def thread_counts(self) -> dict[str, tuple[int, int]]:
         """Per platform: (threads, threads whose session exists in the runtime)."""

@@ -6,6 +6,7 @@ gets its own store and SessionManager on top of it and uses thread keys nobody e
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 
 from bot.app import App
+from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.inbound import Inbound
-from bot.replies import ErrorReply, FinalText, OpenedThread, ReplyEvent, TextDelta
+from bot.replies import ErrorReply, FinalText, Notice, OpenedThread, ReplyEvent, TextDelta
 from bot.runtime import CopilotRuntime
-from bot.store import Store
+from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
 from tests.fake_model import FakeModel
 
@@ -43,20 +45,37 @@ def make_settings(data_dir: Path, model_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+class FakeClock:
+    """The injectable clock: tests move time instead of waiting for it."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class RecordingSink:
     """Stands in for an adapter: keeps every reply event the core sends to the thread."""
 
     def __init__(self) -> None:
         self.events: list[ReplyEvent] = []
         self.event_id = ""
+        self.refs: list[str] = []  # references of the "messages posted"
         self.opened: list[OpenedThread] = []
         self.rendered = 0
+        self.done = asyncio.Event()  # set after each stream was shown
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
         self.rendered += 1
         async for event in events:
             self.events.append(event)
-        return [f"ref-{uuid.uuid4().hex[:8]}"]
+        self.refs.append(f"ref-{uuid.uuid4().hex[:8]}")
+        self.done.set()
+        return self.refs[-1:]
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         key = ThreadKey(origin.platform, origin.workspace, origin.channel, uuid.uuid4().hex)
@@ -75,12 +94,32 @@ class RecordingSink:
     def errors(self) -> list[str]:
         return [e.message for e in self.events if isinstance(e, ErrorReply)]
 
+    @property
+    def notices(self) -> list[str]:
+        return [e.text for e in self.events if isinstance(e, Notice)]
+
+
+class RecordingPlatform:
+    """Stands in for an adapter's platform side: keeps what the core posts unasked."""
+
+    name = "slack"
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.posted: dict[ThreadKey, RecordingSink] = {}
+
+    def sink(self, key: ThreadKey) -> RecordingSink:
+        return self.posted.setdefault(key, RecordingSink())
+
 
 class Chat:
-    """A test's view of one app: unique thread keys and a `say` helper."""
+    """A test's view of one app: unique thread keys, a `say` helper, and the notes the
+    core posted unasked (`platform`)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.platform = RecordingPlatform()
+        app.platforms[self.platform.name] = self.platform
         self._channel = uuid.uuid4().hex[:10]
         self._ids = itertools.count(1)
 
@@ -95,7 +134,10 @@ class Chat:
         event_id: str | None = None,
         user: str = "U1",
         command: str | None = None,
+        target_ref: str | None = None,
     ) -> RecordingSink:
+        """Send a message (its reference is `msg-<event id>`); `target_ref` is the message a
+        command is used on, as a message shortcut gives it."""
         key = thread if isinstance(thread, ThreadKey) else self.key(thread)
         sink = RecordingSink()
         sink.event_id = event_id or f"Ev{self._channel}{next(self._ids)}"
@@ -105,12 +147,19 @@ class Chat:
             user_id=user,
             text=text,
             command=command,
+            message_ref=f"msg-{sink.event_id}",
+            target_ref=target_ref,
         )
         await self.app.router.dispatch(inbound, sink)
         return sink
 
     async def journal_status(self, sink: RecordingSink, platform: str = "slack") -> str | None:
         return await self.app.journal.status(f"{platform}:{sink.event_id}")
+
+    async def thread(self, name: str) -> ThreadRecord:
+        record = await self.app.store.thread(self.key(name))
+        assert record is not None, f"no thread {name}"
+        return record
 
 
 @pytest.fixture(scope="session")
@@ -148,15 +197,16 @@ async def make_chat(
     """Build a Chat on the shared runtime with a fresh store; settings may be overridden."""
     apps: list[App] = []
 
-    async def make(**overrides: Any) -> Chat:
+    async def make(clock: Clock = system_clock, **overrides: Any) -> Chat:
         settings = make_settings(tmp_path, fake_model.base_url, **overrides)
-        store = await Store.open(tmp_path / f"threadpilot-{len(apps)}.db")
-        app = App(settings, runtime, store)
+        store = await Store.open(tmp_path / f"threadpilot-{len(apps)}.db", clock)
+        app = App(settings, runtime, store, clock)
         apps.append(app)
         return Chat(app)
 
     yield make
     for app in apps:
+        app.scheduler.shutdown()
         await app.sessions.close()
         await app.store.close()
 

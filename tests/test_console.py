@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.fake_model import FakeModel, user_texts
+from tests.fake_model import FakeModel, system_text, user_texts
 
 
 class Console:
@@ -31,10 +33,13 @@ class Console:
                 self.output += chunk.decode()
         return self.output[start:]
 
+    async def ask(self, line: str, answer: str) -> str:
+        await self.send(line)
+        return await self.expect(answer)
 
-async def test_console_chat_with_threads_and_commands(
-    tmp_path: Path, fake_model: FakeModel, cli_path: Path
-) -> None:
+
+@asynccontextmanager
+async def console(tmp_path: Path, fake_model: FakeModel, cli_path: Path) -> AsyncIterator[Console]:
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
@@ -43,59 +48,19 @@ async def test_console_chat_with_threads_and_commands(
         "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
         "THREADPILOT_PROVIDER_WIRE_API": "completions",
         "COPILOT_CLI_PATH": str(cli_path),
+        "THREADPILOT_HTTP_PORT": "0",
+        # A small window, so one long message fills it past the reset ratio (0.75).
+        "THREADPILOT_PROVIDER_MAX_PROMPT_TOKENS": "1000",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "console",
-        cwd=tmp_path,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bot", "console",
+        cwd=tmp_path, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
-    console = Console(process)
+    )  # fmt: skip
     try:
-        await console.expect("threadpilot console")
-        await console.send("console hello")
-        await console.expect("echo: console hello")
-
-        await console.send("/thread side")
-        await console.expect("now in thread 'side'")
-        await console.send("console side note")
-        await console.expect("echo: console side note")
-        assert user_texts(fake_model.requests_with("console side note")[-1]) == [
-            "console side note"
-        ]
-
-        await console.send("/thread main")
-        await console.send("console again")
-        await console.expect("echo: console again")
-        assert user_texts(fake_model.requests_with("console again")[-1]) == [
-            "console hello",
-            "console again",
-        ]
-
-        await console.send("/help")
-        assert "reset - " in await console.expect("help - show this help")
-        await console.send("/status")
-        status = await console.expect("store:")
-        assert "Copilot CLI 1.0.102" in status and "console: 2 / 2 / 2" in status
-
-        await console.send("/branch")
-        branched = await console.expect("Branched this conversation into")
-        assert "branched from 'main'" in branched
-
-        await console.send("/reset")
-        await console.expect("Started a fresh session")
-        await console.send("console after reset")
-        await console.expect("echo: console after reset")
-        assert user_texts(fake_model.requests_with("console after reset")[-1]) == [
-            "console after reset"
-        ]
-
-        await console.send("/quit")
+        yield Console(process)
+        await Console(process).send("/quit")
         async with asyncio.timeout(30):
             assert await process.wait() == 0
     finally:
@@ -105,3 +70,58 @@ async def test_console_chat_with_threads_and_commands(
     assert process.stderr is not None
     errors = (await process.stderr.read()).decode()
     assert "Traceback" not in errors, errors
+
+
+async def test_console_chat_in_threads_with_help_and_status(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    async with console(tmp_path, fake_model, cli_path) as term:
+        await term.expect("threadpilot console")
+        await term.ask("console hello", "echo: console hello")
+
+        await term.ask("/thread side", "now in thread 'side'")
+        await term.ask("console side note", "echo: console side note")
+        assert user_texts(fake_model.requests_with("console side note")[-1]) == [
+            "console side note"
+        ]
+
+        await term.send("/thread main")
+        await term.ask("console again", "echo: console again")
+        assert user_texts(fake_model.requests_with("console again")[-1]) == [
+            "console hello",
+            "console again",
+        ]
+
+        assert "restore - " in await term.ask("/help", "help - this help")
+        status = await term.ask("/status", "store:")
+        assert "Copilot CLI 1.0.102" in status and "console: 2 / 2 / 2" in status
+        assert "idle sweep: next" in status
+
+
+async def test_console_reset_restore_branch_and_checkpoint_note(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    async with console(tmp_path, fake_model, cli_path) as term:
+        await term.ask("remember the number 42", "echo: remember the number 42")
+        await term.ask("/reset", "Started afresh")
+        await term.ask("console after reset", "echo: console after reset")
+        assert user_texts(fake_model.requests_with("console after reset")[-1]) == [
+            "console after reset"
+        ]
+        await term.ask("/restore", "Restored")
+        await term.ask("console after restore", "echo: console after restore")
+        assert user_texts(fake_model.requests_with("console after restore")[-1]) == [
+            "remember the number 42",
+            "console after restore",
+        ]
+        branched = await term.ask("/branch", "Branched into")
+        assert "branched from 'main'" in branched
+
+        # A message that fills the context window past the ratio: summarize+reset.
+        await term.send("/thread long")
+        await term.send("long " * 720)  # ~780 of the 1000 tokens
+        await term.expect("~ Checkpoint: I summarized our conversation")
+        await term.ask("after the checkpoint", "echo: after the checkpoint")
+        request = fake_model.requests_with("after the checkpoint")[-1]
+        assert user_texts(request) == ["after the checkpoint"]
+        assert "Summary of it so far" in system_text(request)

@@ -1,4 +1,4 @@
-"""Session lifecycle on the real runtime: restart, eviction, dropped sessions, reset, branch."""
+"""Sessions on the real runtime: restart, eviction, and sessions the runtime dropped."""
 
 from __future__ import annotations
 
@@ -77,52 +77,3 @@ async def test_a_session_the_runtime_dropped_is_resumed_with_its_context(
     assert sink.text == "echo: what is the code?"
     request = fake_model.requests_with("what is the code?")[-1]
     assert user_texts(request) == ["the code is 4711", "what is the code?"]
-
-
-async def test_reset_starts_a_fresh_session_without_the_old_history(
-    chat: Chat, fake_model: FakeModel
-) -> None:
-    await chat.say("reset-me", "old topic: volcanoes")
-    before = await chat.app.store.thread(chat.key("reset-me"))
-
-    reply = await chat.say("reset-me", "/reset")
-    assert "fresh session" in reply.text
-
-    await chat.say("reset-me", "new topic: rivers")
-    request = fake_model.requests_with("new topic: rivers")[-1]
-    assert user_texts(request) == ["new topic: rivers"]
-    after = await chat.app.store.thread(chat.key("reset-me"))
-    assert before is not None and after is not None
-    assert after.generation == before.generation + 1
-    assert after.session_id.endswith("-g2") and after.session_id != before.session_id
-    async with chat.app.store.db.execute(
-        "SELECT retire_cause FROM sessions WHERE session_id = ?", (before.session_id,)
-    ) as cursor:
-        assert (await cursor.fetchone())[0] == "reset"  # type: ignore[index]
-
-
-async def test_branch_copies_the_conversation_and_both_threads_diverge(
-    chat: Chat, fake_model: FakeModel
-) -> None:
-    await chat.say("trunk", "shared beginning")
-    reply = await chat.say("trunk", "/branch")
-    assert "Branched this conversation into" in reply.text
-    child_key = reply.opened[0].key
-
-    await chat.say(child_key, "only in the branch")
-    await chat.say("trunk", "only in the trunk")
-
-    child = fake_model.requests_with("only in the branch")[-1]
-    assert user_texts(child) == ["shared beginning", "only in the branch"]
-    trunk = fake_model.requests_with("only in the trunk")[-1]
-    assert user_texts(trunk) == ["shared beginning", "only in the trunk"]
-    child_thread = await chat.app.store.thread(child_key)
-    trunk_thread = await chat.app.store.thread(chat.key("trunk"))
-    assert child_thread is not None and trunk_thread is not None
-    assert child_thread.parent_id == trunk_thread.id
-
-
-async def test_branch_before_any_conversation_says_so(chat: Chat) -> None:
-    reply = await chat.say("empty-branch", "branch", command="branch")
-    assert "nothing to branch yet" in reply.text
-    assert reply.opened == []

@@ -1,0 +1,90 @@
+"""Checkpoints: summarize+reset, so a thread never silently loses its context.
+
+Before the runtime's idle timer or its own compaction can drop anything, the session is
+asked for a summary (not shown in the thread), retired (restorable for a while), and the
+thread's next message starts a fresh session whose system message carries the summary.
+A short note in the thread says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.replies import Notice, Platform, single
+from bot.sessions import SessionManager
+from bot.store import ThreadRecord
+
+log = logging.getLogger(__name__)
+
+SUMMARY_PROMPT = (
+    "Summarize our conversation so far so that you could continue it from the summary "
+    "alone: keep facts, names, numbers, decisions, open questions and my preferences. "
+    "Reply with the summary only."
+)
+
+_REASONS = {
+    "idle": "after a quiet spell",
+    "context": "because the conversation was filling my memory",
+}
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        settings: Settings,
+        metrics: Metrics,
+        platforms: dict[str, Platform],
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._metrics = metrics
+        self._platforms = platforms
+
+    async def checkpoint(self, thread: ThreadRecord, cause: str) -> ThreadRecord | None:
+        """Summarize and reset the thread's session; the caller holds its lane.
+
+        Returns the thread as it now is, or None when no summary could be had (the
+        session is then left as it was, and nothing is lost).
+        """
+        try:
+            turn = await self._sessions.start_turn(thread, SUMMARY_PROMPT)
+            async with aclosing(turn.events()) as events:
+                async for _ in events:  # the summary is for the next session, not the thread
+                    pass
+        except Exception as exc:
+            log.exception("summarizing %s failed", thread.key)
+            self._metrics.error("checkpoint", f"no summary for {thread.key}: {exc!r}")
+            return None
+        if turn.error is not None or not turn.answer.strip():
+            self._metrics.error("checkpoint", f"no summary for {thread.key}: {turn.error}")
+            return None
+        fresh = await self._sessions.reset(thread, cause, turn.answer, turn.user_event_id)
+        log.info(
+            "checkpoint (%s) of %s: %s -> %s",
+            cause,
+            thread.key,
+            thread.session_id,
+            fresh.session_id,
+        )
+        if self._settings.checkpoint_notes:
+            await self._note(thread, cause)
+        return fresh
+
+    async def _note(self, thread: ThreadRecord, cause: str) -> None:
+        platform = self._platforms.get(thread.key.platform)
+        if platform is None:
+            return
+        reason = _REASONS.get(cause, "")
+        text = (
+            f"Checkpoint: I summarized our conversation {reason} and carry on from that "
+            "summary. Say `restore` to go back to the full conversation."
+        ).replace("  ", " ")
+
+        try:
+            await platform.sink(thread.key).render(single(Notice(text)))
+        except Exception as exc:  # the checkpoint itself is done; only the note is missing
+            self._metrics.error("checkpoint note", f"{thread.key}: {exc}")

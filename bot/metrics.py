@@ -1,0 +1,73 @@
+"""Metrics: Prometheus counters for /metrics, and the recent errors `status` lists.
+
+Each App has its own registry, so several can live in one process (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from bot.clock import Clock, system_clock
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    at: float
+    where: str
+    message: str
+
+
+class Metrics:
+    def __init__(self, clock: Clock = system_clock) -> None:
+        self._clock = clock
+        self.registry = CollectorRegistry()
+        self.turns = Counter(
+            "threadpilot_turns",
+            "Turns by outcome (done, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.turn_seconds = Histogram(
+            "threadpilot_turn_seconds",
+            "Wall time of a turn, from its start to its last reply.",
+            buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+            registry=self.registry,
+        )
+        self.live_sessions = Gauge(
+            "threadpilot_live_sessions",
+            "Sessions held in the runtime's memory.",
+            registry=self.registry,
+        )
+        self.resets = Counter(
+            "threadpilot_resets",
+            "Sessions retired, by cause (reset, idle, context).",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.compactions = Counter(
+            "threadpilot_compactions",
+            "Context compactions the runtime ran on its own.",
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "threadpilot_errors",
+            "Errors by where they happened.",
+            ["where"],
+            registry=self.registry,
+        )
+        self.recent_errors: deque[RecentError] = deque(maxlen=20)
+
+    def error(self, where: str, message: str) -> None:
+        """Count an error and keep it for `status`."""
+        self.errors.labels(where).inc()
+        self.recent_errors.append(RecentError(self._clock(), where, message[:300]))
+
+    def compactions_total(self) -> int:
+        return int(self.registry.get_sample_value("threadpilot_compactions_total") or 0)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric."""
+        return generate_latest(self.registry)
