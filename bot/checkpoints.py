@@ -25,9 +25,10 @@ SUMMARY_PROMPT = (
     "Reply with the summary only."
 )
 
+# Checkpoint causes: why the note says it happened.
 _REASONS = {
     "idle": "after a quiet spell",
-    "context": "because the conversation was filling my memory",
+    "context": "because it was filling my memory",
 }
 
 
@@ -78,12 +79,10 @@ class Checkpointer:
         platform = self._platforms.get(thread.key.platform)
         if platform is None:
             return
-        reason = _REASONS.get(cause, "")
         text = (
-            f"Checkpoint: I summarized our conversation {reason} and carry on from that "
-            "summary. Say `restore` to go back to the full conversation."
-        ).replace("  ", " ")
-
+            f"Checkpoint: I summarized our conversation {_REASONS[cause]} and carry on from "
+            "that summary. Say `restore` to go back to the full conversation."
+        )
         try:
             await platform.sink(thread.key).render(single(Notice(text)))
         except Exception as exc:  # the checkpoint itself is done; only the note is missing
