@@ -144,11 +144,7 @@ class ConsoleAdapter:
                 else:
                     self._say(f"(in thread {self.thread!r}; /thread NAME switches)")
             elif text.strip():
-                inbound = Inbound(
-                    event_id=uuid.uuid4().hex,
-                    key=console_key(self.thread),
-                    user_id=self._user,
-                    text=text,
-                )
-                await self._router.dispatch(inbound, ConsoleSink(self, inbound.key))
+                key = console_key(self.thread)
+                inbound = Inbound(event_id=uuid.uuid4().hex, key=key, user_id=self._user, text=text)
+                await self._router.dispatch(inbound, ConsoleSink(self, key))
             self._prompt()

@@ -56,12 +56,13 @@ class App:
         self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
         self.commands = Commands(settings, self.sessions, self.journal, self.status)
         self.router = Router(
+            settings=settings,
+            store=store,
             journal=self.journal,
             sessions=self.sessions,
             commands=self.commands,
             checkpointer=self.checkpointer,
             metrics=self.metrics,
-            context_reset_ratio=settings.context_reset_ratio,
         )
 
     @classmethod

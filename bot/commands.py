@@ -26,8 +26,15 @@ class CommandCall:
     name: str
     args: str
     inbound: Inbound
-    thread: ThreadRecord
+    thread: ThreadRecord | None  # None: used where the platform named no thread
     sink: ReplySink
+
+    @property
+    def in_thread(self) -> ThreadRecord:
+        """The thread, for commands that need one (`run` makes sure there is one)."""
+        if self.thread is None:
+            raise RuntimeError(f"{self.name} needs a thread")
+        return self.thread
 
 
 Handler = Callable[[CommandCall], Awaitable[ReplyEvent]]
@@ -37,8 +44,9 @@ Handler = Callable[[CommandCall], Awaitable[ReplyEvent]]
 class Command:
     name: str
     summary: str
-    admin_only: bool
     handler: Handler
+    admin_only: bool = False
+    needs_thread: bool = True
 
 
 class Commands:
@@ -52,16 +60,21 @@ class Commands:
         self.table: dict[str, Command] = {
             command.name: command
             for command in (
-                Command("reset", "forget this conversation and start afresh", False, self._reset),
+                Command("reset", "forget this conversation and start afresh", self._reset),
                 Command(
                     "branch",
                     "copy this conversation (up to a message, if you pick one) into a new thread",
-                    False,
                     self._branch,
                 ),
-                Command("restore", "undo the last reset or checkpoint", False, self._restore),
-                Command("status", "the bot's health (admins only)", True, self._status),
-                Command("help", "this help", False, self._help),
+                Command("restore", "undo the last reset or checkpoint", self._restore),
+                Command(
+                    "status",
+                    "the bot's health (admins only)",
+                    self._status,
+                    admin_only=True,
+                    needs_thread=False,
+                ),
+                Command("help", "this help", self._help, needs_thread=False),
             )
         }
 
@@ -82,28 +95,35 @@ class Commands:
 
     async def run(self, command: Command, call: CommandCall) -> AsyncGenerator[ReplyEvent, None]:
         if command.admin_only and not self._settings.is_admin(
-            call.inbound.key.platform, call.inbound.user_id
+            call.inbound.platform, call.inbound.user_id
         ):
             log.warning(
                 "refused %s to %s:%s in %s",
                 command.name,
-                call.inbound.key.platform,
+                call.inbound.platform,
                 call.inbound.user_id,
                 call.inbound.key,
             )
             yield FinalText(f"Sorry, `{command.name}` is for admins only.", private=True)
             return
+        if command.needs_thread and call.thread is None:
+            yield FinalText(
+                f"`{command.name}` works on a thread: use it inside the thread itself "
+                "(mention me with the command there, or use the message shortcut).",
+                private=True,
+            )
+            return
         yield await command.handler(call)
 
     async def _reset(self, call: CommandCall) -> ReplyEvent:
-        await self._sessions.reset(call.thread, cause="reset")
+        await self._sessions.reset(call.in_thread, cause="reset")
         return FinalText(
             "Started afresh: I no longer remember anything said above this message. "
             "Say `restore` to undo."
         )
 
     async def _restore(self, call: CommandCall) -> ReplyEvent:
-        if await self._sessions.restore(call.thread) is None:
+        if await self._sessions.restore(call.in_thread) is None:
             days = self._settings.restore_period_s / 86400
             return ErrorReply(
                 f"There is no earlier conversation to restore here (resets can be undone "
@@ -113,7 +133,7 @@ class Commands:
 
     async def _branch(self, call: CommandCall) -> ReplyEvent:
         try:
-            point = await self._journal.fork_point(call.thread.id, call.inbound.target_ref)
+            point = await self._journal.fork_point(call.in_thread.id, call.inbound.target_ref)
         except UnknownMessage:
             return ErrorReply(
                 "I can't branch from that message: it is not part of my conversation in "
@@ -121,8 +141,8 @@ class Commands:
             )
         if point is None:
             return ErrorReply("There is nothing to branch yet: we have not talked here.")
-        opened = await call.sink.open_thread(call.args or "Branch", call.thread.key)
-        await self._sessions.branch(call.thread, opened.key, point)
+        opened = await call.sink.open_thread(call.args or "Branch", call.in_thread.key)
+        await self._sessions.branch(call.in_thread, opened.key, point)
         return FinalText(
             f"Branched into {opened.link}: it remembers this conversation up to that point, "
             "and from now on the two threads go their own ways."

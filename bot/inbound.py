@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.attachments import InboundFile
 from bot.thread_key import ThreadKey
 
 
@@ -13,6 +14,8 @@ class Inbound:
 
     `event_id` is the platform's own id of the delivery (Slack `event_id`, Discord message
     or interaction id); a second delivery with the same id is never answered again.
+    `key` is None where the platform does not say which thread (a Slack slash command):
+    then only commands that need no thread (status, help) can run.
     `command` is set when the adapter recognised a command form of its platform (a slash
     command, a mention plus one word); the router also recognises text starting with
     `/name`. `message_ref` is the platform's reference of this message, when it is one (the
@@ -21,9 +24,17 @@ class Inbound:
     """
 
     event_id: str
-    key: ThreadKey
+    key: ThreadKey | None
     user_id: str
     text: str
     command: str | None = None
     message_ref: str | None = None
     target_ref: str | None = None
+    files: tuple[InboundFile, ...] = ()
+    platform: str = ""  # defaults to the key's; needed when there is no key
+
+    def __post_init__(self) -> None:
+        if not self.platform:
+            if self.key is None:
+                raise ValueError("an inbound without a thread key must name its platform")
+            object.__setattr__(self, "platform", self.key.platform)

@@ -32,7 +32,7 @@ class TurnOutcome:
 @dataclass(frozen=True, slots=True)
 class Claim:
     turn_id: int
-    thread: ThreadRecord  # as it was when the event was claimed
+    thread: ThreadRecord | None  # as it was when the event was claimed
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,26 +57,27 @@ class Journal:
     async def claim(
         self,
         event_id: str,
-        key: ThreadKey,
+        key: ThreadKey | None,
         kind: str,
         user_ref: str | None = None,
         *,
         start: bool = False,
     ) -> Claim | None:
-        """Record a new inbound event of the thread `key` (recorded too if new); None if
-        the event id was seen before. With `start` (nothing queued ahead of it in the
-        thread) the entry is recorded running at once, saving `start()`'s round trip."""
+        """Record a new inbound event of the thread `key` (recorded too if new; none for
+        thread-less commands); None if the event id was seen before. With `start`
+        (nothing queued ahead of it in the thread) the entry is recorded running at once,
+        saving `start()`'s round trip."""
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> Claim | None:
-            thread = upsert_thread(conn, key, now)
+            thread = upsert_thread(conn, key, now) if key else None
             row = conn.execute(
                 "INSERT INTO turns (event_id, thread_id, kind, status, user_ref, received_at, "
                 "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING "
                 "RETURNING id",
                 (
                     event_id,
-                    thread.id,
+                    thread.id if thread else None,
                     kind,
                     "running" if start else "received",
                     user_ref,
@@ -88,17 +89,17 @@ class Journal:
 
         return await self._store.run(work)
 
-    async def start(self, turn_id: int) -> ThreadRecord:
-        """Mark the entry running; return its thread as it is now."""
+    async def start(self, turn_id: int) -> ThreadRecord | None:
+        """Mark the entry running; return its thread as it is now (if it has one)."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> ThreadRecord:
+        def work(conn: sqlite3.Connection) -> ThreadRecord | None:
             (thread_id,) = conn.execute(
                 "UPDATE turns SET status = 'running', started_at = ? WHERE id = ? "
                 "RETURNING thread_id",
                 (now, turn_id),
             ).fetchone()
-            return select_thread_by_id(conn, thread_id)
+            return None if thread_id is None else select_thread_by_id(conn, thread_id)
 
         return await self._store.run(work)
 

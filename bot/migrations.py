@@ -52,7 +52,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE turns (
         id              INTEGER PRIMARY KEY,
         event_id        TEXT NOT NULL UNIQUE,     -- platform:delivery id; dedupe key
-        thread_id       INTEGER NOT NULL REFERENCES threads(id),
+        thread_id       INTEGER REFERENCES threads(id),  -- none for thread-less commands
         kind            TEXT NOT NULL,            -- 'turn' or the command's name
         status          TEXT NOT NULL
                         CHECK (status IN ('received', 'running', 'done', 'failed',

@@ -10,44 +10,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
+from bot.attachments import accept_files
 from bot.checkpoints import Checkpointer
 from bot.commands import Command, CommandCall, Commands
+from bot.config import Settings
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.metrics import Metrics
-from bot.replies import ErrorReply, ReplySink, single
+from bot.replies import ErrorReply, Notice, ReplyEvent, ReplySink, single
 from bot.sessions import SessionManager
-from bot.store import ThreadRecord
+from bot.store import Store, ThreadRecord
+from bot.thread_key import ThreadKey
 from bot.turns import Turn
 
 log = logging.getLogger(__name__)
 
 EMPTY_PROMPT = "Please write a message for me to answer (it was empty)."
+FILES_ONLY_PROMPT = "Please look at the attached files."
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
 )
 
 
+async def _stream(
+    first: Sequence[ReplyEvent], rest: AsyncIterator[ReplyEvent] | None = None
+) -> AsyncIterator[ReplyEvent]:
+    for event in first:
+        yield event
+    if rest is not None:
+        async for event in rest:
+            yield event
+
+
 class Router:
     def __init__(
         self,
         *,
+        settings: Settings,
+        store: Store,
         journal: Journal,
         sessions: SessionManager,
         commands: Commands,
         checkpointer: Checkpointer,
         metrics: Metrics,
-        context_reset_ratio: float,
     ) -> None:
+        self._settings = settings
+        self._store = store
         self._journal = journal
         self._sessions = sessions
         self._commands = commands
         self._checkpointer = checkpointer
         self._metrics = metrics
-        self._context_reset_ratio = context_reset_ratio
+
+    async def knows(self, key: ThreadKey) -> bool:
+        """Whether the bot has taken part in this thread (so follow-ups need no mention)."""
+        return await self._store.thread(key) is not None
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
@@ -57,7 +78,7 @@ class Router:
         try:
             first = ticket.first
             claim = await self._journal.claim(
-                f"{inbound.key.platform}:{inbound.event_id}",
+                f"{inbound.platform}:{inbound.event_id}",
                 inbound.key,
                 parsed[0].name if parsed else "turn",
                 inbound.message_ref,
@@ -72,8 +93,10 @@ class Router:
             thread = claim.thread if first else await self._journal.start(turn_id)
             if parsed:
                 await self._command(turn_id, parsed, inbound, thread, sink)
-            else:
+            elif thread is not None:
                 await self._turn(turn_id, inbound, thread, sink)
+            else:  # adapters send nothing but commands without a thread
+                raise ValueError(f"a message outside any thread: {inbound.event_id}")
         except Exception as exc:
             log.exception("handling %s in %s failed", inbound.event_id, inbound.key)
             await self._report_failure(turn_id, exc, sink)
@@ -85,30 +108,34 @@ class Router:
         turn_id: int,
         parsed: tuple[Command, str],
         inbound: Inbound,
-        thread: ThreadRecord,
+        thread: ThreadRecord | None,
         sink: ReplySink,
     ) -> None:
         command, args = parsed
         call = CommandCall(command.name, args, inbound, thread, sink)
         async with aclosing(self._commands.run(command, call)) as events:
             refs = await sink.render(events)
+        session_id = thread.session_id if thread else None
         await self._journal.finish(
-            turn_id, TurnOutcome(ok=True, reply_refs=refs, session_id=thread.session_id)
+            turn_id, TurnOutcome(ok=True, reply_refs=refs, session_id=session_id)
         )
 
     async def _turn(
         self, turn_id: int, inbound: Inbound, thread: ThreadRecord, sink: ReplySink
     ) -> None:
-        if not inbound.text.strip():
-            refs = await sink.render(single(ErrorReply(EMPTY_PROMPT)))
+        attachments, notes = await accept_files(inbound.files, self._settings.max_attachment_bytes)
+        prompt = inbound.text.strip() or (FILES_ONLY_PROMPT if attachments else "")
+        if not prompt:  # nothing to answer: say why
+            replies: list[ReplyEvent] = [Notice(note) for note in notes]
+            refs = await sink.render(_stream(replies or [ErrorReply(EMPTY_PROMPT)]))
             await self._journal.finish(
-                turn_id, TurnOutcome(ok=False, reply_refs=refs, error="empty prompt")
+                turn_id, TurnOutcome(ok=False, reply_refs=refs, error="nothing to answer")
             )
             return
         started = time.perf_counter()
-        turn = await self._sessions.start_turn(thread, inbound.text)
+        turn = await self._sessions.start_turn(thread, prompt, attachments)
         async with aclosing(turn.events()) as events:
-            refs = await sink.render(events)
+            refs = await sink.render(_stream([Notice(note) for note in notes], events))
         self._metrics.turn_seconds.observe(time.perf_counter() - started)
         self._metrics.turns.labels("done" if turn.error is None else "failed").inc()
         if turn.error is not None:
@@ -131,10 +158,11 @@ class Router:
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage
+        ratio = self._settings.context_reset_ratio
         return (
             usage is not None
             and usage.context_limit > 0
-            and usage.context_tokens >= self._context_reset_ratio * usage.context_limit
+            and usage.context_tokens >= ratio * usage.context_limit
         )
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:

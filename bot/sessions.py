@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from copilot import CopilotSession
 from copilot.session_events import SessionCompactionCompleteData, SessionEvent
 
+from bot.attachments import Attachment
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.journal import ForkPoint
@@ -57,7 +59,7 @@ class SessionManager:
         self._live: OrderedDict[int, _Live] = OrderedDict()
         self.lanes = Lanes()
 
-    def join(self, key: ThreadKey) -> Ticket:
+    def join(self, key: ThreadKey | None) -> Ticket:
         """A place in the thread's lane: one turn or command at a time, in arrival order."""
         return self.lanes.join(key)
 
@@ -78,16 +80,18 @@ class SessionManager:
         live = self._live.get(thread.id)
         return live is not None and live.session_id == thread.session_id
 
-    async def start_turn(self, thread: ThreadRecord, prompt: str) -> Turn:
+    async def start_turn(
+        self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
+    ) -> Turn:
         """Send `prompt` on the thread's session; iterate the returned turn's events."""
-        turn = Turn(await self._session(thread), prompt, self._turn_timeout_s)
+        turn = Turn(await self._session(thread), prompt, attachments, self._turn_timeout_s)
         try:
             await turn.send()
         except SessionNotFound:
             # The runtime dropped the session behind our back; its history is on disk.
             log.info("runtime no longer holds %s; resuming it", thread.session_id)
             self._live.pop(thread.id, None)
-            turn = Turn(await self._session(thread), prompt, self._turn_timeout_s)
+            turn = Turn(await self._session(thread), prompt, attachments, self._turn_timeout_s)
             await turn.send()
         return turn
 

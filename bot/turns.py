@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from copilot import CopilotSession
 from copilot._jsonrpc import JsonRpcError
@@ -21,6 +21,7 @@ from copilot.session_events import (
     UserMessageData,
 )
 
+from bot.attachments import Attachment
 from bot.replies import (
     ErrorReply,
     FinalText,
@@ -66,9 +67,16 @@ class Turn:
     """Call `send()` (it raises SessionNotFound before anything is shown), then iterate
     `events()`. Afterwards the runtime event ids, the answer and any error are set."""
 
-    def __init__(self, session: CopilotSession, prompt: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        session: CopilotSession,
+        prompt: str,
+        attachments: Sequence[Attachment],
+        timeout_s: float,
+    ) -> None:
         self._session = session
         self._prompt = prompt
+        self._attachments = [attachment.to_runtime() for attachment in attachments]
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
@@ -84,7 +92,10 @@ class Turn:
     async def send(self) -> None:
         self._unsubscribe = self._session.on(self._queue.put_nowait)
         try:
-            self._message_id = await self._session.send(self._prompt)
+            self._message_id = await self._session.send(
+                self._prompt,
+                attachments=self._attachments or None,  # type: ignore[arg-type]
+            )
         except JsonRpcError as exc:
             self.close()
             if is_session_not_found(exc):

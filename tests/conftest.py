@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from bot.app import App
+from bot.attachments import InboundFile
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.copilot_cli import find_cli
@@ -135,6 +136,7 @@ class Chat:
         user: str = "U1",
         command: str | None = None,
         target_ref: str | None = None,
+        files: tuple[InboundFile, ...] = (),
     ) -> RecordingSink:
         """Send a message (its reference is `msg-<event id>`); `target_ref` is the message a
         command is used on, as a message shortcut gives it."""
@@ -149,6 +151,7 @@ class Chat:
             command=command,
             message_ref=f"msg-{sink.event_id}",
             target_ref=target_ref,
+            files=files,
         )
         await self.app.router.dispatch(inbound, sink)
         return sink

@@ -28,13 +28,17 @@ def content_text(content: Any) -> str:
     return str(content or "")
 
 
+def _typed_text(content: Any) -> str:
+    # Attachments come as further parts after the text the person typed.
+    if isinstance(content, list):
+        content = content[0].get("text", "") if content else ""
+    return _DATETIME_TAG.sub("", str(content or ""))
+
+
 def user_texts(body: dict[str, Any]) -> list[str]:
-    """The user messages of a request, without the CLI's <current_datetime> prefix."""
-    return [
-        _DATETIME_TAG.sub("", content_text(m.get("content")))
-        for m in body["messages"]
-        if m["role"] == "user"
-    ]
+    """The user messages of a request as typed: without the CLI's <current_datetime>
+    prefix and without attachments."""
+    return [_typed_text(m.get("content")) for m in body["messages"] if m["role"] == "user"]
 
 
 def last_user_text(body: dict[str, Any]) -> str:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
+from bot.attachments import InboundFile
 from bot.replies import FinalText, TextDelta, Usage
-from tests.conftest import Chat
+from bot.router import FILES_ONLY_PROMPT
+from tests.conftest import AppFactory, Chat
 from tests.fake_model import FakeModel, Reply, system_text, user_texts
 
 
@@ -78,3 +82,65 @@ async def test_same_thread_runs_in_order_while_threads_run_in_parallel(
         "ordered-3",
     ]
     assert chat.app.sessions.lanes.queued == chat.app.sessions.lanes.running == 0
+
+
+DOWNLOADED: list[str] = []
+
+
+def file(name: str, mime_type: str, data: bytes, size: int | None = None) -> InboundFile:
+    async def fetch() -> bytes:
+        DOWNLOADED.append(name)
+        return data
+
+    return InboundFile(name, mime_type, len(data) if size is None else size, fetch)
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+async def test_text_files_and_images_reach_the_model_and_others_get_a_note(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    chat = await make_chat(max_attachment_bytes=1000)
+    sink = await chat.say(
+        "files",
+        "what is in these?",
+        files=(
+            file("notes.txt", "text/plain", b"the launch code is 0000"),
+            file("dot.png", "image/png", PNG),
+            file("archive.zip", "application/zip", b"PK\x03\x04"),
+            file("huge.log", "text/plain", b"x" * 2000),
+            file("latin1.txt", "text/plain", "café".encode("latin-1")),
+        ),
+    )
+
+    assert sink.text == "echo: what is in these?"
+    assert DOWNLOADED[-3:] == ["notes.txt", "dot.png", "latin1.txt"]  # never the others
+    notes = sink.notices
+    assert len(notes) == 3
+    assert "can't read `archive.zip` (application/zip)" in notes[0]
+    assert "`huge.log` is 2 kB; I take files up to 1 kB" in notes[1]
+    assert "`latin1.txt` is not UTF-8 text" in notes[2]
+    content = fake_model.requests_with("what is in these?")[-1]["messages"][-1]["content"]
+    parts = json.dumps(content)
+    assert "the launch code is 0000" in parts and "notes.txt" in parts
+    assert "data:image/png;base64," in parts
+    assert "PK" not in parts and "xxxx" not in parts
+
+
+async def test_files_without_text_are_answered_and_a_rejected_file_alone_gets_its_note(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    only_text_file = await chat.say(
+        "files-only", "", files=(file("a.md", "text/markdown", b"# hi"),)
+    )
+    assert only_text_file.text == f"echo: {FILES_ONLY_PROMPT}"
+
+    only_binary = await chat.say(
+        "files-only", "", files=(file("a.bin", "application/octet-stream", b"\0"),)
+    )
+    assert only_binary.errors == [] and len(only_binary.notices) == 1
+    assert "can't read `a.bin`" in only_binary.notices[0]
+    assert len(fake_model.requests_with(FILES_ONLY_PROMPT)) == 1
