@@ -87,6 +87,7 @@ class Turn:
         self.error: str | None = None
         self.usage: Usage | None = None
         self._pieces: list[str] = []
+        self._streaming_id: str | None = None
         self._tools: dict[str, str] = {}
 
     async def send(self) -> None:
@@ -173,7 +174,12 @@ class Turn:
     def _translate(self, event: SessionEvent) -> ReplyEvent | None:
         """Record what the event tells; return what the thread should see of it."""
         match event.data:
-            case AssistantMessageDeltaData(delta_content=text) if text:
+            case AssistantMessageDeltaData(delta_content=text, message_id=message_id) if text:
+                # A new message of the same answer (after a tool call): the deltas join
+                # up exactly as the final answer does.
+                if message_id != self._streaming_id:
+                    text = f"\n\n{text}" if self._streaming_id else text
+                    self._streaming_id = message_id
                 return TextDelta(text)
             case AssistantMessageData(content=text, chunk_index=chunk) if text:
                 if chunk and self._pieces:  # a long message delivered in chunks

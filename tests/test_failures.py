@@ -144,6 +144,8 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
         started = [e for e in sink.events if isinstance(e, ToolStarted)]
         finished = {e.call_id: e.ok for e in sink.events if isinstance(e, ToolFinished)}
         assert [e.name for e in started] == ["view", "view"]
+        # Text before and after the tool calls: the streamed pieces add up to the answer.
+        assert sink.text == "echo: read both\n\necho: read both" == sink.streamed
         assert [finished[e.call_id] for e in started] == [True, False]
         follow_up = fake_model.requests[-1]
         tool_results = [m["content"] for m in follow_up["messages"] if m["role"] == "tool"]
