@@ -97,6 +97,10 @@ class Pacer:
         self._last = float("-inf")
         self._task: asyncio.Task[None] | None = None
 
+    def edited(self) -> None:
+        """An edit just happened outside `flush` (the message was posted): pace from now."""
+        self._last = asyncio.get_running_loop().time()
+
     def changed(self) -> None:
         self._dirty = True
         if self._task is None or self._task.done():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -40,29 +41,46 @@ def _setup_logging(level: int) -> None:
     )
 
 
-async def _console(settings: Settings) -> None:
+async def _serve(settings: Settings, console: bool) -> None:
+    """Run the bot: the configured platforms, or the console; until stopped."""
     from adapters.console import ConsoleAdapter, stdin_lines
+    from adapters.slack import SlackAdapter
     from bot.app import App
     from bot.http_server import HttpServer
 
     app = await App.start(settings)
     http = HttpServer(app, settings.http_port)
+    slack = None
     try:
-        console = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
-        app.platforms[console.name] = console
+        if settings.slack_bot_token and not console:
+            slack = SlackAdapter(app.router, settings)
+            app.platforms[slack.name] = slack
+            if not slack.socket_mode:
+                slack.mount(http.web_app)
         await http.start()
+        if slack is not None:
+            await slack.start()
         app.scheduler.start()
-        await console.run()
+        if slack is None:
+            terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
+            app.platforms[terminal.name] = terminal
+            await terminal.run()
+        else:
+            await _until_stopped()
     finally:
+        if slack is not None:
+            await slack.stop()
         await http.stop()
         await app.close()
 
 
-async def _run(settings: Settings) -> None:
-    if settings.slack_bot_token or settings.discord_token:
-        raise ConfigError("Slack and Discord adapters are not available in this version yet")
-    log.info("no chat platform configured (SLACK_BOT_TOKEN, DISCORD_TOKEN): starting the console")
-    await _console(settings)
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping")
 
 
 def _status(settings: Settings) -> None:
@@ -88,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "status":
             _status(settings)
         elif command == "console":
-            asyncio.run(_console(settings))
+            asyncio.run(_serve(settings, console=True))
         else:
-            asyncio.run(_run(settings))
+            if not (settings.slack_bot_token or settings.discord_token):
+                log.info("no chat platform configured (SLACK_BOT_TOKEN): starting the console")
+            asyncio.run(_serve(settings, console=False))
     except (ConfigError, CliNotFound) as exc:
         print(f"threadpilot: {exc}", file=sys.stderr)
         sys.exit(2)

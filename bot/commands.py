@@ -133,7 +133,7 @@ class Commands:
 
     async def _branch(self, call: CommandCall) -> ReplyEvent:
         try:
-            point = await self._journal.fork_point(call.in_thread.id, call.inbound.target_ref)
+            point = await self._journal.fork_point(call.in_thread, call.inbound.target_ref)
         except UnknownMessage:
             return ErrorReply(
                 "I can't branch from that message: it is not part of my conversation in "

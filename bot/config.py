@@ -134,6 +134,11 @@ class Settings(BaseSettings):
                 "THREADPILOT_PROVIDER_BASE_URL is required when another "
                 "THREADPILOT_PROVIDER_* setting is set"
             )
+        if self.slack_bot_token and not (self.slack_app_token or self.slack_signing_secret):
+            raise ValueError(
+                "SLACK_BOT_TOKEN needs SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET "
+                "(HTTP mode)"
+            )
         if self.provider_base_url and not self.model:
             raise ValueError("THREADPILOT_MODEL is required with a BYOK provider")
         return self

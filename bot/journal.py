@@ -121,27 +121,32 @@ class Journal:
             )
         )
 
-    async def fork_point(self, thread_id: int, message_ref: str | None) -> ForkPoint | None:
+    async def fork_point(self, thread: ThreadRecord, message_ref: str | None) -> ForkPoint | None:
         """The branch point for a platform message of the thread: its latest turn at or
-        before that message (the latest turn of all when `message_ref` is None); None when
-        there is no such turn. Raises UnknownMessage for a message it has no record of."""
+        before that message, in whichever session it was; without a message, the latest
+        turn of the current session. None when there is no such turn. Raises
+        UnknownMessage for a message it has no record of."""
 
         def work(conn: sqlite3.Connection) -> ForkPoint | None:
-            anchor: int | None = 2**63 - 1
-            if message_ref is not None:
-                row = conn.execute(
+            if message_ref is None:
+                point = conn.execute(
+                    "SELECT id, session_id FROM turns WHERE thread_id = ? AND session_id = ? "
+                    "AND kind = 'turn' AND user_event_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+                    (thread.id, thread.session_id),
+                ).fetchone()
+            else:
+                (anchor,) = conn.execute(
                     "SELECT MIN(id) FROM turns WHERE thread_id = ? AND (user_ref = ? OR "
                     "EXISTS (SELECT 1 FROM json_each(reply_refs) WHERE value = ?))",
-                    (thread_id, message_ref, message_ref),
+                    (thread.id, message_ref, message_ref),
                 ).fetchone()
-                anchor = row[0]
-            if anchor is None:
-                raise UnknownMessage(message_ref)
-            point = conn.execute(
-                "SELECT id, session_id FROM turns WHERE thread_id = ? AND id <= ? "
-                "AND kind = 'turn' AND user_event_id IS NOT NULL ORDER BY id DESC LIMIT 1",
-                (thread_id, anchor),
-            ).fetchone()
+                if anchor is None:
+                    raise UnknownMessage(message_ref)
+                point = conn.execute(
+                    "SELECT id, session_id FROM turns WHERE thread_id = ? AND id <= ? "
+                    "AND kind = 'turn' AND user_event_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+                    (thread.id, anchor),
+                ).fetchone()
             if point is None:
                 return None
             # Cut before the next request made of that session: its next turn, or the

@@ -63,7 +63,8 @@ class ErrorReply:
 
 @dataclass(frozen=True, slots=True)
 class OpenedThread:
-    """A thread an adapter opened for the core; `link` is the platform's markup for it."""
+    """A thread an adapter opened for the core; `link` is Markdown (a link, or the
+    platform's own mention syntax) leading to it."""
 
     key: ThreadKey
     link: str

@@ -27,6 +27,7 @@ from bot.runtime import CopilotRuntime
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
 from tests.fake_model import FakeModel
+from tests.fake_slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,6 +189,14 @@ async def runtime(
     await runtime.start()
     yield runtime
     await runtime.stop()
+
+
+@pytest.fixture(scope="session")
+async def fake_slack() -> AsyncIterator[FakeSlack]:
+    slack = FakeSlack()
+    await slack.start()
+    yield slack
+    await slack.stop()
 
 
 AppFactory = Callable[..., Awaitable[Chat]]

@@ -1,0 +1,121 @@
+"""Slack payloads (Events API, slash commands, message shortcuts) as the core's Inbound.
+
+Pure functions: which messages are for the bot, which thread they belong to, and which
+command forms they use. Downloading files is left to the `fetch` the caller passes in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bot.attachments import InboundFile
+from bot.inbound import Inbound
+from bot.thread_key import ThreadKey
+
+COMMAND_WORDS = frozenset({"reset", "branch", "restore", "status", "help"})
+# Message subtypes that are people writing; everything else (edits, deletes, joins, bot
+# posts) is not a message to answer.
+_ANSWERABLE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+Fetch = Callable[[str], Awaitable[bytes]]
+
+
+def mentions(text: str, bot_user_id: str) -> bool:
+    return f"<@{bot_user_id}>" in text
+
+
+def strip_mentions(text: str, bot_user_id: str) -> str:
+    return re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text).strip()
+
+
+def is_from_a_person(event: dict[str, Any], bot_user_id: str) -> bool:
+    """Not from a bot (this one included), and not an edit, a delete or a join."""
+    return (
+        event.get("subtype") in _ANSWERABLE_SUBTYPES
+        and not event.get("bot_id")
+        and event.get("user") not in (None, bot_user_id)
+    )
+
+
+def thread_key(team_id: str, event: dict[str, Any]) -> ThreadKey:
+    """A message's thread; a message outside any thread starts one under itself."""
+    return ThreadKey("slack", team_id, event["channel"], event.get("thread_ts") or event["ts"])
+
+
+def _files(event: dict[str, Any], fetch: Fetch) -> tuple[InboundFile, ...]:
+    files = []
+    for file in event.get("files") or ():
+        url = file.get("url_private_download") or file.get("url_private")
+        if not url:  # e.g. a file Slack hides from the bot
+            continue
+
+        async def download(url: str = url) -> bytes:
+            return await fetch(url)
+
+        files.append(
+            InboundFile(
+                name=str(file.get("name") or file.get("title") or "file"),
+                mime_type=str(file.get("mimetype") or "application/octet-stream"),
+                size=int(file.get("size") or 0),
+                fetch=download,
+            )
+        )
+    return tuple(files)
+
+
+def message_inbound(
+    body: dict[str, Any], event: dict[str, Any], bot_user_id: str, fetch: Fetch
+) -> Inbound:
+    """A mention or thread message. `@bot reset` (a mention and one command word) is
+    that command; any other text is a turn."""
+    text = strip_mentions(event.get("text") or "", bot_user_id)
+    word = text.rstrip(".!").lower()
+    command = word if word in COMMAND_WORDS else None
+    team_id = body.get("team_id") or event.get("team") or ""
+    return Inbound(
+        event_id=body["event_id"],
+        key=thread_key(team_id, event),
+        user_id=event["user"],
+        text="" if command else text,
+        command=command,
+        message_ref=event["ts"],
+        files=_files(event, fetch),
+    )
+
+
+def slash_command_inbound(body: dict[str, Any]) -> Inbound:
+    """`/reset`, `/branch`, or `/threadpilot status|help`: Slack does not say which thread
+    a slash command was used in, so the core gets none."""
+    name = body["command"].lstrip("/")
+    text = (body.get("text") or "").strip()
+    if name == "threadpilot":
+        name, _, text = (text or "help").partition(" ")
+    return Inbound(
+        event_id=f"{body['command']}-{body['trigger_id']}",
+        key=None,
+        platform="slack",
+        user_id=body["user_id"],
+        text=text,
+        command=name.lower(),
+    )
+
+
+SHORTCUT_COMMANDS = {"reset_thread": "reset", "branch_from_here": "branch"}
+
+
+def shortcut_inbound(body: dict[str, Any]) -> Inbound:
+    """A message shortcut: it carries the message, so the thread (and branch point)."""
+    message = body["message"]
+    channel = body["channel"]["id"]
+    return Inbound(
+        event_id=f"{body['callback_id']}-{body['trigger_id']}",
+        key=ThreadKey(
+            "slack", body["team"]["id"], channel, message.get("thread_ts") or message["ts"]
+        ),
+        user_id=body["user"]["id"],
+        text="",
+        command=SHORTCUT_COMMANDS[body["callback_id"]],
+        target_ref=message["ts"],
+    )

@@ -1,0 +1,488 @@
+"""A fake Slack on 127.0.0.1, speaking the wire protocol the real slack-bolt and slack-sdk
+clients use, so they run unmodified against it.
+
+- Web API at `/api/<method>`: form, JSON and query encodings; `ok: false` errors and 429s
+  with Retry-After can be scripted per method. Messages posted, edited, streamed and
+  uploaded are kept per channel and thread, as a person in Slack would see them.
+- Socket Mode: `apps.connections.open` hands out a WebSocket that says hello, carries
+  envelopes (events, slash commands, shortcuts), records acks, and can send `disconnect`.
+- HTTP mode: signed (or badly signed) deliveries to the bot's `/slack/events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+TEAM, BOT_USER, BOT_ID, APP_ID = "T01", "UBOT", "BBOT", "A01"
+BOT_TOKEN, APP_TOKEN, SIGNING_SECRET = "xoxb-fake-bot", "xapp-fake-app", "fake-signing-secret"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    thread_ts: str | None
+    user: str
+    text: str = ""
+    streaming: bool = False  # a chat.startStream message not stopped yet
+    file: bytes | None = None  # the content of an uploaded file
+    edits: int = 0
+
+
+@dataclass
+class Scripted:
+    error: str | None = None  # `ok: false` with this error
+    retry_after: int | None = None  # HTTP 429 with this Retry-After
+    times: int = 1
+
+
+@dataclass
+class Envelope:
+    envelope_id: str
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    ack_payload: dict[str, Any] | None = None
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: list[Message] = []
+        self.ephemeral: list[dict[str, Any]] = []  # postEphemeral and response_url replies
+        self.reactions: list[tuple[str, str, str]] = []  # (action, ts, name)
+        self.streaming_enabled = True
+        self._scripts: dict[str, list[Scripted]] = {}
+        self._ts = itertools.count(1)
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._socket: web.WebSocketResponse | None = None
+        self._socket_ready = asyncio.Event()
+        self.connections = 0
+        self._envelopes: dict[str, Envelope] = {}
+        self._uploads: dict[str, bytes] = {}
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+
+    # --- running ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=50 * 2**20)
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._link)
+        app.router.add_post("/upload/{id}", self._upload)
+        app.router.add_get("/files/{id}", self._download)
+        app.router.add_post("/respond/{id}", self._respond)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/"
+
+    def script(self, method: str, scripted: Scripted) -> None:
+        self._scripts.setdefault(method, []).append(scripted)
+
+    async def wait_for(self, predicate: Callable[[], Any]) -> Any:
+        """Wait until `predicate()` is truthy (re-checked after every API call)."""
+        async with asyncio.timeout(30), self._changed:
+            await self._changed.wait_for(predicate)
+        return predicate()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    # --- what a person sees -----------------------------------------------------------
+
+    def new_ts(self) -> str:
+        n = next(self._ts)
+        return f"{1_800_000_000 + n}.{n:06d}"
+
+    def replies(self, channel: str, thread_ts: str) -> list[Message]:
+        """The bot's messages in a thread, in order."""
+        return [
+            m
+            for m in self.messages
+            if m.channel == channel and m.thread_ts == thread_ts and m.user == BOT_USER
+        ]
+
+    def top_level(self, channel: str) -> list[Message]:
+        return [m for m in self.messages if m.channel == channel and m.thread_ts is None]
+
+    # --- Web API ----------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                args.update(await request.json())
+            else:
+                args.update(await request.post())
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or args.get(
+            "token"
+        )
+        self.calls.append(Call(method, args, time.monotonic()))
+        try:
+            scripts = self._scripts.get(method)
+            if scripts:
+                scripted = scripts[0]
+                scripted.times -= 1
+                if scripted.times <= 0:
+                    scripts.pop(0)
+                if scripted.retry_after is not None:
+                    return web.json_response(
+                        {"ok": False, "error": "ratelimited"},
+                        status=429,
+                        headers={"Retry-After": str(scripted.retry_after)},
+                    )
+                return web.json_response({"ok": False, "error": scripted.error})
+            expected = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+            if token != expected:
+                return web.json_response({"ok": False, "error": "invalid_auth"})
+            handler = getattr(self, "_" + method.replace(".", "_"), None)
+            if handler is None:
+                return web.json_response({"ok": False, "error": "unknown_method"})
+            result = handler(args)
+            return web.json_response({"ok": True, **result} if "error" not in result else result)
+        finally:
+            await self._notify()
+
+    def _message(self, ts: str) -> Message | None:
+        return next((m for m in self.messages if m.ts == ts), None)
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "threadpilot",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+        }
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"url": f"ws://{self.base.removeprefix('http://')}/link/?ticket={next(self._ids)}"}
+
+    def _post(self, args: dict[str, Any], text: str, streaming: bool = False) -> Message:
+        message = Message(
+            channel=args["channel"],
+            ts=self.new_ts(),
+            thread_ts=args.get("thread_ts") or None,
+            user=BOT_USER,
+            text=text,
+            streaming=streaming,
+        )
+        self.messages.append(message)
+        return message
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        text = args.get("text") or ""
+        if len(text) > 40_000:
+            return {"ok": False, "error": "msg_too_long"}
+        message = self._post(args, text)
+        return {"channel": message.channel, "ts": message.ts, "message": {"text": text}}
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(args["ts"])
+        text = args.get("text") or ""
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        if len(text) > 4_000:  # chat.update text is capped at 4,000 characters
+            return {"ok": False, "error": "msg_too_long"}
+        message.text, message.edits = text, message.edits + 1
+        return {"channel": message.channel, "ts": message.ts, "text": text}
+
+    def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.streaming_enabled:
+            return {"ok": False, "error": "feature_not_enabled"}
+        if not args.get("thread_ts"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if args["channel"].startswith("C") and not (
+            args.get("recipient_team_id") and args.get("recipient_user_id")
+        ):
+            return {"ok": False, "error": "missing_recipient_user_id"}
+        message = self._post(args, args.get("markdown_text") or "", streaming=True)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(args["ts"])
+        if message is None or not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message.text += args.get("markdown_text") or ""
+        message.edits += 1
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message = self._message(args["ts"])
+        if message is None or not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message.text += args.get("markdown_text") or ""
+        message.streaming = False
+        message.edits += 1
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        ts = args["message_ts"].replace(".", "")
+        return {"permalink": f"https://fake.slack.com/archives/{args['channel']}/p{ts}"}
+
+    def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.ephemeral.append(dict(args))
+        return {"message_ts": self.new_ts()}
+
+    def _reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.reactions.append(("add", args["timestamp"], args["name"]))
+        return {}
+
+    def _reactions_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.reactions.append(("remove", args["timestamp"], args["name"]))
+        return {}
+
+    def _assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        file_id = f"F{next(self._ids)}"
+        return {"upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, args: dict[str, Any]) -> dict[str, Any]:
+        files = args["files"]
+        files = json.loads(files) if isinstance(files, str) else files
+        for entry in files:
+            message = self._post(
+                {"channel": args["channel_id"], "thread_ts": args.get("thread_ts")},
+                entry.get("title") or "",
+            )
+            message.file = self._uploads.get(entry["id"], b"")
+        return {"files": [{"id": entry["id"], "title": entry.get("title")} for entry in files]}
+
+    def _files_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"file": {"id": args["file"]}}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if request.content_type.startswith("multipart/"):
+            data = b""
+            async for part in await request.multipart():
+                data = await part.read()  # type: ignore[union-attr]
+        else:
+            data = await request.read()
+        self._uploads[request.match_info["id"]] = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    # --- files people attach --------------------------------------------------------
+
+    def add_file(self, name: str, mimetype: str, data: bytes) -> dict[str, Any]:
+        """A file as Slack describes it in a message event."""
+        file_id = f"F{next(self._ids)}"
+        self._files[file_id] = (mimetype, data)
+        return {
+            "id": file_id,
+            "name": name,
+            "mimetype": mimetype,
+            "size": len(data),
+            "url_private_download": f"{self.base}/files/{file_id}",
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+            return web.Response(status=403)
+        mimetype, data = self._files[request.match_info["id"]]
+        return web.Response(body=data, content_type=mimetype)
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.ephemeral.append(await request.json())
+        await self._notify()
+        return web.Response(text="ok")
+
+    # --- Socket Mode ------------------------------------------------------------------
+
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._socket = socket
+        self.connections += 1
+        await socket.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID}}
+        )
+        self._socket_ready.set()
+        await self._notify()
+        async for frame in socket:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                ack = json.loads(frame.data)
+                envelope = self._envelopes.get(ack.get("envelope_id", ""))
+                if envelope is not None:
+                    envelope.ack_payload = ack.get("payload")
+                    envelope.acked.set()
+        if self._socket is socket:
+            self._socket = None
+            self._socket_ready.clear()
+        return socket
+
+    async def push(self, kind: str, payload: dict[str, Any], retry_attempt: int = 0) -> Envelope:
+        """Send an envelope (events_api, slash_commands, interactive) over the socket."""
+        async with asyncio.timeout(30):
+            await self._socket_ready.wait()
+        assert self._socket is not None
+        envelope = Envelope(f"env-{next(self._ids)}")
+        self._envelopes[envelope.envelope_id] = envelope
+        message: dict[str, Any] = {
+            "envelope_id": envelope.envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+        }
+        if kind == "events_api":
+            message["retry_attempt"] = retry_attempt
+            message["retry_reason"] = "timeout" if retry_attempt else ""
+        await self._socket.send_json(message)
+        return envelope
+
+    async def disconnect(self, reason: str = "refresh_requested") -> None:
+        """What Slack sends before it drops a socket; the client is to reconnect."""
+        assert self._socket is not None
+        connections = self.connections
+        await self._socket.send_json({"type": "disconnect", "reason": reason})
+        await self.wait_for(lambda: self.connections > connections and self._socket_ready.is_set())
+
+    # --- payloads as Slack sends them -----------------------------------------------
+
+    def user_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U1",
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        ts: str | None = None,
+    ) -> tuple[str, list[dict[str, Any]]]:
+        """A person writes: the message is recorded and the event callbacks Slack would
+        deliver are returned (a `message`, plus an `app_mention` when it names the bot)."""
+        ts = ts or self.new_ts()
+        self.messages.append(Message(channel, ts, thread_ts, user, text))
+        event: dict[str, Any] = {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "channel": channel,
+            "team": TEAM,
+            "channel_type": "im" if channel.startswith("D") else "channel",
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        if files:
+            event["files"], event["subtype"] = files, "file_share"
+        events = [self.event_callback(event)]
+        if f"<@{BOT_USER}>" in text and not channel.startswith("D"):
+            mention = {k: v for k, v in event.items() if k not in ("channel_type", "subtype")}
+            events.append(self.event_callback({**mention, "type": "app_mention"}))
+        return ts, events
+
+    def event_callback(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "token": "verification-token",
+            "team_id": TEAM,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{next(self._ids):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+        }
+
+    def slash_command(
+        self, command: str, text: str, channel: str, user: str = "U1"
+    ) -> dict[str, Any]:
+        n = next(self._ids)
+        return {
+            "command": command,
+            "text": text,
+            "team_id": TEAM,
+            "channel_id": channel,
+            "user_id": user,
+            "trigger_id": f"trigger-{n}",
+            "response_url": f"{self.base}/respond/{n}",
+            "api_app_id": APP_ID,
+        }
+
+    def shortcut(
+        self, callback_id: str, channel: str, message: Message, user: str = "U1"
+    ) -> dict[str, Any]:
+        n = next(self._ids)
+        shown: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
+        if message.thread_ts:
+            shown["thread_ts"] = message.thread_ts
+        return {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": f"trigger-{n}",
+            "response_url": f"{self.base}/respond/{n}",
+            "team": {"id": TEAM},
+            "channel": {"id": channel},
+            "user": {"id": user},
+            "message": shown,
+            "message_ts": message.ts,
+            "api_app_id": APP_ID,
+        }
+
+    # --- HTTP mode ------------------------------------------------------------------
+
+    async def deliver_http(
+        self,
+        url: str,
+        body: str,
+        content_type: str = "application/json",
+        secret: str = SIGNING_SECRET,
+        retry_num: int | None = None,
+    ) -> tuple[int, str]:
+        """POST a delivery to the bot, signed as Slack signs (with `secret`)."""
+        timestamp = str(int(time.time()))
+        digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": f"v0={digest.hexdigest()}",
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url, data=body.encode(), headers=headers) as response,
+        ):
+            return response.status, await response.text()
+
+
+def form(payload: dict[str, Any]) -> str:
+    return urllib.parse.urlencode(payload)

@@ -1,0 +1,405 @@
+"""The Slack adapter: the real slack-bolt AsyncApp against the fake Slack (Socket Mode),
+the real Copilot CLI against the fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from adapters.slack import SlackAdapter
+from bot.http_server import HttpServer
+from bot.thread_key import ThreadKey
+from tests.conftest import AppFactory
+from tests.fake_model import FakeModel, Reply, user_texts
+from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM, FakeSlack, form
+from tests.slack_harness import SlackHarness
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+async def slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackHarness]:
+    chat = await make_chat(
+        slack_bot_token=BOT_TOKEN,
+        slack_app_token=APP_TOKEN,
+        slack_api_url=fake_slack.api_url,
+        admins=frozenset({"slack:UADMIN"}),
+    )
+    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
+    chat.app.platforms[adapter.name] = adapter
+    await adapter.start()
+    yield SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
+    await adapter.stop()
+
+
+async def test_a_mention_is_answered_in_a_thread_under_it_by_streaming(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    fake_model.script("stream me", Reply(text="Hello **there**, streamed in parts.", chunks=5))
+    ts, _ = await slack.say("stream me")
+
+    replies = slack.replies(ts)
+    assert len(replies) == 1
+    assert replies[0].text == "Hello **there**, streamed in parts."  # Markdown: Slack renders it
+    assert not replies[0].streaming  # stopped
+    methods = [c.method for c in slack.fake.calls if c.args.get("channel") == slack.channel]
+    assert methods[0] == "chat.startStream" and methods[-1] == "chat.stopStream"
+    start = slack.fake.calls_to("chat.startStream")[-1].args
+    assert (start["thread_ts"], start["recipient_user_id"], start["recipient_team_id"]) == (
+        ts,
+        "U1",
+        TEAM,
+    )
+    # The model saw the text without the mention.
+    assert user_texts(fake_model.requests_with("stream me")[-1]) == ["stream me"]
+
+
+async def test_follow_ups_in_a_bot_thread_need_no_mention_but_other_threads_do(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    ts, _ = await slack.say("remember: the answer is 42")
+    await slack.say("what was the answer?", thread_ts=ts, mention=False)
+    assert slack.texts(ts)[-1] == "echo: what was the answer?"
+    request = fake_model.requests_with("what was the answer?")[-1]
+    assert user_texts(request) == ["remember: the answer is 42", "what was the answer?"]
+
+    # A thread the bot is not part of: people talking among themselves.
+    other, _ = slack.fake.user_message(slack.channel, "just people here")
+    _, events = slack.fake.user_message(slack.channel, "still people", thread_ts=other)
+    await slack.fake.push("events_api", events[0])
+    await slack.dispatched_nothing_for(events[0]["event_id"])
+    assert slack.replies(other) == []
+
+
+async def test_two_threads_keep_separate_sessions(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    first, _ = await slack.say("thread one says hi")
+    second, _ = await slack.say("thread two says hello")
+    await slack.say("and one again", thread_ts=first)
+    await slack.say("and two again", thread_ts=second)
+
+    assert user_texts(fake_model.requests_with("and one again")[-1]) == [
+        "thread one says hi",
+        "and one again",
+    ]
+    assert user_texts(fake_model.requests_with("and two again")[-1]) == [
+        "thread two says hello",
+        "and two again",
+    ]
+
+
+async def test_a_redelivered_event_is_answered_once(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    gate = asyncio.Event()
+    fake_model.script("only one answer", Reply(gate=gate))
+    ts, events = slack.fake.user_message(slack.channel, "<@UBOT> only one answer")
+    mention = events[-1]
+    # The first delivery: Bolt turns retry_attempt 0 into an x-slack-retry-num of "0".
+    first = await slack.fake.push("events_api", mention, retry_attempt=0)
+    await fake_model.wait_for_request("only one answer")
+    # Slack gave up waiting and retries, twice, while the first is still being answered.
+    retries = [await slack.fake.push("events_api", mention, retry_attempt=n) for n in (1, 2)]
+    for envelope in (first, *retries):
+        await asyncio.wait_for(envelope.acked.wait(), 10)  # each one acknowledged
+    gate.set()
+    await slack.dispatched(mention["event_id"])
+    await slack.fake.push("events_api", mention, retry_attempt=3)  # and once more, after
+    await slack.fake.wait_for(lambda: slack.texts(ts) == ["echo: only one answer"])
+
+    assert len(fake_model.requests_with("only one answer")) == 1
+    assert slack.texts(ts) == ["echo: only one answer"]
+
+
+async def test_every_command_works_as_a_mention_word(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    ts, _ = await slack.say("the secret is plum")
+    await slack.say("help", thread_ts=ts)
+    assert "restore - undo" in slack.texts(ts)[-1]
+
+    await slack.say("reset", thread_ts=ts)
+    assert "Started afresh" in slack.texts(ts)[-1]
+    await slack.say("what is the secret?", thread_ts=ts, mention=False)
+    assert user_texts(fake_model.requests_with("what is the secret?")[-1]) == [
+        "what is the secret?"
+    ]
+
+    await slack.say("restore", thread_ts=ts)
+    assert "Restored" in slack.texts(ts)[-1]
+    await slack.say("and now?", thread_ts=ts, mention=False)
+    assert user_texts(fake_model.requests_with("and now?")[-1])[0] == "the secret is plum"
+
+    await slack.say("branch", thread_ts=ts)
+    reply = slack.texts(ts)[-1]
+    assert reply.startswith("Branched into <https://fake.slack.com/archives/")
+    branch_root = slack.fake.top_level(slack.channel)[-1]
+    origin = f"https://fake.slack.com/archives/{slack.channel}/p{ts.replace('.', '')}"
+    assert f"a branch of <{origin}|this thread>" in branch_root.text
+    assert branch_root.ts.replace(".", "") in reply  # links both ways
+
+    # Status: for admins only, and only they see it (ephemeral).
+    await slack.say("status", thread_ts=ts)
+    refusal = slack.fake.ephemeral[-1]
+    assert refusal["user"] == "U1" and "for admins only" in refusal["text"]
+    await slack.say("status", thread_ts=ts, user="UADMIN")
+    status = slack.fake.ephemeral[-1]
+    assert status["user"] == "UADMIN" and "threadpilot status" in status["text"]
+    assert all("threadpilot status" not in text for text in slack.texts(ts))
+
+
+async def test_slash_reset_and_branch_typed_in_a_bot_thread(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    ts, _ = await slack.say("first topic")
+    await slack.say("/reset", thread_ts=ts, mention=False)
+    assert "Started afresh" in slack.texts(ts)[-1]
+    await slack.say("/branch", thread_ts=ts, mention=False)
+    assert "nothing to branch yet" in slack.texts(ts)[-1]
+
+
+async def test_slash_commands_outside_a_thread_answer_privately(slack: SlackHarness) -> None:
+    for command, text in (("/reset", ""), ("/branch", ""), ("/threadpilot", "help")):
+        payload = slack.fake.slash_command(command, text, slack.channel)
+        envelope = await slack.fake.push("slash_commands", payload)
+        await asyncio.wait_for(envelope.acked.wait(), 10)
+        await slack.dispatched(f"{command}-{payload['trigger_id']}")
+    hints = [reply["text"] for reply in slack.fake.ephemeral[-3:]]
+    assert "`reset` works on a thread" in hints[0] and "message shortcut" in hints[0]
+    assert "`branch` works on a thread" in hints[1]
+    assert "reset - forget" in hints[2]
+    assert all(reply["response_type"] == "ephemeral" for reply in slack.fake.ephemeral[-3:])
+    assert slack.fake.top_level(slack.channel) == []  # nothing posted for everyone
+
+    for user, expected in (("U1", "for admins only"), ("UADMIN", "threadpilot status")):
+        payload = slack.fake.slash_command("/threadpilot", "status", slack.channel, user=user)
+        await slack.fake.push("slash_commands", payload)
+        await slack.dispatched(f"/threadpilot-{payload['trigger_id']}")
+        assert expected in slack.fake.ephemeral[-1]["text"]
+
+
+async def test_shortcuts_reset_the_thread_and_branch_from_a_message(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    ts, _ = await slack.say("chapter one")
+    await slack.say("chapter two", thread_ts=ts, mention=False)
+    await slack.say("chapter three", thread_ts=ts, mention=False)
+    chapter_one_answer = slack.replies(ts)[0]
+
+    payload = slack.fake.shortcut("branch_from_here", slack.channel, chapter_one_answer)
+    await slack.fake.push("interactive", payload)
+    await slack.dispatched(f"branch_from_here-{payload['trigger_id']}")
+    branch_ts = slack.fake.top_level(slack.channel)[-1].ts
+    assert slack.texts(ts)[-1].startswith("Branched into")
+
+    await slack.say("what came after chapter one?", thread_ts=branch_ts, mention=False)
+    request = fake_model.requests_with("what came after chapter one?")[-1]
+    assert user_texts(request) == ["chapter one", "what came after chapter one?"]
+
+    payload = slack.fake.shortcut("reset_thread", slack.channel, slack.replies(ts)[-1])
+    await slack.fake.push("interactive", payload)
+    await slack.dispatched(f"reset_thread-{payload['trigger_id']}")
+    assert "Started afresh" in slack.texts(ts)[-1]
+
+
+async def test_bots_edits_deletes_and_joins_are_not_answered(slack: SlackHarness) -> None:
+    ts, _ = await slack.say("hello")
+    base = {"channel": slack.channel, "thread_ts": ts, "team": "T01", "ts": slack.fake.new_ts()}
+    for event in (
+        {**base, "type": "message", "subtype": "bot_message", "bot_id": "B2", "text": "beep"},
+        {**base, "type": "message", "user": "UBOT", "text": "my own words"},
+        {**base, "type": "message", "subtype": "message_changed", "message": {"text": "x"}},
+        {**base, "type": "message", "subtype": "message_deleted", "deleted_ts": ts},
+        {**base, "type": "message", "subtype": "channel_join", "user": "U9", "text": "joined"},
+    ):
+        callback = slack.fake.event_callback(event)
+        await slack.fake.push("events_api", callback)
+        await slack.dispatched_nothing_for(callback["event_id"])
+    assert len(slack.replies(ts)) == 1
+
+
+async def test_each_dm_thread_is_its_own_session(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    first, _ = await slack.say("dm topic one", channel=slack.dm, mention=False)
+    second, _ = await slack.say("dm topic two", channel=slack.dm, mention=False)
+    await slack.say("dm follow-up", channel=slack.dm, thread_ts=first, mention=False)
+
+    assert slack.texts(first, slack.dm) == ["echo: dm topic one", "echo: dm follow-up"]
+    assert slack.texts(second, slack.dm) == ["echo: dm topic two"]
+    assert user_texts(fake_model.requests_with("dm follow-up")[-1]) == [
+        "dm topic one",
+        "dm follow-up",
+    ]
+
+
+async def test_files_reach_the_session_and_unsupported_ones_get_a_note(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    files = [
+        slack.fake.add_file("notes.txt", "text/plain", b"meeting at noon"),
+        slack.fake.add_file("tool.exe", "application/octet-stream", b"MZ\x90\x00"),
+    ]
+    ts, _ = await slack.say("summarize the attachment", files=files)
+
+    texts = slack.texts(ts)
+    assert texts[0].startswith(":information_source: I can't read `tool.exe`")
+    assert texts[1] == "echo: summarize the attachment"
+    content = fake_model.requests_with("summarize the attachment")[-1]["messages"][-1]["content"]
+    assert "meeting at noon" in str(content) and "MZ" not in str(content)
+
+
+async def test_an_empty_mention_a_huge_message_and_a_binary_file_get_clear_replies(
+    slack: SlackHarness,
+) -> None:
+    ts, _ = await slack.say("")
+    assert "Please write a message" in slack.texts(ts)[-1]
+
+    huge = "a" * 40_000  # Slack's own limit for a message
+    ts, _ = await slack.say(huge, mention=False, channel=slack.dm)
+    replies = slack.replies(ts, slack.dm)
+    assert "so here it is as a file" in replies[0].text
+    assert replies[-1].file == f"echo: {huge}".encode()
+
+    binary = [slack.fake.add_file("blob.bin", "application/octet-stream", bytes(range(256)))]
+    ts, _ = await slack.say("", files=binary)
+    assert slack.texts(ts) == [
+        ":information_source: I can't read `blob.bin` (application/octet-stream): "
+        "I take text files and images (PNG, JPEG, GIF, WebP)."
+    ]
+
+
+async def test_a_socket_mode_disconnect_mid_turn_reconnects_and_the_answer_completes(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    gate = asyncio.Event()
+    fake_model.script("across a reconnect", Reply(gate=gate))
+    ts, answered = await slack.say("across a reconnect", wait=False)
+    await fake_model.wait_for_request("across a reconnect")
+
+    await slack.fake.disconnect()  # returns once the client has reconnected
+    gate.set()
+    await slack.dispatched(answered)
+    assert slack.texts(ts) == ["echo: across a reconnect"]
+    assert slack.adapter.connected
+    # And it still hears new messages on the new socket.
+    await slack.say("after the reconnect", thread_ts=ts, mention=False)
+    assert slack.texts(ts)[-1] == "echo: after the reconnect"
+
+
+async def test_a_checkpoint_note_is_posted_in_the_slack_thread(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    ts, _ = await slack.say("something to remember")
+    thread = await slack.app.store.thread(ThreadKey("slack", TEAM, slack.channel, ts))
+    assert thread is not None
+    await slack.app.checkpointer.checkpoint(thread, "idle")
+    assert slack.texts(ts)[-1].startswith(":information_source: Checkpoint: I summarized")
+
+
+@pytest.fixture
+async def slack_http(
+    make_chat: AppFactory, fake_slack: FakeSlack
+) -> AsyncIterator[tuple[SlackHarness, str]]:
+    """HTTP mode: Slack posts signed deliveries to /slack/events on the bot's port."""
+    chat = await make_chat(
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=fake_slack.api_url,
+    )
+    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
+    http = HttpServer(chat.app, port=0, host="127.0.0.1")
+    adapter.mount(http.web_app)
+    await http.start()
+    await adapter.start()
+    harness = SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
+    yield harness, f"http://127.0.0.1:{http.port}/slack/events"
+    await adapter.stop()
+    await http.stop()
+
+
+async def test_http_mode_verifies_signatures_and_answers_retries_once(
+    slack_http: tuple[SlackHarness, str], fake_model: FakeModel
+) -> None:
+    slack, url = slack_http
+    ts, events = slack.fake.user_message(slack.channel, "<@UBOT> over http")
+    mention = json.dumps(events[-1])
+
+    assert (await slack.fake.deliver_http(url, mention, secret="not-the-secret"))[0] == 401
+    assert (await slack.fake.deliver_http(url, mention))[0] == 200
+    assert (await slack.fake.deliver_http(url, mention, retry_num=1))[0] == 200
+    await slack.dispatched(events[-1]["event_id"])
+    await slack.fake.wait_for(lambda: slack.texts(ts) == ["echo: over http"])
+    assert len(fake_model.requests_with("over http")) == 1
+    assert slack.adapter.connected
+
+
+async def test_http_mode_takes_slash_commands_and_shortcuts(
+    slack_http: tuple[SlackHarness, str],
+) -> None:
+    slack, url = slack_http
+    payload = slack.fake.slash_command("/threadpilot", "help", slack.channel)
+    status, _ = await slack.fake.deliver_http(url, form(payload), FORM)
+    assert status == 200
+    await slack.dispatched(f"/threadpilot-{payload['trigger_id']}")
+    assert "branch - copy" in slack.fake.ephemeral[-1]["text"]
+
+    ts, _ = slack.fake.user_message(slack.channel, "a message to act on")
+    shortcut = slack.fake.shortcut("reset_thread", slack.channel, slack.fake.messages[-1])
+    body = form({"payload": json.dumps(shortcut)})
+    assert (await slack.fake.deliver_http(url, body, FORM))[0] == 200
+    await slack.dispatched(f"reset_thread-{shortcut['trigger_id']}")
+    assert "Started afresh" in slack.texts(ts)[-1]
+
+
+async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    connections = fake_slack.connections
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot",
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": APP_TOKEN,
+            "SLACK_API_URL": fake_slack.api_url,
+            "THREADPILOT_MODEL": "fake-model",
+            "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
+            "THREADPILOT_PROVIDER_WIRE_API": "completions",
+            "THREADPILOT_HTTP_PORT": "0",
+            "COPILOT_CLI_PATH": str(cli_path),
+        },
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await fake_slack.wait_for(lambda: fake_slack.connections > connections)
+        channel = f"C{uuid.uuid4().hex[:8].upper()}"
+        ts, events = fake_slack.user_message(channel, "<@UBOT> hello from a process")
+        for event in events:
+            await fake_slack.push("events_api", event)
+        await fake_slack.wait_for(
+            lambda: (
+                [m.text for m in fake_slack.replies(channel, ts)] == ["echo: hello from a process"]
+            )
+        )
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    log = (await process.stderr.read()).decode()
+    assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
