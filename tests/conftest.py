@@ -166,6 +166,15 @@ class Chat:
         return record
 
 
+async def reap(process: asyncio.subprocess.Process) -> str:
+    """Kill the process if it still runs; return what it wrote to stderr."""
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    assert process.stderr is not None
+    return (await process.stderr.read()).decode()
+
+
 @pytest.fixture(scope="session")
 async def fake_model() -> AsyncIterator[FakeModel]:
     model = FakeModel()

@@ -66,6 +66,7 @@ class Reply:
     hang: bool = False  # never answer
     tool_calls: list[ToolCall] = field(default_factory=list)
     chunks: int = 3
+    chunk_delay: float = 0.0  # seconds between streamed chunks (a model's pace)
     prompt_tokens: int | None = None  # reported usage; default: a rough count
 
 
@@ -218,6 +219,8 @@ class FakeModel:
         size = max(1, -(-len(text) // max(1, reply.chunks)))
         pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
         for index, piece in enumerate(pieces):
+            if index and reply.chunk_delay:
+                await asyncio.sleep(reply.chunk_delay)
             await send(
                 {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
             )

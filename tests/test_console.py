@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from tests.conftest import reap
 from tests.fake_model import FakeModel, system_text, user_texts
 
 
@@ -64,11 +65,7 @@ async def console(tmp_path: Path, fake_model: FakeModel, cli_path: Path) -> Asyn
         async with asyncio.timeout(30):
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    errors = (await process.stderr.read()).decode()
+        errors = await reap(process)
     assert "Traceback" not in errors, errors
 
 

@@ -17,7 +17,7 @@ import pytest
 from adapters.slack import SlackAdapter
 from bot.http_server import HttpServer
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, reap
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM, FakeSlack, form
 from tests.slack_harness import SlackHarness
@@ -397,9 +397,5 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
         async with asyncio.timeout(30):
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    log = (await process.stderr.read()).decode()
+        log = await reap(process)
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log

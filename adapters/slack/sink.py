@@ -189,7 +189,9 @@ class _LiveMessage:
                     markdown_text=(final[self._streamed :] if whole else None) or None,
                     chunks=self._tool_chunks() or None,
                 )
-                if not whole:
+                if not whole:  # the stream ran past the first part: edit it to that
+                    self._pacer.edited()
+                    await self._pacer.settle()
                     await self._edit(to_mrkdwn(first), post)
             else:
                 await self._edit(to_mrkdwn(first), post)
@@ -253,19 +255,8 @@ class _Indicator:
         target = self._target
         if not target.thread_ts or not (target.is_dm or target.question_ts):
             return
-        self._showing = True
-        try:
-            if target.is_dm:
-                await target.client.assistant_threads_setStatus(
-                    channel_id=target.channel, thread_ts=target.thread, status="is thinking…"
-                )
-            else:
-                await target.client.reactions_add(
-                    channel=target.channel, timestamp=str(target.question_ts), name="eyes"
-                )
-        except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
-            log.info("no progress indicator in %s: %s", target.channel, exc)
-            self._showing = False
+        self._showing = True  # from here on, not cancelled halfway through a call
+        self._showing = await self._set(True)
 
     def not_needed(self) -> None:
         """A reply is on its way: no indicator, unless it is already up."""
@@ -276,20 +267,26 @@ class _Indicator:
         self.not_needed()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        if not self._showing:
-            return
+        if self._showing:
+            await self._set(False)
+
+    async def _set(self, on: bool) -> bool:
+        """Show or clear the indicator; whether that worked."""
         target = self._target
         try:
             if target.is_dm:
                 await target.client.assistant_threads_setStatus(
-                    channel_id=target.channel, thread_ts=target.thread, status=""
+                    channel_id=target.channel,
+                    thread_ts=target.thread,
+                    status="is thinking…" if on else "",
                 )
             else:
-                await target.client.reactions_remove(
-                    channel=target.channel, timestamp=str(target.question_ts), name="eyes"
-                )
-        except SlackApiError as exc:
-            log.info("clearing the progress indicator in %s: %s", target.channel, exc)
+                change = target.client.reactions_add if on else target.client.reactions_remove
+                await change(channel=target.channel, timestamp=str(target.question_ts), name="eyes")
+        except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
+            log.info("progress indicator in %s: %s", target.channel, exc)
+            return False
+        return True
 
 
 class SlackSink:
