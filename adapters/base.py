@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
@@ -85,6 +89,40 @@ def split_text(text: str, limit: int) -> list[str]:
     return messages
 
 
+class DelayedIndicator:
+    """A "working on it" sign, shown only if the first reply takes a moment (a reply
+    quicker than `delay` needs none), and taken down when the reply is complete."""
+
+    def __init__(
+        self,
+        show: Callable[[], Awaitable[bool]],
+        hide: Callable[[], Awaitable[None]],
+        delay: float = 0.5,
+    ) -> None:
+        self._show = show
+        self._hide = hide
+        self._delay = delay
+        self._showing = False
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._delay)
+        self._showing = True  # from here on, not cancelled halfway through a call
+        self._showing = await self._show()
+
+    def not_needed(self) -> None:
+        """A reply is on its way: no sign, unless it is already up."""
+        if not self._showing:
+            self._task.cancel()
+
+    async def stop(self) -> None:
+        self.not_needed()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self._showing:
+            await self._hide()
+
+
 class Pacer:
     """Runs `flush` at most once per `interval` seconds while changes keep coming, and
     once more after the last change: message edits that never outrun a rate limit."""
@@ -129,3 +167,120 @@ class Pacer:
                 await task
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, self._last + self._interval - loop.time()))
+
+
+class Surface(Protocol):
+    """Where a platform shows one reply: a message that grows, and more when needed."""
+
+    async def open(self, text: str) -> str:
+        """Post the message the answer grows in; return its reference."""
+        ...
+
+    async def edit(self, text: str) -> None:
+        """Replace that message's text."""
+        ...
+
+    async def post(self, text: str) -> str:
+        """Post a further message; return its reference."""
+        ...
+
+    async def upload(self, note: str, content: str) -> str:
+        """Post `content` as a file, with a short `note`; return its reference."""
+        ...
+
+
+Formatter = Callable[[str], str]
+
+
+class LiveReply:
+    """One reply as it streams: a message edited at a paced rate while the answer grows
+    (with the tools at work shown under it), then the exact final answer in that message,
+    split into more messages past `limit`, or as a file past `file_threshold`."""
+
+    def __init__(
+        self,
+        surface: Surface,
+        *,
+        limit: int,
+        file_threshold: int,
+        interval: float,
+        formatter: Formatter = str,
+        tool_line: Callable[[list[str]], str] = lambda names: f"\n_using {', '.join(names)}…_",
+    ) -> None:
+        self._surface = surface
+        self._limit = limit
+        self._file_threshold = file_threshold
+        self._format = formatter
+        self._tool_line = tool_line
+        self._pacer = Pacer(self._flush, interval)
+        self.text = ""
+        self.ref: str | None = None
+        self._tools: dict[str, str] = {}  # call id -> name, while running
+
+    async def add(self, text: str) -> None:
+        self.text += text
+        await self._changed()
+
+    async def tool_started(self, call_id: str, name: str) -> None:
+        self._tools[call_id] = name
+        await self._changed()
+
+    async def tool_finished(self, call_id: str) -> None:
+        if self._tools.pop(call_id, None) is not None:
+            await self._changed()
+
+    def preview(self) -> str:
+        text = self._format(self.text[: self._limit - 100])
+        if len(self.text) > self._limit - 100:
+            text += "…"
+        if self._tools:
+            text += self._tool_line(list(self._tools.values()))
+        return text or "…"
+
+    async def _changed(self) -> None:
+        if self.ref is None:
+            self.ref = await self._surface.open(self.preview())
+            self._pacer.edited()
+        else:
+            self._pacer.changed()
+
+    async def _flush(self) -> None:
+        try:
+            await self._surface.edit(self.preview())
+        except Exception as exc:  # the final edit carries everything anyway
+            log.warning("editing a reply failed: %s", exc)
+
+    async def finish(self, final: str) -> list[str]:
+        """Show `final` exactly; return the references of what was posted."""
+        await self._pacer.settle()
+        as_file = len(final) > self._file_threshold
+        parts = [] if as_file else split_text(final, self._limit)
+        first = (
+            f"The answer is {len(final):,} characters long, so here it is as a file."
+            if as_file
+            else parts.pop(0)
+        )
+        refs = [await self._replace(self._format(first))]
+        refs += [await self._surface.post(self._format(part)) for part in parts]
+        if as_file:
+            refs.append(await self._surface.upload("The answer:", final))
+        return refs
+
+    async def fail(self, message: str) -> list[str]:
+        await self._pacer.settle()
+        self._tools.clear()
+        warning = f"⚠️ {message}"
+        text = f"{self.preview()}\n\n{warning}" if self.text else warning
+        return [await self._replace(text)]
+
+    async def _replace(self, text: str) -> str:
+        """The last edit of the message (or the message itself, if none was posted yet);
+        should the platform refuse the edit, the text is posted anew."""
+        if self.ref is None:
+            return await self._surface.open(text)
+        try:
+            await self._surface.edit(text)
+        except Exception as exc:
+            log.warning("the final edit failed (%s): posting it instead", exc)
+            return await self._surface.post(text)
+        return self.ref

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
+from typing import Any
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.copilot_cli import VERSION, CliNotFound, install_cli
@@ -42,45 +45,59 @@ def _setup_logging(level: int) -> None:
 
 
 async def _serve(settings: Settings, console: bool) -> None:
-    """Run the bot: the configured platforms, or the console; until stopped."""
+    """Run the bot: the configured platforms, or the console; until SIGTERM or SIGINT
+    (even one that comes while it is still starting), then shut down cleanly."""
     from adapters.console import ConsoleAdapter, stdin_lines
+    from adapters.discord import DiscordAdapter
     from adapters.slack import SlackAdapter
     from bot.app import App
     from bot.http_server import HttpServer
 
-    app = await App.start(settings)
-    http = HttpServer(app, settings.http_port)
-    slack = None
-    try:
-        if settings.slack_bot_token and not console:
-            slack = SlackAdapter(app.router, settings)
-            app.platforms[slack.name] = slack
-            if not slack.socket_mode:
-                slack.mount(http.web_app)
-        await http.start()
-        if slack is not None:
-            await slack.start()
-        app.scheduler.start()
-        if slack is None:
-            terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
-            app.platforms[terminal.name] = terminal
-            await terminal.run()
-        else:
-            await _until_stopped()
-    finally:
-        if slack is not None:
-            await slack.stop()
-        await http.stop()
-        await app.close()
-
-
-async def _until_stopped() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping")
+    app = await App.start(settings)
+    http = HttpServer(app, settings.http_port)
+    platforms: list[SlackAdapter | DiscordAdapter] = []
+    if settings.slack_bot_token and not console:
+        slack = SlackAdapter(app.router, settings)
+        if not slack.socket_mode:
+            slack.mount(http.web_app)
+        platforms.append(slack)
+    if settings.discord_token and not console:
+        platforms.append(DiscordAdapter(app.router, settings))
+    started: list[SlackAdapter | DiscordAdapter] = []
+    try:
+        await http.start()
+        for platform in platforms:
+            app.platforms[platform.name] = platform
+            await platform.start()
+            started.append(platform)
+        app.scheduler.start()
+        if not platforms:
+            terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
+            app.platforms[terminal.name] = terminal
+            await _until(stop, terminal.run())
+        else:
+            await stop.wait()
+        log.info("stopping")
+    finally:
+        for platform in started:
+            await platform.stop()
+        await http.stop()
+        await app.close()
+
+
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until it ends or `stop` is set, whichever comes first."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    for pending in (task, stopped):
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
 
 
 def _status(settings: Settings) -> None:
@@ -109,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_serve(settings, console=True))
         else:
             if not (settings.slack_bot_token or settings.discord_token):
-                log.info("no chat platform configured (SLACK_BOT_TOKEN): starting the console")
+                log.info(
+                    "no chat platform configured (SLACK_BOT_TOKEN, DISCORD_TOKEN): "
+                    "starting the console"
+                )
             asyncio.run(_serve(settings, console=False))
     except (ConfigError, CliNotFound) as exc:
         print(f"threadpilot: {exc}", file=sys.stderr)

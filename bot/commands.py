@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.inbound import Inbound
 from bot.journal import Journal, UnknownMessage
-from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
+from bot.replies import CannotOpenThread, ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import ThreadRecord
@@ -141,7 +141,10 @@ class Commands:
             )
         if point is None:
             return ErrorReply("There is nothing to branch yet: we have not talked here.")
-        opened = await call.sink.open_thread(call.args or "Branch", call.in_thread.key)
+        try:
+            opened = await call.sink.open_thread(call.args or "Branch", call.in_thread.key)
+        except CannotOpenThread as exc:
+            return ErrorReply(str(exc))
         await self._sessions.branch(call.in_thread, opened.key, point)
         return FinalText(
             f"Branched into {opened.link}: it remembers this conversation up to that point, "

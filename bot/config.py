@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     journal_retention_s: int = Field(30 * 86400, gt=0, alias="THREADPILOT_JOURNAL_RETENTION_S")
     turn_timeout_s: float = Field(300, gt=0, alias="THREADPILOT_TURN_TIMEOUT_S")
     max_attachment_bytes: int = Field(1_000_000, ge=0, alias="THREADPILOT_MAX_ATTACHMENT_BYTES")
+    max_prompt_chars: int = Field(40_000, gt=0, alias="THREADPILOT_MAX_PROMPT_CHARS")
     slack_require_mention: bool = Field(False, alias="THREADPILOT_SLACK_REQUIRE_MENTION")
+    discord_message_content: bool = Field(False, alias="THREADPILOT_DISCORD_MESSAGE_CONTENT")
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
 
     @field_validator("discord_guild_ids", "tools", mode="before")

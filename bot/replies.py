@@ -78,6 +78,11 @@ async def single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
     yield event
 
 
+class CannotOpenThread(Exception):
+    """Raised by `open_thread` where the platform has no room for one (a DM, say); the
+    message is shown to the person who asked."""
+
+
 class ReplySink(Protocol):
     """An adapter's handle on the thread an inbound message came from."""
 
@@ -86,7 +91,8 @@ class ReplySink(Protocol):
         ...
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
-        """Start a new thread next to `origin` (for /branch), linking back to it."""
+        """Start a new thread next to `origin` (for /branch), linking back to it, or raise
+        CannotOpenThread."""
         ...
 
 

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 EMPTY_PROMPT = "Please write a message for me to answer (it was empty)."
 FILES_ONLY_PROMPT = "Please look at the attached files."
+PROMPT_TOO_LONG = (
+    "Your message is {:,} characters long; I take up to {:,}. "
+    "Please shorten it, or attach the long part as a text file."
+)
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
@@ -125,6 +129,14 @@ class Router:
     ) -> None:
         attachments, notes = await accept_files(inbound.files, self._settings.max_attachment_bytes)
         prompt = inbound.text.strip() or (FILES_ONLY_PROMPT if attachments else "")
+        limit = self._settings.max_prompt_chars
+        if len(prompt) > limit:
+            too_long = ErrorReply(PROMPT_TOO_LONG.format(len(prompt), limit))
+            refs = await sink.render(single(too_long))
+            await self._journal.finish(
+                turn_id, TurnOutcome(ok=False, reply_refs=refs, error="prompt too long")
+            )
+            return
         if not prompt:  # nothing to answer: say why
             replies: list[ReplyEvent] = [Notice(note) for note in notes]
             refs = await sink.render(_stream(replies or [ErrorReply(EMPTY_PROMPT)]))

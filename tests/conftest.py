@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -164,6 +166,40 @@ class Chat:
         record = await self.app.store.thread(self.key(name))
         assert record is not None, f"no thread {name}"
         return record
+
+
+async def start_bot(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, *args: str, **env: str
+) -> asyncio.subprocess.Process:
+    """`threadpilot` (with `args`) as a process of its own, answered by the fake model."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args,
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "THREADPILOT_MODEL": "fake-model",
+            "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
+            "THREADPILOT_PROVIDER_WIRE_API": "completions",
+            "THREADPILOT_HTTP_PORT": "0",
+            "COPILOT_CLI_PATH": str(cli_path),
+            **env,
+        },
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def stop_bot(process: asyncio.subprocess.Process) -> str:
+    """SIGTERM, as a service manager stops it: it must exit 0. Returns its stderr."""
+    try:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        log = await reap(process)
+    return log
 
 
 async def reap(process: asyncio.subprocess.Process) -> str:

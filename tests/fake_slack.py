@@ -18,12 +18,13 @@ import itertools
 import json
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fake_server import FakeServer
 
 TEAM, BOT_USER, BOT_ID, APP_ID = "T01", "UBOT", "BBOT", "A01"
 BOT_TOKEN, APP_TOKEN, SIGNING_SECRET = "xoxb-fake-bot", "xapp-fake-app", "fake-signing-secret"
@@ -62,8 +63,9 @@ class Envelope:
     ack_payload: dict[str, Any] | None = None
 
 
-class FakeSlack:
+class FakeSlack(FakeServer):
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[Call] = []
         self.messages: list[Message] = []
         self.ephemeral: list[dict[str, Any]] = []  # postEphemeral and response_url replies
@@ -72,35 +74,20 @@ class FakeSlack:
         self._scripts: dict[str, list[Scripted]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
-        self._changed = asyncio.Condition()
-        self._socket: web.WebSocketResponse | None = None
         self._socket_ready = asyncio.Event()
         self.connections = 0
         self._envelopes: dict[str, Envelope] = {}
         self._uploads: dict[str, bytes] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
-        self._runner: web.AppRunner | None = None
-        self.base = ""
 
     # --- running ----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application(client_max_size=50 * 2**20)
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self._link)
         app.router.add_post("/upload/{id}", self._upload)
         app.router.add_get("/files/{id}", self._download)
         app.router.add_post("/respond/{id}", self._respond)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._socket is not None:
-            await self._socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     @property
     def api_url(self) -> str:
@@ -108,16 +95,6 @@ class FakeSlack:
 
     def script(self, method: str, scripted: Scripted) -> None:
         self._scripts.setdefault(method, []).append(scripted)
-
-    async def wait_for(self, predicate: Callable[[], Any]) -> Any:
-        """Wait until `predicate()` is truthy (re-checked after every API call)."""
-        async with asyncio.timeout(30), self._changed:
-            await self._changed.wait_for(predicate)
-        return predicate()
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]

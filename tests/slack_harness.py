@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import Any
 
 from adapters.slack import SlackAdapter
 from bot.app import App
-from bot.inbound import Inbound
-from bot.replies import ReplySink
+from tests.dispatch_watch import DispatchWatcher
 from tests.fake_slack import BOT_USER, FakeSlack, Message
 
 
@@ -22,28 +20,12 @@ class SlackHarness:
         self.adapter = adapter
         self.channel = channel  # a channel of this test's own
         self.dm = "D" + channel[1:]
-        self._dispatched: set[str] = set()
-        self._done = asyncio.Condition()
+        self._watch = DispatchWatcher(app)
+        self.dispatched = self._watch.dispatched
         self._channels = itertools.count(1)
-        dispatch = app.router.dispatch
-
-        async def watched(inbound: Inbound, sink: ReplySink) -> None:
-            try:
-                await dispatch(inbound, sink)
-            finally:
-                async with self._done:
-                    self._dispatched.add(inbound.event_id)
-                    self._done.notify_all()
-
-        app.router.dispatch = watched  # type: ignore[method-assign]
 
     def new_channel(self) -> str:
         return f"{self.channel}X{next(self._channels)}"
-
-    async def dispatched(self, event_id: str) -> None:
-        """Wait until the core has handled the delivery with this id (answered or not)."""
-        async with asyncio.timeout(60), self._done:
-            await self._done.wait_for(lambda: event_id in self._dispatched)
 
     async def dispatched_nothing_for(self, event_id: str) -> None:
         """Let an event pass through Bolt; then the core must not have been asked."""
@@ -51,7 +33,7 @@ class SlackHarness:
         _, events = self.fake.user_message(self.dm, "ping", ts=marker)
         await self.fake.push("events_api", events[0])
         await self.dispatched(events[0]["event_id"])
-        assert event_id not in self._dispatched
+        assert event_id not in self._watch.handled
 
     async def say(
         self,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tests.conftest import reap
+from tests.conftest import reap, start_bot
 from tests.fake_model import FakeModel, system_text, user_texts
 
 
@@ -41,23 +39,10 @@ class Console:
 
 @asynccontextmanager
 async def console(tmp_path: Path, fake_model: FakeModel, cli_path: Path) -> AsyncIterator[Console]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "THREADPILOT_DATA_DIR": str(tmp_path / "data"),
-        "THREADPILOT_MODEL": "fake-model",
-        "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
-        "THREADPILOT_PROVIDER_WIRE_API": "completions",
-        "COPILOT_CLI_PATH": str(cli_path),
-        "THREADPILOT_HTTP_PORT": "0",
-        # A small window, so one long message fills it past the reset ratio (0.75).
-        "THREADPILOT_PROVIDER_MAX_PROMPT_TOKENS": "1000",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "console",
-        cwd=tmp_path, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    # A small window, so one long message fills it past the reset ratio (0.75).
+    process = await start_bot(
+        tmp_path, fake_model, cli_path, "console",
+        THREADPILOT_DATA_DIR=str(tmp_path / "data"), THREADPILOT_PROVIDER_MAX_PROMPT_TOKENS="1000",
     )  # fmt: skip
     try:
         yield Console(process)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +14,7 @@ import pytest
 from adapters.slack import SlackAdapter
 from bot.http_server import HttpServer
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, reap
+from tests.conftest import AppFactory, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM, FakeSlack, form
 from tests.slack_harness import SlackHarness
@@ -365,22 +362,9 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
 ) -> None:
     connections = fake_slack.connections
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot",
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(tmp_path),
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_APP_TOKEN": APP_TOKEN,
-            "SLACK_API_URL": fake_slack.api_url,
-            "THREADPILOT_MODEL": "fake-model",
-            "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
-            "THREADPILOT_PROVIDER_WIRE_API": "completions",
-            "THREADPILOT_HTTP_PORT": "0",
-            "COPILOT_CLI_PATH": str(cli_path),
-        },
-        stderr=asyncio.subprocess.PIPE,
+    process = await start_bot(
+        tmp_path, fake_model, cli_path,
+        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_API_URL=fake_slack.api_url,
     )  # fmt: skip
     try:
         await fake_slack.wait_for(lambda: fake_slack.connections > connections)
@@ -393,11 +377,8 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
                 [m.text for m in fake_slack.replies(channel, ts)] == ["echo: hello from a process"]
             )
         )
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(30):
-            assert await process.wait() == 0
     finally:
-        log = await reap(process)
+        log = await stop_bot(process)
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
 
 

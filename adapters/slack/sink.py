@@ -10,8 +10,6 @@ split at paragraph boundaries past 4,000 characters, and as a file past 12,000.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import Pacer, split_text
+from adapters.base import DelayedIndicator, Pacer, split_text
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
     ErrorReply,
@@ -241,54 +239,6 @@ class _LiveMessage:
             log.warning("%s in %s failed: %s", method.__name__, self._target.channel, exc)
 
 
-class _Indicator:
-    """Shows the thread that the bot is at work, if the first reply takes a moment: the
-    assistant status in DMs, a reaction on the question elsewhere."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self._showing = False
-        self._task = asyncio.create_task(self._show())
-
-    async def _show(self) -> None:
-        await asyncio.sleep(INDICATOR_DELAY_S)
-        target = self._target
-        if not target.thread_ts or not (target.is_dm or target.question_ts):
-            return
-        self._showing = True  # from here on, not cancelled halfway through a call
-        self._showing = await self._set(True)
-
-    def not_needed(self) -> None:
-        """A reply is on its way: no indicator, unless it is already up."""
-        if not self._showing:
-            self._task.cancel()
-
-    async def stop(self) -> None:
-        self.not_needed()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        if self._showing:
-            await self._set(False)
-
-    async def _set(self, on: bool) -> bool:
-        """Show or clear the indicator; whether that worked."""
-        target = self._target
-        try:
-            if target.is_dm:
-                await target.client.assistant_threads_setStatus(
-                    channel_id=target.channel,
-                    thread_ts=target.thread,
-                    status="is thinking…" if on else "",
-                )
-            else:
-                change = target.client.reactions_add if on else target.client.reactions_remove
-                await change(channel=target.channel, timestamp=str(target.question_ts), name="eyes")
-        except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
-            log.info("progress indicator in %s: %s", target.channel, exc)
-            return False
-        return True
-
-
 class SlackSink:
     def __init__(
         self, target: Target, streaming: StreamingSupport, edit_interval_s: float = 1.0
@@ -299,7 +249,7 @@ class SlackSink:
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
         live = _LiveMessage(self._target, self._streaming, self._edit_interval_s)
-        indicator = _Indicator(self._target)
+        indicator = DelayedIndicator(self._indicate, self._stop_indicating, INDICATOR_DELAY_S)
         refs: list[str] = []
         try:
             async for event in events:
@@ -335,6 +285,33 @@ class SlackSink:
         return OpenedThread(
             key, f"[a new thread]({await self._permalink(key.channel, key.thread)})"
         )
+
+    async def _indicate(self) -> bool:
+        """The assistant status in DMs, a reaction on the question elsewhere."""
+        target = self._target
+        if not target.thread_ts or not (target.is_dm or target.question_ts):
+            return False
+        return await self._set_indicator(True)
+
+    async def _stop_indicating(self) -> None:
+        await self._set_indicator(False)
+
+    async def _set_indicator(self, on: bool) -> bool:
+        target = self._target
+        try:
+            if target.is_dm:
+                await target.client.assistant_threads_setStatus(
+                    channel_id=target.channel,
+                    thread_ts=target.thread,
+                    status="is thinking…" if on else "",
+                )
+            else:
+                change = target.client.reactions_add if on else target.client.reactions_remove
+                await change(channel=target.channel, timestamp=str(target.question_ts), name="eyes")
+        except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
+            log.info("progress indicator in %s: %s", target.channel, exc)
+            return False
+        return True
 
     async def _permalink(self, channel: str, ts: str) -> str:
         response = await self._target.client.chat_getPermalink(channel=channel, message_ts=ts)

@@ -1,0 +1,236 @@
+"""DiscordAdapter: a discord.py Client with application commands, wired to the router.
+
+- Slash commands `/ask`, `/reset`, `/branch`, `/restore`, `/status`, `/help`, and the
+  message command "Branch from here". Every interaction is deferred first thing, well
+  inside Discord's 3 seconds, and then answered by editing that response and following up.
+- A mention in a channel starts a thread from that message and answers there. In a bot
+  thread, and in DMs, messages need no mention; with the privileged MESSAGE_CONTENT intent
+  off (THREADPILOT_DISCORD_MESSAGE_CONTENT=false) Discord only shows the bot messages that
+  mention it, so then mentions and slash commands are the way in.
+- DISCORD_API_URL and DISCORD_GATEWAY_URL point discord.py elsewhere (proxies, tests);
+  commands are synced to DISCORD_GUILD_IDS at once, or globally (which takes a while).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+import yarl
+from discord import app_commands
+
+from adapters.discord.events import files_of, key_of, strip_mentions, thread_name
+from adapters.discord.sink import ChannelSurface, DiscordSink, InteractionSurface, Messageable
+from bot.config import Settings
+from bot.inbound import Inbound
+from bot.router import Router
+from bot.thread_key import ThreadKey
+
+log = logging.getLogger(__name__)
+
+# Commands whose answer only the asker sees.
+_PRIVATE = frozenset({"status", "help"})
+_CONNECT_TIMEOUT_S = 60
+
+
+def point_at(settings: Settings) -> None:
+    """Aim discord.py's REST and gateway at the configured URLs (process-wide settings)."""
+    discord.http.Route.BASE = settings.discord_api_url.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+class DiscordAdapter:
+    name = "discord"
+
+    def __init__(
+        self,
+        router: Router,
+        settings: Settings,
+        *,
+        edit_interval_s: float = 1.0,
+        guild_ready_timeout: float = 2.0,
+    ) -> None:
+        if settings.discord_token is None:
+            raise ValueError("DISCORD_TOKEN is not set")
+        self._router = router
+        self._settings = settings
+        self._edit_interval_s = edit_interval_s
+        point_at(settings)
+        discord.VoiceClient.warn_nacl = False  # no voice here: no warning about its library
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels and threads
+        intents.guild_messages = True  # messages in servers (content only when mentioned)
+        intents.dm_messages = True  # DMs (always with content)
+        intents.message_content = settings.discord_message_content  # privileged
+        self.client = discord.Client(intents=intents, guild_ready_timeout=guild_ready_timeout)
+        self.tree = app_commands.CommandTree(self.client)
+        self._register_commands()
+        self.client.event(self.on_message)
+        self._connection: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.client.is_ready() and not self.client.is_closed()
+
+    async def start(self) -> None:
+        assert self._settings.discord_token is not None
+        await self.client.login(self._settings.discord_token.get_secret_value())
+        self._connection = asyncio.create_task(self.client.connect(reconnect=True))
+        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+            await self.client.wait_until_ready()
+        await self._sync_commands()
+        log.info("discord: connected as %s", self.client.user)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._connection is not None:
+            await self._connection
+
+    async def _sync_commands(self) -> None:
+        guilds = self._settings.discord_guild_ids
+        for guild_id in guilds:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        if not guilds:
+            await self.tree.sync()
+
+    def sink(self, key: ThreadKey) -> DiscordSink:
+        channel = self.client.get_channel(int(key.thread))
+        if not isinstance(channel, Messageable):
+            raise LookupError(f"no Discord channel {key.thread} to post in")
+        return self._sink(ChannelSurface(channel), channel)
+
+    def _sink(
+        self, surface: ChannelSurface | InteractionSurface, channel: Messageable
+    ) -> DiscordSink:
+        return DiscordSink(surface, channel, self._edit_interval_s)
+
+    # --- messages -----------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.client.user
+        if (
+            me is None
+            or message.author.bot
+            or message.type
+            not in (
+                discord.MessageType.default,
+                discord.MessageType.reply,
+            )
+        ):
+            return
+        mentioned = me in message.mentions
+        channel = message.channel
+        text = strip_mentions(message.content, me.id)
+        key = key_of(channel)
+        if isinstance(channel, discord.Thread):
+            assert key is not None
+            if not mentioned and not (message.content and await self._router.knows(key)):
+                return  # people talking among themselves (or content we may not read)
+        elif isinstance(channel, discord.TextChannel):
+            if not mentioned:
+                return
+            channel = await message.create_thread(name=thread_name(text))
+            key = key_of(channel)
+        elif not isinstance(channel, discord.DMChannel):
+            return
+        assert key is not None and isinstance(channel, Messageable)
+        inbound = Inbound(
+            event_id=str(message.id),
+            key=key,
+            user_id=str(message.author.id),
+            text=text,
+            message_ref=str(message.id),
+            files=files_of(message),
+        )
+        await self._router.dispatch(inbound, self._sink(ChannelSurface(channel), channel))
+
+    # --- application commands -----------------------------------------------------------
+
+    def _register_commands(self) -> None:
+        everywhere = app_commands.AppCommandContext(guild=True, dm_channel=True)
+        self.tree.add_command(
+            app_commands.Command(
+                name="ask",
+                description="Ask the agent; in a channel, this starts a thread",
+                callback=self._ask,
+                allowed_contexts=everywhere,
+            )
+        )
+        for name, description in (
+            ("reset", "Forget this thread's conversation and start afresh"),
+            ("branch", "Copy this thread's conversation into a new thread"),
+            ("restore", "Undo the last reset of this thread"),
+            ("status", "The bot's health (admins only)"),
+            ("help", "What the bot does, and its commands"),
+        ):
+            self.tree.add_command(
+                app_commands.Command(
+                    name=name,
+                    description=description,
+                    callback=self._command,
+                    allowed_contexts=everywhere,
+                )
+            )
+        self.tree.add_command(
+            app_commands.ContextMenu(
+                name="Branch from here",
+                callback=self._branch_from_here,
+                allowed_contexts=app_commands.AppCommandContext(guild=True),
+            )
+        )
+
+    @app_commands.describe(prompt="What to ask")
+    async def _ask(self, interaction: discord.Interaction, prompt: str) -> None:
+        await interaction.response.defer(thinking=True)
+        channel = interaction.channel
+        if isinstance(channel, discord.TextChannel):
+            # In a channel: the conversation gets a thread of its own.
+            thread = await channel.create_thread(
+                name=thread_name(prompt), type=discord.ChannelType.public_thread
+            )
+            await interaction.edit_original_response(content=f"Answering in {thread.mention}.")
+            await thread.send(f"**{interaction.user.display_name}** asked: {prompt[:1800]}")
+            surface: ChannelSurface | InteractionSurface = ChannelSurface(thread)
+            channel = thread
+        else:
+            surface = InteractionSurface(interaction)
+        key = key_of(channel)
+        if key is None or not isinstance(channel, Messageable):
+            await interaction.edit_original_response(content="I can't answer in this channel.")
+            return
+        inbound = Inbound(
+            event_id=str(interaction.id), key=key, user_id=str(interaction.user.id), text=prompt
+        )
+        await self._router.dispatch(inbound, self._sink(surface, channel))
+
+    async def _command(self, interaction: discord.Interaction) -> None:
+        command = interaction.command
+        assert command is not None
+        await self._run_command(interaction, command.name)
+
+    async def _branch_from_here(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self._run_command(interaction, "branch", target_ref=str(message.id))
+
+    async def _run_command(
+        self, interaction: discord.Interaction, name: str, target_ref: str | None = None
+    ) -> None:
+        private = name in _PRIVATE or key_of(interaction.channel) is None
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        channel = interaction.channel
+        inbound = Inbound(
+            event_id=str(interaction.id),
+            key=key_of(channel),
+            platform="discord",
+            user_id=str(interaction.user.id),
+            text="",
+            command=name,
+            target_ref=target_ref,
+        )
+        surface = InteractionSurface(interaction, private=private)
+        assert isinstance(channel, Messageable)
+        await self._router.dispatch(inbound, self._sink(surface, channel))

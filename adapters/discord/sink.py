@@ -1,0 +1,173 @@
+"""DiscordSink: a reply stream shown in a Discord thread or DM, or as an interaction's reply.
+
+While a turn runs: the typing indicator if the first reply takes a moment; the answer in
+one message edited at most once a second, with tool activity under it. The final answer
+replaces it exactly: split past 2,000 characters without breaking code fences, and as a
+file when very long. Discord renders Markdown itself, so the text goes as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import AsyncIterator
+
+import discord
+
+from adapters.base import DelayedIndicator, LiveReply
+from adapters.discord.events import key_of, thread_name
+from bot.replies import (
+    CannotOpenThread,
+    ErrorReply,
+    FinalText,
+    Notice,
+    OpenedThread,
+    ReplyEvent,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+from bot.thread_key import ThreadKey
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2_000
+FILE_THRESHOLD = 6_000  # past three messages, a file reads better
+Messageable = discord.Thread | discord.DMChannel | discord.TextChannel
+
+
+def _file(content: str) -> discord.File:
+    return discord.File(io.BytesIO(content.encode()), filename="answer.md")
+
+
+def _tool_line(names: list[str]) -> str:
+    return f"\n-# using {', '.join(names)}…"  # Discord's small grey subtext
+
+
+class ChannelSurface:
+    """Messages in a thread or DM channel."""
+
+    def __init__(self, channel: Messageable) -> None:
+        self._channel = channel
+        self._message: discord.Message | None = None
+
+    async def open(self, text: str) -> str:
+        self._message = await self._channel.send(text)
+        return str(self._message.id)
+
+    async def edit(self, text: str) -> None:
+        assert self._message is not None
+        self._message = await self._message.edit(content=text)
+
+    async def post(self, text: str) -> str:
+        return str((await self._channel.send(text)).id)
+
+    async def upload(self, note: str, content: str) -> str:
+        return str((await self._channel.send(note, file=_file(content))).id)
+
+
+class InteractionSurface:
+    """A deferred interaction: its "thinking…" response becomes the answer, and further
+    messages are its follow-ups (private ones for a private response)."""
+
+    def __init__(self, interaction: discord.Interaction, private: bool = False) -> None:
+        self._interaction = interaction
+        self._private = private
+
+    async def open(self, text: str) -> str:
+        message = await self._interaction.edit_original_response(content=text)
+        return str(message.id)
+
+    async def edit(self, text: str) -> None:
+        await self._interaction.edit_original_response(content=text)
+
+    async def post(self, text: str) -> str:
+        followup = self._interaction.followup
+        return str((await followup.send(text, wait=True, ephemeral=self._private)).id)
+
+    async def upload(self, note: str, content: str) -> str:
+        followup = self._interaction.followup
+        message = await followup.send(note, file=_file(content), wait=True, ephemeral=self._private)
+        return str(message.id)
+
+
+class DiscordSink:
+    def __init__(
+        self,
+        surface: ChannelSurface | InteractionSurface,
+        channel: Messageable,
+        edit_interval_s: float = 1.0,
+    ) -> None:
+        self._surface = surface
+        self._channel = channel
+        self._edit_interval_s = edit_interval_s
+        self._stop_typing = asyncio.Event()
+        self._typing_task: asyncio.Task[None] | None = None
+
+    async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        live = LiveReply(
+            self._surface,
+            limit=MESSAGE_LIMIT,
+            file_threshold=FILE_THRESHOLD,
+            interval=self._edit_interval_s,
+            tool_line=_tool_line,
+        )
+        typing = DelayedIndicator(self._type, self._stop)
+        refs: list[str] = []
+        try:
+            async for event in events:
+                typing.not_needed()
+                match event:
+                    case TextDelta(text):
+                        await live.add(text)
+                    case ToolStarted(call_id, name):
+                        await live.tool_started(call_id, name)
+                    case ToolFinished(call_id):
+                        await live.tool_finished(call_id)
+                    case FinalText(text, private=True) if not isinstance(
+                        self._surface, InteractionSurface
+                    ):
+                        # No private replies to a plain message: point to the command.
+                        refs.append(await self._surface.post(_PRIVATE_ONLY))
+                    case FinalText(text):
+                        refs += await live.finish(text)
+                    case Notice(text):
+                        refs.append(await self._surface.post(f"-# {text}"))
+                    case ErrorReply(message):
+                        refs += await live.fail(message)
+        finally:
+            await typing.stop()
+        return refs
+
+    async def _type(self) -> bool:
+        self._typing_task = asyncio.create_task(self._typing())
+        return True
+
+    async def _typing(self) -> None:
+        try:
+            async with self._channel.typing():
+                await self._stop_typing.wait()
+        except discord.HTTPException as exc:  # the reply comes all the same
+            log.info("typing indicator in %s: %s", self._channel.id, exc)
+
+    async def _stop(self) -> None:
+        self._stop_typing.set()
+        if self._typing_task is not None:
+            await self._typing_task
+
+    async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
+        parent = self._channel.parent if isinstance(self._channel, discord.Thread) else None
+        if not isinstance(parent, discord.TextChannel):
+            raise CannotOpenThread("Branches need a server channel: there are no threads in DMs.")
+        starter = await parent.send(f"🌿 **{title}**: a branch of <#{origin.thread}>.")
+        thread = await starter.create_thread(name=thread_name(title))
+        with contextlib.suppress(discord.HTTPException):
+            await thread.send(f"Branched from <#{origin.thread}>: I remember that conversation.")
+        key = key_of(thread)
+        assert key is not None
+        return OpenedThread(key, f"<#{thread.id}>")
+
+
+_PRIVATE_ONLY = "That answer is only for you: use the slash command to see it."

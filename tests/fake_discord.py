@@ -1,0 +1,592 @@
+"""A fake Discord on 127.0.0.1 for the real discord.py client: REST v10 and the gateway.
+
+- REST: users, application commands (sync), channel messages (JSON and multipart),
+  typing, threads, interaction callbacks and webhook follow-ups and edits, attachment
+  downloads. Responses are exactly `application/json`; a scripted 429 carries a `Via`
+  header and a JSON `retry_after`, as discord.py needs to treat it as a rate limit.
+- Gateway: HELLO, IDENTIFY, READY (with a loopback `resume_gateway_url`), GUILD_CREATE,
+  heartbeats and acks, RESUME, RECONNECT; zlib-stream and zstd-stream compression.
+  Tests dispatch MESSAGE_CREATE and INTERACTION_CREATE as Discord would.
+- What people see is kept per channel: messages as posted and edited, and each
+  interaction's original response and follow-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import zstandard
+from aiohttp import web
+
+from tests.fake_server import FakeServer
+
+TOKEN = "fake-discord-token"
+MESSAGE_CONTENT_INTENT = 1 << 15
+_SNOWFLAKES = itertools.count(1_300_000_000_000_000_000)
+
+
+def snowflake() -> str:
+    return str(next(_SNOWFLAKES))
+
+
+APP_ID, BOT_ID, GUILD_ID, TEXT_CHANNEL = snowflake(), snowflake(), snowflake(), snowflake()
+ADMIN_ID, USER_ID, OTHER_BOT_ID = snowflake(), snowflake(), snowflake()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def user(user_id: str, name: str, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": user_id,
+        "username": name,
+        "discriminator": "0",
+        "global_name": name,
+        "avatar": None,
+        "bot": bot,
+    }
+
+
+BOT_USER = user(BOT_ID, "threadpilot", bot=True)
+PEOPLE = {USER_ID: user(USER_ID, "ada"), ADMIN_ID: user(ADMIN_ID, "grace")}
+
+
+def member(of: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "user": of,
+        "roles": [],
+        "joined_at": _now(),
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+        "pending": False,
+        "permissions": "2251799813685247",
+    }
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Exactly application/json: discord.py compares the header, and a charset breaks it.
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+@dataclass
+class Message:
+    id: str
+    channel_id: str
+    author: dict[str, Any]
+    content: str
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    files: list[bytes] = field(default_factory=list)  # what the bot uploaded
+    edits: int = 0
+    interaction_token: str | None = None  # a response or follow-up of this interaction
+    ephemeral: bool = False
+
+    def payload(self, guild_id: str | None) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "channel_id": self.channel_id,
+            "author": self.author,
+            "content": self.content,
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [BOT_USER] if f"<@{BOT_ID}>" in self.content else [],
+            "mention_roles": [],
+            "attachments": self.attachments,
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 64 if self.ephemeral else 0,
+            "components": [],
+        }
+        if guild_id is not None:
+            data["guild_id"] = guild_id
+            data["member"] = {k: v for k, v in member(self.author).items() if k != "user"}
+        return data
+
+
+@dataclass
+class Interaction:
+    id: str
+    token: str
+    callbacks: list[tuple[int, float, dict[str, Any]]] = field(default_factory=list)
+    original: Message | None = None
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: Any
+    at: float
+
+
+class FakeDiscord(FakeServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: dict[str, dict[str, Any]] = {
+            TEXT_CHANNEL: {
+                "id": TEXT_CHANNEL,
+                "type": 0,
+                "guild_id": GUILD_ID,
+                "name": "general",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "rate_limit_per_user": 0,
+            }
+        }
+        self.messages: dict[str, Message] = {}
+        self.interactions: dict[str, Interaction] = {}
+        self.calls: list[Call] = []
+        self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> commands
+        self.identified: list[dict[str, Any]] = []  # IDENTIFY payloads
+        self.resumes = 0
+        self._rate_limits: list[tuple[str, re.Pattern[str], float]] = []
+        self._files: dict[str, tuple[str, bytes]] = {}
+        self._compress: Callable[[bytes], bytes] | None = None
+        self._ready = asyncio.Event()
+        self._sequence = 0
+        self._sent: list[dict[str, Any]] = []  # dispatches, for replay on RESUME
+        self.session_id = "fake-session"
+
+    # --- running ----------------------------------------------------------------------
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/gateway/", self._gateway)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
+        app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.base.removeprefix('http://')}/gateway/"
+
+    def rate_limit(self, method: str, path: str, retry_after: float) -> None:
+        """Answer the next request matching `method` and the `path` regex with a 429."""
+        self._rate_limits.append((method, re.compile(path), retry_after))
+
+    def in_channel(self, channel_id: str) -> list[Message]:
+        return [m for m in self.messages.values() if m.channel_id == channel_id]
+
+    def by_bot(self, channel_id: str) -> list[Message]:
+        return [m for m in self.in_channel(channel_id) if m.author["id"] == BOT_ID]
+
+    def threads_of(self, channel_id: str) -> list[dict[str, Any]]:
+        return [c for c in self.channels.values() if c.get("parent_id") == channel_id]
+
+    # --- gateway ----------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        compression = request.query.get("compress")
+        if compression == "zlib-stream":
+            deflate = zlib.compressobj()
+            self._compress = lambda data: deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        elif compression == "zstd-stream":
+            zstd = zstandard.ZstdCompressor().compressobj()
+            self._compress = lambda data: (
+                zstd.compress(data) + zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+            )
+        else:
+            self._compress = None
+        self.compression = compression
+        self._socket = socket
+        await self._send({"op": 10, "d": {"heartbeat_interval": 41_250}})
+        async for frame in socket:
+            if frame.type == aiohttp.WSMsgType.TEXT:
+                await self._on_op(json.loads(frame.data))
+        if self._socket is socket:
+            self._socket = None
+            self._ready.clear()
+        return socket
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        assert self._socket is not None
+        data = json.dumps(payload).encode()
+        if self._compress is not None:
+            await self._socket.send_bytes(self._compress(data))
+        else:
+            await self._socket.send_str(data.decode())
+
+    async def _on_op(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == 1:  # heartbeat
+            await self._send({"op": 11})
+        elif op == 2:  # identify
+            self.identified.append(message["d"])
+            self._sequence, self._sent = 0, []
+            await self._dispatch("READY", self._ready_payload(), replayable=False)
+            await self._dispatch("GUILD_CREATE", self._guild(), replayable=False)
+            self._ready.set()
+        elif op == 6:  # resume
+            self.resumes += 1
+            for event in self._sent:
+                if event["s"] > (message["d"].get("seq") or 0):
+                    await self._send(event)
+            await self._dispatch("RESUMED", {}, replayable=False)
+            self._ready.set()
+        await self._notify()
+
+    def _ready_payload(self) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": BOT_USER,
+            "guilds": [{"id": GUILD_ID, "unavailable": True}],
+            "session_id": self.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": APP_ID, "flags": 0},
+        }
+
+    def _guild(self) -> dict[str, Any]:
+        return {
+            "id": GUILD_ID,
+            "name": "Fake Guild",
+            "icon": None,
+            "owner_id": ADMIN_ID,
+            "roles": [
+                {
+                    "id": GUILD_ID,
+                    "name": "@everyone",
+                    "color": 0,
+                    "hoist": False,
+                    "position": 0,
+                    "permissions": "2251799813685247",
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "threads": [c for c in self.channels.values() if c["type"] == 11],
+            "members": [member(BOT_USER)],
+            "member_count": 3,
+            "large": False,
+            "unavailable": False,
+            "joined_at": _now(),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "premium_tier": 0,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "system_channel_flags": 0,
+            "preferred_locale": "en-US",
+            "afk_timeout": 300,
+        }
+
+    async def _dispatch(self, name: str, data: dict[str, Any], replayable: bool = True) -> None:
+        self._sequence += 1
+        event = {"op": 0, "t": name, "s": self._sequence, "d": data}
+        if replayable:
+            self._sent.append(event)
+        if self._socket is not None and not self._socket.closed:
+            await self._send(event)
+
+    async def connected(self) -> None:
+        async with asyncio.timeout(30):
+            await self._ready.wait()
+
+    async def reconnect(self) -> None:
+        """Op 7: the client is to reconnect and resume."""
+        resumes = self.resumes
+        await self._send({"op": 7, "d": None})
+        await self.wait_for(lambda: self.resumes > resumes and self._ready.is_set())
+
+    # --- what people do ---------------------------------------------------------------
+
+    async def say(
+        self,
+        channel_id: str,
+        content: str,
+        author: str = USER_ID,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> Message:
+        """A person (or another bot) posts; dispatched as MESSAGE_CREATE."""
+        who = PEOPLE.get(author) or user(author, "otherbot", bot=True)
+        message = Message(snowflake(), channel_id, who, content, attachments or [])
+        self.messages[message.id] = message
+        await self.connected()
+        payload = message.payload(self._guild_of(channel_id))
+        # Without the privileged MESSAGE_CONTENT intent, Discord blanks what a bot may not
+        # read: messages in servers that do not mention it.
+        may_read = self.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        if not may_read and self._guild_of(channel_id) and f"<@{BOT_ID}>" not in content:
+            payload.update(content="", attachments=[], embeds=[])
+        await self._dispatch("MESSAGE_CREATE", payload)
+        return message
+
+    def attachment(self, name: str, content_type: str, data: bytes) -> dict[str, Any]:
+        attachment_id = snowflake()
+        self._files[attachment_id] = (content_type, data)
+        url = f"{self.base}/attachments/{attachment_id}/{name}"
+        return {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    async def _attachment(self, request: web.Request) -> web.Response:
+        content_type, data = self._files[request.match_info["id"]]
+        return web.Response(body=data, headers={"Content-Type": content_type})
+
+    def dm_channel(self, with_user: str = USER_ID) -> str:
+        channel_id = snowflake()
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "type": 1,
+            "recipients": [PEOPLE[with_user]],
+            "last_message_id": None,
+        }
+        return channel_id
+
+    def _guild_of(self, channel_id: str) -> str | None:
+        return self.channels.get(channel_id, {}).get("guild_id")
+
+    async def command(
+        self,
+        name: str,
+        channel_id: str,
+        options: dict[str, Any] | None = None,
+        author: str = USER_ID,
+        target: Message | None = None,
+    ) -> Interaction:
+        """A person uses a slash command (or, with `target`, a message command)."""
+        interaction = Interaction(snowflake(), f"token-{snowflake()}")
+        self.interactions[interaction.token] = interaction
+        data: dict[str, Any] = {"id": snowflake(), "name": name, "type": 1}
+        if options:
+            data["options"] = [
+                {"name": key, "type": 3, "value": value} for key, value in options.items()
+            ]
+        if target is not None:
+            data.update(
+                type=3,
+                target_id=target.id,
+                resolved={"messages": {target.id: target.payload(self._guild_of(channel_id))}},
+            )
+        channel = self.channels[channel_id]
+        payload: dict[str, Any] = {
+            "id": interaction.id,
+            "application_id": APP_ID,
+            "type": 2,
+            "data": data,
+            "channel_id": channel_id,
+            "channel": channel,
+            "token": interaction.token,
+            "version": 1,
+            "app_permissions": "2251799813685247",
+            "attachment_size_limit": 10 * 2**20,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": GUILD_ID},
+            "context": 0 if channel.get("guild_id") else 1,
+        }
+        if channel.get("guild_id"):
+            payload.update(guild_id=channel["guild_id"], guild_locale="en-US")
+            payload["member"] = member(PEOPLE[author])
+        else:
+            payload["user"] = PEOPLE[author]
+        await self.connected()
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    def responses(self, interaction: Interaction) -> list[Message]:
+        """The interaction's original response, then its follow-ups."""
+        return [m for m in self.messages.values() if m.interaction_token == interaction.token]
+
+    # --- REST -------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        body, files = await self._body(request)
+        self.calls.append(Call(request.method, path, body, time.monotonic()))
+        try:
+            for limit in self._rate_limits:
+                method, pattern, retry_after = limit
+                if method == request.method and pattern.fullmatch(path):
+                    self._rate_limits.remove(limit)
+                    return _json(
+                        {"message": "You are being rate limited.", "retry_after": retry_after,
+                         "global": False},
+                        status=429,
+                        headers={"Via": "1.1 google", "Retry-After": str(retry_after),
+                                 "X-RateLimit-Scope": "user"},
+                    )  # fmt: skip
+            is_webhook = path.startswith(("/webhooks/", "/interactions/"))
+            if not is_webhook and request.headers.get("Authorization") != f"Bot {TOKEN}":
+                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+            return await self._route(request.method, path, body, files)
+        finally:
+            await self._notify()
+
+    async def _body(self, request: web.Request) -> tuple[Any, list[bytes]]:
+        if request.content_type == "application/json":
+            return await request.json(), []
+        if request.content_type.startswith("multipart/"):
+            payload: Any = None
+            files: list[bytes] = []
+            async for part in await request.multipart():
+                data = await part.read()  # type: ignore[union-attr]
+                if part.name == "payload_json":  # type: ignore[union-attr]
+                    payload = json.loads(data)
+                else:
+                    files.append(bytes(data))
+            return payload, files
+        return None, []
+
+    async def _route(self, method: str, path: str, body: Any, files: list[bytes]) -> web.Response:
+        parts = path.strip("/").split("/")
+        match method, parts:
+            case "GET", ["users", "@me"]:
+                return _json(BOT_USER)
+            case "GET", ["oauth2", "applications", "@me"]:
+                return _json(
+                    {"id": APP_ID, "name": "threadpilot", "icon": None, "description": "",
+                     "bot_public": True, "bot_require_code_grant": False, "verify_key": "00",
+                     "owner": PEOPLE[ADMIN_ID], "team": None, "flags": 0, "summary": ""}
+                )  # fmt: skip
+            case "PUT", ["applications", _, "commands"]:
+                return _json(self._sync("global", body))
+            case "PUT", ["applications", _, "guilds", guild, "commands"]:
+                return _json(self._sync(guild, body))
+            case "POST", ["channels", channel, "typing"]:
+                return web.Response(status=204)
+            case "POST", ["channels", channel, "messages"]:
+                message = Message(snowflake(), channel, BOT_USER, (body or {}).get("content") or "")
+                message.files = files
+                self.messages[message.id] = message
+                return _json(message.payload(self._guild_of(channel)))
+            case "PATCH", ["channels", channel, "messages", message_id]:
+                message = self.messages[message_id]
+                return _json(self._edit(message, body, files))
+            case "POST", ["channels", channel, "messages", message_id, "threads"]:
+                return _json(await self._thread(channel, body["name"], message_id))
+            case "POST", ["channels", channel, "threads"]:
+                return _json(await self._thread(channel, body["name"], None))
+            case "POST", ["interactions", _, token, "callback"]:
+                interaction = self.interactions[token]
+                data = body.get("data") or {}
+                interaction.callbacks.append((body["type"], time.monotonic(), data))
+                if body["type"] in (4, 5):  # a message, or "thinking…" to be edited later
+                    channel = self._interaction_channel(interaction)
+                    message = Message(
+                        snowflake(), channel, BOT_USER, data.get("content") or "",
+                        interaction_token=token, ephemeral=bool((data.get("flags") or 0) & 64),
+                    )  # fmt: skip
+                    self.messages[message.id] = message
+                    interaction.original = message
+                original = interaction.original
+                return _json(  # with_response=true: what discord.py asks for
+                    {
+                        "interaction": {
+                            "id": interaction.id,
+                            "type": 2,
+                            "response_message_id": original.id if original else None,
+                            "response_message_loading": body["type"] == 5,
+                            "response_message_ephemeral": bool(original and original.ephemeral),
+                        }
+                    }
+                )
+            case "PATCH", ["webhooks", _, token, "messages", "@original"]:
+                original = self.interactions[token].original
+                assert original is not None, "edit of an interaction never responded to"
+                return _json(self._edit(original, body, files))
+            case "PATCH", ["webhooks", _, token, "messages", message_id]:
+                return _json(self._edit(self.messages[message_id], body, files))
+            case "POST", ["webhooks", _, token]:
+                interaction = self.interactions[token]
+                data = body or {}
+                message = Message(
+                    snowflake(), self._interaction_channel(interaction), BOT_USER,
+                    data.get("content") or "", interaction_token=token,
+                    ephemeral=bool((data.get("flags") or 0) & 64),
+                )  # fmt: skip
+                message.files = files
+                self.messages[message.id] = message
+                return _json(message.payload(self._guild_of(message.channel_id)))
+        return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
+
+    def _interaction_channel(self, interaction: Interaction) -> str:
+        dispatched = next(
+            e
+            for e in self._sent
+            if e["t"] == "INTERACTION_CREATE" and e["d"]["id"] == interaction.id
+        )
+        return str(dispatched["d"]["channel_id"])
+
+    def _edit(self, message: Message, body: Any, files: list[bytes]) -> dict[str, Any]:
+        body = body or {}
+        if "content" in body:
+            message.content = body["content"] or ""
+        if files:
+            message.files = files
+        message.edits += 1
+        return message.payload(self._guild_of(message.channel_id))
+
+    def _sync(self, where: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        synced = [
+            {"description": "", "options": [], "dm_permission": True, **command,
+             "id": snowflake(), "application_id": APP_ID, "version": snowflake()}
+            for command in commands
+        ]  # fmt: skip
+        self.synced[where] = synced
+        return synced
+
+    async def _thread(self, channel_id: str, name: str, message_id: str | None) -> dict[str, Any]:
+        thread_id = message_id or snowflake()  # a thread from a message takes its id
+        thread = {
+            "id": thread_id,
+            "type": 11,
+            "guild_id": GUILD_ID,
+            "parent_id": channel_id,
+            "owner_id": BOT_ID,
+            "name": name,
+            "last_message_id": None,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": _now(),
+                "locked": False,
+            },
+        }
+        self.channels[thread_id] = thread
+        await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return thread

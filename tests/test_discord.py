@@ -1,0 +1,424 @@
+"""The Discord adapter: the real discord.py client against the fake Discord (REST and
+gateway), the real Copilot CLI against the fake model."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import discord
+import pytest
+
+from adapters.discord import DiscordAdapter
+from tests.conftest import AppFactory, start_bot, stop_bot
+from tests.discord_harness import DiscordHarness
+from tests.fake_discord import (
+    ADMIN_ID,
+    BOT_ID,
+    GUILD_ID,
+    MESSAGE_CONTENT_INTENT,
+    TEXT_CHANNEL,
+    TOKEN,
+    FakeDiscord,
+)
+from tests.fake_model import FakeModel, Reply, user_texts
+
+
+@pytest.fixture(scope="session")
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    discord = FakeDiscord()
+    await discord.start()
+    yield discord
+    await discord.stop()
+
+
+@pytest.fixture
+async def discord_bot(
+    make_chat: AppFactory, fake_discord: FakeDiscord
+) -> AsyncIterator[DiscordHarness]:
+    chat = await make_chat(
+        discord_token=TOKEN,
+        discord_api_url=fake_discord.api_url,
+        discord_gateway_url=fake_discord.gateway_url,
+        discord_guild_ids=(int(GUILD_ID),),
+        discord_message_content=True,
+        admins=frozenset({f"discord:{ADMIN_ID}"}),
+    )
+    adapter = DiscordAdapter(
+        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
+    )
+    chat.app.platforms[adapter.name] = adapter
+    await adapter.start()
+    yield DiscordHarness(fake_discord, chat.app, adapter)
+    await adapter.stop()
+
+
+async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    fake_model.script("what is a thread", Reply(text="A thread is a conversation.", chunks=5))
+    interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "what is a thread"})
+    await discord_bot.dispatched(interaction.id)
+
+    kind, at, _ = interaction.callbacks[0]
+    assert kind == 5 and at - interaction.created < 3  # deferred in time
+    (thread,) = [t for t in fake.threads_of(TEXT_CHANNEL) if t["name"] == "what is a thread"]
+    assert fake.responses(interaction)[0].content == f"Answering in <#{thread['id']}>."
+    assert discord_bot.texts(thread["id"])[-1] == "A thread is a conversation."
+    assert fake.synced[GUILD_ID]  # commands synced to the configured guild
+    assert {c["name"] for c in fake.synced[GUILD_ID]} >= {"ask", "reset", "Branch from here"}
+
+
+async def test_follow_ups_in_the_thread_continue_the_conversation(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "remember 7 apples"})
+    await discord_bot.dispatched(interaction.id)
+    thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+
+    follow_up = await fake.say(thread, "how many apples?")  # no mention needed
+    await discord_bot.dispatched(follow_up.id)
+    assert discord_bot.texts(thread)[-1] == "echo: how many apples?"
+    assert user_texts(fake_model.requests_with("how many apples?")[-1]) == [
+        "remember 7 apples",
+        "how many apples?",
+    ]
+
+    again = await fake.command("ask", thread, {"prompt": "and pears?"})  # /ask in the thread
+    await discord_bot.dispatched(again.id)
+    assert fake.responses(again)[0].content == "echo: and pears?"
+    assert len(user_texts(fake_model.requests_with("and pears?")[-1])) == 3
+
+
+async def test_a_mention_in_a_channel_starts_a_thread_from_that_message(
+    discord_bot: DiscordHarness,
+) -> None:
+    fake = discord_bot.fake
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> explain threads please")
+    await discord_bot.dispatched(message.id)
+    thread = await discord_bot.thread_of(message)
+    assert fake.channels[thread]["name"] == "explain threads please"
+    assert discord_bot.texts(thread) == ["echo: explain threads please"]
+
+    other_bot = await fake.say(thread, "beep boop", author="999")
+    await discord_bot.dispatched_nothing_for(other_bot)
+    assert discord_bot.texts(thread) == ["echo: explain threads please"]
+
+
+async def test_reset_branch_and_restore_as_slash_commands(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "topic: rivers"})
+    await discord_bot.dispatched(start.id)
+    thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+
+    branch = await fake.command("branch", thread)
+    await discord_bot.dispatched(branch.id)
+    (answer,) = fake.responses(branch)
+    branched = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+    assert answer.content.startswith(f"Branched into <#{branched}>")
+    assert f"a branch of <#{thread}>" in fake.in_channel(TEXT_CHANNEL)[-1].content
+    for where, text in ((branched, "in the branch"), (thread, "in the trunk")):
+        message = await fake.say(where, text)
+        await discord_bot.dispatched(message.id)
+        assert user_texts(fake_model.requests_with(text)[-1]) == ["topic: rivers", text]
+
+    reset = await fake.command("reset", thread)
+    await discord_bot.dispatched(reset.id)
+    assert "Started afresh" in fake.responses(reset)[0].content
+    fresh = await fake.say(thread, "what topic?")
+    await discord_bot.dispatched(fresh.id)
+    assert user_texts(fake_model.requests_with("what topic?")[-1]) == ["what topic?"]
+
+    restore = await fake.command("restore", thread)
+    await discord_bot.dispatched(restore.id)
+    assert "Restored" in fake.responses(restore)[0].content
+    back = await fake.say(thread, "the topic again?")
+    await discord_bot.dispatched(back.id)
+    assert user_texts(fake_model.requests_with("the topic again?")[-1])[0] == "topic: rivers"
+
+
+async def test_branch_from_here_excludes_later_turns(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    first = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> step one")
+    await discord_bot.dispatched(first.id)
+    thread = await discord_bot.thread_of(first)
+    for text in ("step two", "step three"):
+        message = await fake.say(thread, text)
+        await discord_bot.dispatched(message.id)
+
+    answer_to_one = fake.by_bot(thread)[0]
+    branch = await fake.command("Branch from here", thread, target=answer_to_one)
+    await discord_bot.dispatched(branch.id)
+    branched = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+    question = await fake.say(branched, "what came after step one?")
+    await discord_bot.dispatched(question.id)
+    assert user_texts(fake_model.requests_with("what came after step one?")[-1]) == [
+        "step one",
+        "what came after step one?",
+    ]
+
+
+async def test_status_is_for_admins_and_private(discord_bot: DiscordHarness) -> None:
+    fake = discord_bot.fake
+    refused = await fake.command("status", TEXT_CHANNEL)
+    await discord_bot.dispatched(refused.id)
+    (reply,) = fake.responses(refused)
+    assert reply.ephemeral and "for admins only" in reply.content
+
+    shown = await fake.command("status", TEXT_CHANNEL, author=ADMIN_ID)
+    await discord_bot.dispatched(shown.id)
+    (status,) = fake.responses(shown)
+    assert status.ephemeral and status.content.startswith("threadpilot status")
+
+    helped = await fake.command("help", TEXT_CHANNEL)
+    await discord_bot.dispatched(helped.id)
+    assert "restore - undo" in fake.responses(helped)[0].content
+
+    outside = await fake.command("reset", TEXT_CHANNEL)  # not in a thread
+    await discord_bot.dispatched(outside.id)
+    (hint,) = fake.responses(outside)
+    assert hint.ephemeral and "`reset` works on a thread" in hint.content
+
+
+FENCED = "```python\n" + "\n".join(f"item_{i} = {i}" for i in range(150)) + "\n```"
+
+
+async def test_long_answers_split_at_2000_with_fences_intact_and_very_long_ones_as_a_file(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    text = "Here is the code.\n\n" + FENCED + "\n\nThat is all."
+    assert 2_000 < len(text) < 6_000
+    fake_model.script("long code please", Reply(text=text, chunks=20))
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> long code please")
+    await discord_bot.dispatched(message.id)
+    parts = discord_bot.texts(await discord_bot.thread_of(message))
+    assert len(parts) >= 2 and all(len(part) <= 2_000 for part in parts)
+    assert all(part.count("```") % 2 == 0 for part in parts)
+    assert all(f"item_{i} = {i}" in "".join(parts) for i in range(150))
+
+    huge = "word " * 2_000
+    fake_model.script("a very long answer", Reply(text=huge, chunks=10))
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> a very long answer")
+    await discord_bot.dispatched(message.id)
+    posted = fake.by_bot(await discord_bot.thread_of(message))
+    assert "as a file" in posted[0].content
+    assert posted[-1].files == [huge.encode()]
+
+
+async def test_a_429_on_an_edit_is_waited_out_and_the_final_text_is_whole(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    text = " ".join(f"part{i}" for i in range(40))
+    fake_model.script("rate limited answer", Reply(text=text, chunks=40, chunk_delay=0.01))
+    fake.rate_limit("PATCH", r"/webhooks/\d+/token-\d+/messages/@original", retry_after=0.5)
+    thread_start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "start a thread"})
+    await discord_bot.dispatched(thread_start.id)
+    thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+
+    interaction = await fake.command("ask", thread, {"prompt": "rate limited answer"})
+    await discord_bot.dispatched(interaction.id)
+    assert fake.responses(interaction)[0].content == text
+    patches = [c for c in fake.calls if c.method == "PATCH" and interaction.token in c.path]
+    assert len(patches) >= 2  # the limited one, and those after it
+
+
+async def test_a_slow_answer_is_still_deferred_within_three_seconds(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    gate = asyncio.Event()
+    fake_model.script("take your time", Reply(gate=gate))
+    interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "take your time"})
+    await fake_model.wait_for_request("take your time")
+    kind, at, _ = interaction.callbacks[0]
+    assert kind == 5 and at - interaction.created < 3
+    await asyncio.sleep(3.2)  # the model keeps thinking past Discord's 3 seconds
+    gate.set()
+    await discord_bot.dispatched(interaction.id)
+    thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+    assert discord_bot.texts(thread)[-1] == "echo: take your time"
+
+
+async def test_empty_and_oversized_prompts_get_clear_replies(discord_bot: DiscordHarness) -> None:
+    fake = discord_bot.fake
+    start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "a thread for odd prompts"})
+    await discord_bot.dispatched(start.id)
+    thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+
+    empty = await fake.command("ask", thread, {"prompt": "   "})
+    await discord_bot.dispatched(empty.id)
+    assert "Please write a message" in fake.responses(empty)[0].content
+
+    huge = await fake.command("ask", thread, {"prompt": "x" * 50_000})
+    await discord_bot.dispatched(huge.id)
+    assert "50,000 characters long; I take up to 40,000" in fake.responses(huge)[0].content
+
+
+async def test_a_gateway_reconnect_mid_turn_resumes_and_the_answer_completes(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    gate = asyncio.Event()
+    fake_model.script("through a reconnect", Reply(gate=gate))
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> through a reconnect")
+    await fake_model.wait_for_request("through a reconnect")
+
+    await fake.reconnect()  # op 7; returns once the client has resumed
+    gate.set()
+    await discord_bot.dispatched(message.id)
+    thread = await discord_bot.thread_of(message)
+    assert discord_bot.texts(thread) == ["echo: through a reconnect"]
+    assert discord_bot.adapter.connected
+    after = await fake.say(thread, "still there?")
+    await discord_bot.dispatched(after.id)
+    assert discord_bot.texts(thread)[-1] == "echo: still there?"
+
+
+async def test_a_dm_is_one_conversation_and_takes_reset(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    dm = fake.dm_channel()
+    for text in ("dm: my name is Ada", "dm: what is my name?"):
+        message = await fake.say(dm, text)
+        await discord_bot.dispatched(message.id)
+    assert user_texts(fake_model.requests_with("dm: what is my name?")[-1]) == [
+        "dm: my name is Ada",
+        "dm: what is my name?",
+    ]
+    reset = await fake.command("reset", dm)
+    await discord_bot.dispatched(reset.id)
+    assert "Started afresh" in fake.responses(reset)[0].content
+    branch = await fake.command("branch", dm)
+    await discord_bot.dispatched(branch.id)
+    assert "nothing to branch yet" in fake.responses(branch)[0].content
+
+
+async def test_attachments_reach_the_session_and_others_get_a_note(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    files = [
+        fake.attachment("todo.txt", "text/plain", b"buy milk"),
+        fake.attachment("song.mp3", "audio/mpeg", b"ID3\x03"),
+    ]
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> read my list", attachments=files)
+    await discord_bot.dispatched(message.id)
+    texts = discord_bot.texts(await discord_bot.thread_of(message))
+    assert texts[0] == "-# I can't read `song.mp3` (audio/mpeg): " + (
+        "I take text files and images (PNG, JPEG, GIF, WebP)."
+    )
+    assert texts[1] == "echo: read my list"
+    content = fake_model.requests_with("read my list")[-1]["messages"][-1]["content"]
+    assert "buy milk" in str(content)
+
+
+async def test_without_the_message_content_intent_mentions_and_commands_still_work(
+    make_chat: AppFactory, fake_discord: FakeDiscord
+) -> None:
+    chat = await make_chat(
+        discord_token=TOKEN,
+        discord_api_url=fake_discord.api_url,
+        discord_gateway_url=fake_discord.gateway_url,
+    )
+    adapter = DiscordAdapter(
+        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
+    )
+    await adapter.start()
+    try:
+        bot = DiscordHarness(fake_discord, chat.app, adapter)
+        assert not fake_discord.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        assert fake_discord.synced["global"]  # no guilds configured: global commands
+        first = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> minimal intents")
+        await bot.dispatched(first.id)
+        thread = await bot.thread_of(first)
+
+        unreadable = await fake_discord.say(thread, "a follow-up the bot cannot read")
+        await bot.dispatched_nothing_for(unreadable)
+        mentioned = await fake_discord.say(thread, f"<@{BOT_ID}> a follow-up with a mention")
+        await bot.dispatched(mentioned.id)
+        assert bot.texts(thread) == ["echo: minimal intents", "echo: a follow-up with a mention"]
+    finally:
+        await adapter.stop()
+
+
+class _ZlibStream:
+    """discord.py's other gateway compression (when zstandard is not installed): the
+    messages of a connection are one zlib stream, each ending in a sync flush."""
+
+    COMPRESSION_TYPE = "zlib-stream"
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj()
+        self._buffer = bytearray()
+
+    def decompress(self, data: bytes, /) -> str | None:
+        self._buffer += data
+        if not data.endswith(b"\x00\x00\xff\xff"):
+            return None
+        text = self._inflate.decompress(bytes(self._buffer)).decode()
+        self._buffer.clear()
+        return text
+
+
+@pytest.mark.parametrize("compression", ["zstd-stream", "zlib-stream"])
+async def test_the_gateway_works_with_either_compression(
+    make_chat: AppFactory,
+    fake_discord: FakeDiscord,
+    monkeypatch: pytest.MonkeyPatch,
+    compression: str,
+) -> None:
+    if compression == "zlib-stream":
+        monkeypatch.setattr(discord.utils, "_ActiveDecompressionContext", _ZlibStream)
+    chat = await make_chat(
+        discord_token=TOKEN,
+        discord_api_url=fake_discord.api_url,
+        discord_gateway_url=fake_discord.gateway_url,
+    )
+    adapter = DiscordAdapter(chat.app.router, chat.app.settings, guild_ready_timeout=0.1)
+    await adapter.start()
+    try:
+        assert fake_discord.compression == compression
+        bot = DiscordHarness(fake_discord, chat.app, adapter)
+        message = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> compressed {compression}")
+        await bot.dispatched(message.id)
+        assert bot.texts(await bot.thread_of(message)) == [f"echo: compressed {compression}"]
+    finally:
+        await adapter.stop()
+
+
+async def test_threadpilot_runs_discord_and_stops_cleanly(
+    tmp_path: Path, fake_model: FakeModel, fake_discord: FakeDiscord, cli_path: Path
+) -> None:
+    identified = len(fake_discord.identified)
+    syncs = len([c for c in fake_discord.calls if c.method == "PUT"])
+    process = await start_bot(
+        tmp_path, fake_model, cli_path,
+        DISCORD_TOKEN=TOKEN, DISCORD_API_URL=fake_discord.api_url,
+        DISCORD_GATEWAY_URL=fake_discord.gateway_url, DISCORD_GUILD_IDS=GUILD_ID,
+    )  # fmt: skip
+    try:
+        await fake_discord.wait_for(lambda: len(fake_discord.identified) > identified)
+        await fake_discord.wait_for(  # this process synced its commands: it is up
+            lambda: len([c for c in fake_discord.calls if c.method == "PUT"]) > syncs
+        )
+        message = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> hello from a process")
+        await fake_discord.wait_for(
+            lambda: (
+                [m.content for m in fake_discord.by_bot(message.id)]
+                == ["echo: hello from a process"]
+            )
+        )
+    finally:
+        log = await stop_bot(process)
+    assert "discord: connected as threadpilot" in log and "Traceback" not in log
