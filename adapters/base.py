@@ -6,8 +6,18 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
+
+from bot.replies import (
+    ErrorReply,
+    FinalText,
+    Notice,
+    ReplyEvent,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +205,11 @@ Formatter = Callable[[str], str]
 class LiveReply:
     """One reply as it streams: a message edited at a paced rate while the answer grows
     (with the tools at work shown under it), then the exact final answer in that message,
-    split into more messages past `limit`, or as a file past `file_threshold`."""
+    split into more messages past `limit`, or as a file past `file_threshold`.
+
+    Platforms with their own way of growing a message (Slack's streaming) override the
+    `_open`, `_flush`, `_last` and `_fail` steps.
+    """
 
     def __init__(
         self,
@@ -213,36 +227,36 @@ class LiveReply:
         self._format = formatter
         self._tool_line = tool_line
         self._pacer = Pacer(self._flush, interval)
-        self.text = ""
+        self.text = ""  # the answer so far
         self.ref: str | None = None
-        self._tools: dict[str, str] = {}  # call id -> name, while running
+        # call id -> (tool name, "in_progress" | "complete" | "error")
+        self.tools: dict[str, tuple[str, str]] = {}
 
     async def add(self, text: str) -> None:
         self.text += text
         await self._changed()
 
-    async def tool_started(self, call_id: str, name: str) -> None:
-        self._tools[call_id] = name
+    async def tool(self, call_id: str, name: str, status: str) -> None:
+        self.tools[call_id] = (name, status)
         await self._changed()
 
-    async def tool_finished(self, call_id: str) -> None:
-        if self._tools.pop(call_id, None) is not None:
-            await self._changed()
-
     def preview(self) -> str:
-        text = self._format(self.text[: self._limit - 100])
-        if len(self.text) > self._limit - 100:
-            text += "…"
-        if self._tools:
-            text += self._tool_line(list(self._tools.values()))
+        room = self._limit - 100  # for the ellipsis and the tool line
+        text = self._format(self.text[:room]) + ("…" if len(self.text) > room else "")
+        running = [name for name, status in self.tools.values() if status == "in_progress"]
+        if running:
+            text += self._tool_line(running)
         return text or "…"
 
     async def _changed(self) -> None:
         if self.ref is None:
-            self.ref = await self._surface.open(self.preview())
+            self.ref = await self._open()
             self._pacer.edited()
         else:
             self._pacer.changed()
+
+    async def _open(self) -> str:
+        return await self._surface.open(self.preview())
 
     async def _flush(self) -> None:
         try:
@@ -260,18 +274,23 @@ class LiveReply:
             if as_file
             else parts.pop(0)
         )
-        refs = [await self._replace(self._format(first))]
+        refs = [await self._last(first, whole=first == final)]
         refs += [await self._surface.post(self._format(part)) for part in parts]
         if as_file:
             refs.append(await self._surface.upload("The answer:", final))
         return refs
 
+    async def _last(self, first: str, whole: bool) -> str:
+        """Put the answer's first part (`whole`: all of it) in the message."""
+        return await self._replace(self._format(first))
+
     async def fail(self, message: str) -> list[str]:
         await self._pacer.settle()
-        self._tools.clear()
-        warning = f"⚠️ {message}"
-        text = f"{self.preview()}\n\n{warning}" if self.text else warning
-        return [await self._replace(text)]
+        self.tools.clear()
+        return [await self._fail(f"⚠️ {message}")]
+
+    async def _fail(self, warning: str) -> str:
+        return await self._replace(f"{self.preview()}\n\n{warning}" if self.text else warning)
 
     async def _replace(self, text: str) -> str:
         """The last edit of the message (or the message itself, if none was posted yet);
@@ -284,3 +303,39 @@ class LiveReply:
             log.warning("the final edit failed (%s): posting it instead", exc)
             return await self._surface.post(text)
         return self.ref
+
+
+async def render_reply(
+    events: AsyncIterator[ReplyEvent],
+    live: LiveReply,
+    indicator: DelayedIndicator,
+    *,
+    private: Callable[[str], Awaitable[list[str]]],
+    notice: Callable[[str], Awaitable[str]],
+    all_private: bool = False,
+) -> list[str]:
+    """Show a reply stream: the answer grows in `live`; answers meant only for the asker
+    (or every answer, with `all_private`) go through `private`, the bot's own notes
+    through `notice`. Returns the references of what was posted."""
+    refs: list[str] = []
+    try:
+        async for event in events:
+            indicator.not_needed()
+            match event:
+                case TextDelta(text):
+                    await live.add(text)
+                case ToolStarted(call_id, name):
+                    await live.tool(call_id, name, "in_progress")
+                case ToolFinished(call_id, name, ok):
+                    await live.tool(call_id, name, "complete" if ok else "error")
+                case FinalText(text, is_private) if is_private or all_private:
+                    refs += await private(text)
+                case FinalText(text):
+                    refs += await live.finish(text)
+                case Notice(text):
+                    refs.append(await notice(text))
+                case ErrorReply(message):
+                    refs += await live.fail(message)
+    finally:
+        await indicator.stop()
+    return refs

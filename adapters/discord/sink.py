@@ -16,18 +16,12 @@ from collections.abc import AsyncIterator
 
 import discord
 
-from adapters.base import DelayedIndicator, LiveReply
+from adapters.base import DelayedIndicator, LiveReply, render_reply
 from adapters.discord.events import key_of, thread_name
 from bot.replies import (
     CannotOpenThread,
-    ErrorReply,
-    FinalText,
-    Notice,
     OpenedThread,
     ReplyEvent,
-    TextDelta,
-    ToolFinished,
-    ToolStarted,
 )
 from bot.thread_key import ThreadKey
 
@@ -35,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2_000
 FILE_THRESHOLD = 6_000  # past three messages, a file reads better
+_PRIVATE_ONLY = "That answer is only for you: use the slash command to see it."
 Messageable = discord.Thread | discord.DMChannel | discord.TextChannel
 
 
@@ -114,32 +109,18 @@ class DiscordSink:
             interval=self._edit_interval_s,
             tool_line=_tool_line,
         )
-        typing = DelayedIndicator(self._type, self._stop)
-        refs: list[str] = []
-        try:
-            async for event in events:
-                typing.not_needed()
-                match event:
-                    case TextDelta(text):
-                        await live.add(text)
-                    case ToolStarted(call_id, name):
-                        await live.tool_started(call_id, name)
-                    case ToolFinished(call_id):
-                        await live.tool_finished(call_id)
-                    case FinalText(text, private=True) if not isinstance(
-                        self._surface, InteractionSurface
-                    ):
-                        # No private replies to a plain message: point to the command.
-                        refs.append(await self._surface.post(_PRIVATE_ONLY))
-                    case FinalText(text):
-                        refs += await live.finish(text)
-                    case Notice(text):
-                        refs.append(await self._surface.post(f"-# {text}"))
-                    case ErrorReply(message):
-                        refs += await live.fail(message)
-        finally:
-            await typing.stop()
-        return refs
+        return await render_reply(
+            events,
+            live,
+            DelayedIndicator(self._type, self._stop),
+            # An interaction's response is as private as it was deferred (the commands
+            # with private answers defer privately); a plain message has no private way.
+            private=live.finish if isinstance(self._surface, InteractionSurface) else self._refer,
+            notice=lambda text: self._surface.post(f"-# {text}"),
+        )
+
+    async def _refer(self, text: str) -> list[str]:
+        return [await self._surface.post(_PRIVATE_ONLY)]
 
     async def _type(self) -> bool:
         self._typing_task = asyncio.create_task(self._typing())
@@ -168,6 +149,3 @@ class DiscordSink:
         key = key_of(thread)
         assert key is not None
         return OpenedThread(key, f"<#{thread.id}>")
-
-
-_PRIVATE_ONLY = "That answer is only for you: use the slash command to see it."

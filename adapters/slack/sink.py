@@ -18,17 +18,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import DelayedIndicator, Pacer, split_text
+from adapters.base import DelayedIndicator, LiveReply, render_reply
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
-    ErrorReply,
-    FinalText,
-    Notice,
     OpenedThread,
     ReplyEvent,
-    TextDelta,
-    ToolFinished,
-    ToolStarted,
 )
 from bot.thread_key import ThreadKey
 
@@ -72,54 +66,70 @@ class Target:
         return self.thread_ts
 
 
-class _LiveMessage:
-    """The one message a turn's answer grows in."""
+class SlackSurface:
+    """Plain Slack messages in the thread: posted, edited with chat.update, uploaded."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self.ts: str | None = None
+
+    async def open(self, text: str) -> str:
+        self.ts = await self.post(text)
+        return self.ts
+
+    async def edit(self, text: str) -> None:
+        target = self._target
+        await target.client.chat_update(channel=target.channel, ts=str(self.ts), text=text)
+
+    async def post(self, text: str) -> str:
+        target = self._target
+        response = await target.client.chat_postMessage(
+            channel=target.channel, thread_ts=target.thread_ts, text=text
+        )
+        return str(response["ts"])
+
+    async def upload(self, note: str, content: str) -> str:
+        target = self._target
+        response = await target.client.files_upload_v2(
+            channel=target.channel,
+            thread_ts=target.thread_ts,
+            content=content,
+            filename="answer.md",
+            title="Answer",
+        )
+        return f"file:{response['file']['id']}"
+
+
+class _SlackReply(LiveReply):
+    """The reply grows by chat.startStream/appendStream/stopStream where Slack streams
+    (Markdown, tool activity as task updates); else in a message edited with chat.update
+    (mrkdwn, tool activity under it)."""
 
     def __init__(self, target: Target, streaming: StreamingSupport, interval: float) -> None:
+        self._surface_: SlackSurface = SlackSurface(target)
+        super().__init__(
+            self._surface_,
+            limit=MESSAGE_LIMIT,
+            file_threshold=FILE_THRESHOLD,
+            interval=interval,
+            formatter=to_mrkdwn,
+        )
         self._target = target
         self._streaming = streaming
-        self._pacer = Pacer(self._flush, interval)
-        self.text = ""  # the answer so far
-        self.ts: str | None = None
         self._stream = False
         self._streamed = 0  # characters of `text` appended to the stream
-        self._tools: dict[str, tuple[str, str]] = {}  # call id -> (name, status)
-        self._tools_shown: dict[str, str] = {}
-
-    async def add(self, text: str) -> None:
-        self.text += text
-        await self._changed()
-
-    async def tool(self, call_id: str, name: str, status: str) -> None:
-        self._tools[call_id] = (name, status)
-        await self._changed()
-
-    async def _changed(self) -> None:
-        if self.ts is None:
-            await self._open()
-            self._pacer.edited()
-        else:
-            self._pacer.changed()
-
-    def _preview(self) -> str:
-        text = to_mrkdwn(self.text[:MESSAGE_LIMIT]) + (
-            "…" if len(self.text) > MESSAGE_LIMIT else ""
-        )
-        running = [name for name, status in self._tools.values() if status == "in_progress"]
-        if running:
-            text += f"\n_using {', '.join(running)}…_"
-        return text or "…"
+        self._shown: dict[str, str] = {}  # tool call id -> status shown in the stream
 
     def _tool_chunks(self) -> list[dict[str, str]]:
         chunks = [
             {"type": "task_update", "id": call_id, "title": f"Using {name}", "status": status}
-            for call_id, (name, status) in self._tools.items()
-            if self._tools_shown.get(call_id) != status
+            for call_id, (name, status) in self.tools.items()
+            if self._shown.get(call_id) != status
         ]
-        self._tools_shown = {call_id: status for call_id, (_, status) in self._tools.items()}
+        self._shown = {call_id: status for call_id, (_, status) in self.tools.items()}
         return chunks
 
-    async def _open(self) -> None:
+    async def _open(self) -> str:
         target = self._target
         if self._streaming.available and target.thread_ts:
             text = self.text[:MESSAGE_LIMIT]
@@ -136,105 +146,50 @@ class _LiveMessage:
                 log.info("chat.startStream refused (%s): editing a message instead", exc)
                 self._streaming.available = False
             else:
-                self.ts, self._stream, self._streamed = response["ts"], True, len(text)
-                return
-        response = await target.client.chat_postMessage(
-            channel=target.channel, thread_ts=target.thread_ts, text=self._preview()
-        )
-        self.ts = response["ts"]
+                self._stream, self._streamed = True, len(text)
+                self._surface_.ts = str(response["ts"])
+                return self._surface_.ts
+        return await super()._open()
 
     async def _flush(self) -> None:
-        target = self._target
-        try:
-            if self._stream:
-                new = self.text[self._streamed : MESSAGE_LIMIT]
-                chunks = self._tool_chunks()
-                if new or chunks:
-                    await target.client.chat_appendStream(
-                        channel=target.channel,
-                        ts=str(self.ts),
-                        markdown_text=new or None,
-                        chunks=chunks or None,
-                    )
-                    self._streamed += len(new)
-            else:
-                await target.client.chat_update(
-                    channel=target.channel, ts=str(self.ts), text=self._preview()
-                )
-        except SlackApiError as exc:  # the final edit carries everything anyway
-            log.warning("editing the reply in %s failed: %s", target.channel, exc)
+        if not self._stream:
+            return await super()._flush()
+        new = self.text[self._streamed : MESSAGE_LIMIT]
+        chunks = self._tool_chunks()
+        if new or chunks:
+            await self._stream_call(
+                self._target.client.chat_appendStream, markdown_text=new or None,
+                chunks=chunks or None,
+            )  # fmt: skip
+            self._streamed += len(new)
+        return None
 
-    async def finish(self, final: str, post: Callable[[str], Awaitable[str]]) -> list[str]:
-        """Show `final` exactly: in this message (and more, or a file, when long)."""
-        await self._pacer.settle()
-        as_file = len(final) > FILE_THRESHOLD
-        parts = [] if as_file else split_text(final, MESSAGE_LIMIT)
-        first = (
-            f"The answer is {len(final):,} characters long, so here it is as a file."
-            if as_file
-            else parts.pop(0)
-        )
-        target = self._target
-        if self.ts is None:
-            refs = [await post(to_mrkdwn(first))]
-        else:
-            if self._stream:
-                whole = not parts and not as_file and final.startswith(self.text[: self._streamed])
-                await self._call(
-                    target.client.chat_stopStream,
-                    channel=target.channel,
-                    ts=self.ts,
-                    markdown_text=(final[self._streamed :] if whole else None) or None,
-                    chunks=self._tool_chunks() or None,
-                )
-                if not whole:  # the stream ran past the first part: edit it to that
-                    self._pacer.edited()
-                    await self._pacer.settle()
-                    await self._edit(to_mrkdwn(first), post)
-            else:
-                await self._edit(to_mrkdwn(first), post)
-            refs = [self.ts]
-        refs += [await post(to_mrkdwn(part)) for part in parts]
-        if as_file:
-            response = await target.client.files_upload_v2(
-                channel=target.channel,
-                thread_ts=target.thread_ts,
-                content=final,
-                filename="answer.md",
-                title="Answer",
-            )
-            refs.append(f"file:{response['file']['id']}")
-        return refs
-
-    async def fail(self, message: str, post: Callable[[str], Awaitable[str]]) -> list[str]:
-        await self._pacer.settle()
-        warning = f":warning: {message}"
-        if self.ts is None:
-            return [await post(warning)]
-        if self._stream:
-            await self._call(
+    async def _last(self, first: str, whole: bool) -> str:
+        if not self._stream:
+            return await super()._last(first, whole)
+        streamed = self.text[: self._streamed]
+        if whole and first.startswith(streamed):  # the stream was the answer's beginning
+            await self._stream_call(
                 self._target.client.chat_stopStream,
-                channel=self._target.channel,
-                ts=self.ts,
-                markdown_text=f"\n\n⚠️ {message}",
+                markdown_text=first[self._streamed :] or None,
+                chunks=self._tool_chunks() or None,
             )
-        else:
-            self._tools.clear()
-            await self._edit(f"{self._preview()}\n\n{warning}", post)
-        return [self.ts]
+        else:  # it ran past the first part: stop it, then edit it to that
+            await self._stream_call(self._target.client.chat_stopStream)
+            self._pacer.edited()
+            await self._pacer.settle()
+            await self._replace(self._format(first))
+        return str(self.ref)
 
-    async def _edit(self, text: str, post: Callable[[str], Awaitable[str]]) -> None:
-        """The last edit of the message; if Slack will not take it, the text is posted."""
-        target = self._target
-        try:
-            await target.client.chat_update(channel=target.channel, ts=str(self.ts), text=text)
-        except SlackApiError as exc:
-            log.warning("final edit in %s failed (%s): posting it instead", target.channel, exc)
-            await post(text)
+    async def _fail(self, warning: str) -> str:
+        if not self._stream:
+            return await super()._fail(warning)
+        await self._stream_call(self._target.client.chat_stopStream, markdown_text=f"\n\n{warning}")
+        return str(self.ref)
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], **kwargs: Any) -> None:
+    async def _stream_call(self, method: Callable[..., Awaitable[Any]], **kwargs: Any) -> None:
         try:
-            await method(**kwargs)
+            await method(channel=self._target.channel, ts=str(self.ref), **kwargs)
         except SlackApiError as exc:
             log.warning("%s in %s failed: %s", method.__name__, self._target.channel, exc)
 
@@ -248,31 +203,18 @@ class SlackSink:
         self._edit_interval_s = edit_interval_s
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
-        live = _LiveMessage(self._target, self._streaming, self._edit_interval_s)
-        indicator = DelayedIndicator(self._indicate, self._stop_indicating, INDICATOR_DELAY_S)
-        refs: list[str] = []
-        try:
-            async for event in events:
-                indicator.not_needed()
-                match event:
-                    case TextDelta(text):
-                        await live.add(text)
-                    case ToolStarted(call_id, name):
-                        await live.tool(call_id, name, "in_progress")
-                    case ToolFinished(call_id, name, ok):
-                        await live.tool(call_id, name, "complete" if ok else "error")
-                    case FinalText(text, private) if private or self._target.thread_ts is None:
-                        # Outside a thread (a slash command) every answer is for the asker.
-                        refs.append(await self._private(text))
-                    case FinalText(text):
-                        refs += await live.finish(text, self._post)
-                    case Notice(text):
-                        refs.append(await self._post(f":information_source: {to_mrkdwn(text)}"))
-                    case ErrorReply(message):
-                        refs += await live.fail(message, self._post)
-        finally:
-            await indicator.stop()
-        return refs
+        return await render_reply(
+            events,
+            _SlackReply(self._target, self._streaming, self._edit_interval_s),
+            DelayedIndicator(self._indicate, self._stop_indicating, INDICATOR_DELAY_S),
+            private=self._private,
+            notice=self._notice,
+            # Outside a thread (a slash command) every answer is for the asker alone.
+            all_private=self._target.thread_ts is None,
+        )
+
+    async def _notice(self, text: str) -> str:
+        return await SlackSurface(self._target).post(f":information_source: {to_mrkdwn(text)}")
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         client = self._target.client
@@ -317,23 +259,16 @@ class SlackSink:
         response = await self._target.client.chat_getPermalink(channel=channel, message_ts=ts)
         return str(response["permalink"])
 
-    async def _post(self, text: str) -> str:
-        target = self._target
-        response = await target.client.chat_postMessage(
-            channel=target.channel, thread_ts=target.thread_ts, text=text
-        )
-        return str(response["ts"])
-
-    async def _private(self, text: str) -> str:
+    async def _private(self, text: str) -> list[str]:
         """Only for the asker: via the response URL, else an ephemeral message."""
         target = self._target
         if target.respond is not None:
             await target.respond(text=to_mrkdwn(text), response_type="ephemeral")
-            return "ephemeral"
+            return ["ephemeral"]
         response = await target.client.chat_postEphemeral(
             channel=target.channel,
             user=str(target.user_id),
             thread_ts=target.thread_ts,
             text=to_mrkdwn(text),
         )
-        return f"ephemeral:{response.get('message_ts', '')}"
+        return [f"ephemeral:{response.get('message_ts', '')}"]
