@@ -422,3 +422,19 @@ async def test_threadpilot_runs_discord_and_stops_cleanly(
     finally:
         log = await stop_bot(process)
     assert "discord: connected as threadpilot" in log and "Traceback" not in log
+
+
+async def test_a_slow_answer_shows_the_typing_indicator(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    gate = asyncio.Event()
+    fake_model.script("think slowly", Reply(gate=gate))
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> think slowly")
+    thread = await discord_bot.thread_of(message)
+    await fake.wait_for(  # Discord shows "threadpilot is typing…" in the thread
+        lambda: any(c.path == f"/channels/{thread}/typing" for c in fake.calls)
+    )
+    gate.set()
+    await discord_bot.dispatched(message.id)
+    assert discord_bot.texts(thread) == ["echo: think slowly"]
