@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Coroutine
 from typing import Any
 
+from bot import logs
 from bot.config import ConfigError, Settings, load_settings
 from bot.copilot_cli import VERSION, CliNotFound, install_cli
 
@@ -34,14 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
     runtime_commands.add_parser("install", help=f"install the pinned Copilot CLI {VERSION}")
     return parser
-
-
-def _setup_logging(level: int) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def _serve(settings: Settings, console: bool) -> None:
@@ -114,9 +107,10 @@ def _status(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     command = args.command or "run"
-    _setup_logging(logging.WARNING if command in ("console", "status") else logging.INFO)
     try:
         settings = load_settings()
+        # In a terminal chat, only trouble is worth interleaving with the conversation.
+        logs.setup(settings, logging.WARNING if command in ("console", "status") else None)
         if command == "runtime":
             path = install_cli(settings.cli_dir)
             print(f"Copilot CLI {VERSION} installed: {path}")

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     slack_require_mention: bool = Field(False, alias="THREADPILOT_SLACK_REQUIRE_MENTION")
     discord_message_content: bool = Field(False, alias="THREADPILOT_DISCORD_MESSAGE_CONTENT")
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="THREADPILOT_LOG_LEVEL"
+    )
+    log_json: bool = Field(False, alias="THREADPILOT_LOG_JSON")
 
     @field_validator("discord_guild_ids", "tools", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from bot.commands import Command, CommandCall, Commands
 from bot.config import Settings
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
+from bot.logs import turn_context
 from bot.metrics import Metrics
 from bot.replies import ErrorReply, Notice, ReplyEvent, ReplySink, single
 from bot.sessions import SessionManager
@@ -76,6 +77,10 @@ class Router:
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
+        with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
+            await self._dispatch(inbound, sink)
+
+    async def _dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         parsed = self._commands.parse(inbound)
         ticket = self._sessions.join(inbound.key)
         turn_id: int | None = None
