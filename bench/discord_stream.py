@@ -108,7 +108,7 @@ async def _bot(tmp: Path, model_url: str, discord: FakeDiscord) -> tuple[App, Di
     settings = make_settings(
         tmp, model_url, discord_token=TOKEN, discord_api_url=discord.api_url,
         discord_gateway_url=discord.gateway_url, discord_guild_ids=(int(GUILD_ID),),
-        max_live_sessions=200,
+        max_live_sessions=200, user_turns_per_minute=0, thread_turns_per_minute=0,
     )  # fmt: skip
     runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
     await runtime.start()

@@ -163,7 +163,13 @@ async def main(rounds: int) -> None:
     assert model.stdout is not None
     model_url = (await model.stdout.readline()).decode().strip()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(Path(tmp), model_url, max_live_sessions=1000)
+        settings = make_settings(
+            Path(tmp),
+            model_url,
+            max_live_sessions=1000,
+            user_turns_per_minute=0,
+            thread_turns_per_minute=0,
+        )
         runtime = runtime_module.CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
         await runtime.start()
         app = App(settings, runtime, await Store.open(Path(tmp) / "bench.db"))

@@ -119,6 +119,7 @@ async def _bot(tmp: Path, model_url: str, slack: FakeSlack) -> tuple[App, SlackA
     settings = make_settings(
         tmp, model_url, slack_bot_token=BOT_TOKEN, slack_app_token=APP_TOKEN,
         slack_api_url=slack.api_url, max_live_sessions=200,
+        user_turns_per_minute=0, thread_turns_per_minute=0,
     )  # fmt: skip
     runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
     await runtime.start()

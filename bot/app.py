@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from bot.access import Access
 from bot.checkpoints import Checkpointer
 from bot.clock import Clock, system_clock
 from bot.commands import Commands
@@ -57,6 +58,7 @@ class App:
         self.commands = Commands(settings, self.sessions, self.journal, self.status)
         self.router = Router(
             settings=settings,
+            access=Access(settings, clock),
             store=store,
             journal=self.journal,
             sessions=self.sessions,

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
     tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
     admins: Annotated[frozenset[str], NoDecode] = Field(frozenset(), alias="THREADPILOT_ADMINS")
+    allowed_workspaces: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), alias="THREADPILOT_ALLOWED_WORKSPACES"
+    )
+    allowed_channels: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), alias="THREADPILOT_ALLOWED_CHANNELS"
+    )
+    allowed_users: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), alias="THREADPILOT_ALLOWED_USERS"
+    )
+    user_turns_per_minute: int = Field(20, ge=0, alias="THREADPILOT_USER_TURNS_PER_MINUTE")
+    thread_turns_per_minute: int = Field(30, ge=0, alias="THREADPILOT_THREAD_TURNS_PER_MINUTE")
 
     idle_timeout_s: int = Field(1800, gt=0, alias="THREADPILOT_IDLE_TIMEOUT_S")
     reset_margin_s: int = Field(120, ge=0, alias="THREADPILOT_RESET_MARGIN_S")
@@ -101,9 +112,11 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("admins", mode="before")
+    @field_validator(
+        "admins", "allowed_workspaces", "allowed_channels", "allowed_users", mode="before"
+    )
     @classmethod
-    def _admin_list(cls, value: object) -> object:
+    def _platform_ids(cls, value: object) -> object:
         items = _split_list(value)
         if isinstance(items, tuple):
             for item in items:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 
+from bot.access import Access
 from bot.attachments import accept_files
 from bot.checkpoints import Checkpointer
 from bot.commands import Command, CommandCall, Commands
@@ -21,7 +22,7 @@ from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
-from bot.replies import ErrorReply, Notice, ReplyEvent, ReplySink, single
+from bot.replies import ErrorReply, FinalText, Notice, ReplyEvent, ReplySink, single
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
@@ -56,6 +57,7 @@ class Router:
         self,
         *,
         settings: Settings,
+        access: Access,
         store: Store,
         journal: Journal,
         sessions: SessionManager,
@@ -64,6 +66,7 @@ class Router:
         metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._access = access
         self._store = store
         self._journal = journal
         self._sessions = sessions
@@ -82,6 +85,10 @@ class Router:
 
     async def _dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         parsed = self._commands.parse(inbound)
+        refusal = self._access.refusal(inbound)
+        if refusal is not None:
+            await self._refuse(inbound, refusal, sink)
+            return
         ticket = self._sessions.join(inbound.key)
         turn_id: int | None = None
         try:
@@ -97,6 +104,12 @@ class Router:
                 log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
                 return
             turn_id = claim.turn_id
+            slow_down = None if parsed else self._access.too_often(inbound)
+            if slow_down is not None:
+                refs = await sink.render(single(ErrorReply(slow_down)))
+                outcome = TurnOutcome(ok=False, reply_refs=refs, error="rate limited")
+                await self._journal.finish(turn_id, outcome)
+                return
             await ticket.ready()
             # Queued behind others: read the thread as they left it (reset, branch, ...).
             thread = claim.thread if first else await self._journal.start(turn_id)
@@ -111,6 +124,15 @@ class Router:
             await self._report_failure(turn_id, exc, sink)
         finally:
             ticket.release()
+
+    async def _refuse(self, inbound: Inbound, refusal: str, sink: ReplySink) -> None:
+        """Say no once per delivery, without making a thread of it."""
+        event_id = f"{inbound.platform}:{inbound.event_id}"
+        claim = await self._journal.claim(event_id, None, "refused")
+        if claim is not None:
+            refs = await sink.render(single(FinalText(refusal, private=True)))
+            outcome = TurnOutcome(ok=False, reply_refs=refs, error="not allowed")
+            await self._journal.finish(claim.turn_id, outcome)
 
     async def _command(
         self,
