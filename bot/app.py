@@ -13,15 +13,21 @@ from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.journal import Journal
 from bot.metrics import Metrics
-from bot.replies import Platform
+from bot.replies import Notice, Platform, single
 from bot.router import Router
 from bot.runtime import CopilotRuntime
 from bot.scheduler import Scheduler
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import Store
+from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
+
+INTERRUPTED = (
+    "I was restarted while answering here, so my last answer is missing or incomplete. "
+    "Please send your last message again."
+)
 
 
 class App:
@@ -39,6 +45,7 @@ class App:
         self.runtime = runtime
         self.store = store
         self.platforms: dict[str, Platform] = {}
+        self.interrupted: list[ThreadKey] = []  # threads whose turn the last run left
         self.metrics = Metrics(clock)
         self.journal = Journal(store, clock)
         self.sessions = SessionManager(runtime, store, settings, self.metrics, clock)
@@ -74,14 +81,29 @@ class App:
         store = await Store.open(settings.data_dir / "threadpilot.db", clock)
         try:
             app = cls(settings, runtime, store, clock)
-            interrupted = await app.journal.recover()
-            if interrupted:
-                log.warning("%d turns were interrupted by the last shutdown", interrupted)
+            app.interrupted = await app.journal.recover()
+            if app.interrupted:
+                log.warning(
+                    "the last run stopped while answering in %d threads", len(app.interrupted)
+                )
             await runtime.start()
         except BaseException:
             await store.close()
             raise
         return app
+
+    async def tell_interrupted(self) -> None:
+        """Tell each thread whose answer the last run never finished (once platforms are
+        up): the bot does not retry on its own, since the agent may have acted already."""
+        for key in self.interrupted:
+            platform = self.platforms.get(key.platform)
+            if platform is None:
+                continue
+            try:
+                await platform.sink(key).render(single(Notice(INTERRUPTED)))
+            except Exception as exc:
+                log.warning("could not tell %s about its interrupted answer: %s", key, exc)
+        self.interrupted = []
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: the runtime, the store, and every platform's connection."""

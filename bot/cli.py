@@ -71,8 +71,10 @@ async def _serve(settings: Settings, console: bool) -> None:
         if not platforms:
             terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
             app.platforms[terminal.name] = terminal
+            await app.tell_interrupted()
             await _until(stop, terminal.run())
         else:
+            await app.tell_interrupted()
             await stop.wait()
         log.info("stopping")
     finally:

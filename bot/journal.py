@@ -179,18 +179,21 @@ class Journal:
             )
         )
 
-    async def recover(self) -> int:
-        """At start-up: entries a previous process left unfinished become interrupted."""
+    async def recover(self) -> list[ThreadKey]:
+        """At start-up: entries a previous process left unfinished become interrupted.
+        Returns the threads they were in, each once, to be told."""
         now = self._clock()
-        return await self._store.run(
-            lambda conn: (
-                conn.execute(
-                    "UPDATE turns SET status = 'interrupted', finished_at = ? "
-                    "WHERE status IN ('received', 'running')",
-                    (now,),
-                ).rowcount
-            )
-        )
+
+        def work(conn: sqlite3.Connection) -> list[ThreadKey]:
+            rows = conn.execute(
+                "UPDATE turns SET status = 'interrupted', finished_at = ? "
+                "WHERE status IN ('received', 'running') RETURNING thread_id",
+                (now,),
+            ).fetchall()
+            ids = sorted({row[0] for row in rows if row[0] is not None})
+            return [select_thread_by_id(conn, thread_id).key for thread_id in ids]
+
+        return await self._store.run(work)
 
     async def status(self, event_id: str) -> str | None:
         row = await self._store.run(

@@ -1,0 +1,74 @@
+"""Faults a production bot meets: killed mid-turn, its runtime dying, SIGTERM, a full disk,
+the model dropping a stream. Each against the real runtime and the fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from pathlib import Path
+
+from tests.conftest import start_bot, stop_bot
+from tests.fake_model import FakeModel, Reply
+from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+
+
+def slack_env(fake_slack: FakeSlack, tmp_path: Path, **more: str) -> dict[str, str]:
+    return {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_APP_TOKEN": APP_TOKEN,
+        "SLACK_API_URL": fake_slack.api_url,
+        "THREADPILOT_DATA_DIR": str(tmp_path / "data"),
+        **more,
+    }
+
+
+async def connected(fake_slack: FakeSlack, process_start: int) -> None:
+    await fake_slack.wait_for(lambda: fake_slack.connections > process_start)
+
+
+def journal_status(tmp_path: Path, event_id: str) -> str:
+    with sqlite3.connect(tmp_path / "data" / "threadpilot.db") as db:
+        row = db.execute(
+            "SELECT status FROM turns WHERE event_id = ?", (f"slack:{event_id}",)
+        ).fetchone()
+    return str(row[0])
+
+
+async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_answered_twice(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+    gate = asyncio.Event()
+    fake_model.script("killed while answering", Reply(gate=gate))
+    before = fake_slack.connections
+    first = await start_bot(tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path))
+    try:
+        await connected(fake_slack, before)
+        ts, events = fake_slack.user_message(channel, "<@UBOT> killed while answering")
+        for event in events:
+            await fake_slack.push("events_api", event)
+        await fake_model.wait_for_request("killed while answering")
+    finally:
+        first.kill()  # SIGKILL: no chance to clean up
+        await first.wait()
+        gate.set()
+
+    before = fake_slack.connections
+    second = await start_bot(tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path))
+    try:
+        await connected(fake_slack, before)
+        notice = await fake_slack.wait_for(lambda: fake_slack.replies(channel, ts))
+        assert notice[0].text.startswith(":information_source: I was restarted while answering")
+        assert journal_status(tmp_path, events[-1]["event_id"]) == "interrupted"
+
+        # Slack redelivers the mention: it is not answered a second time.
+        await fake_slack.push("events_api", events[-1], retry_attempt=1)
+        dm = "D" + channel[1:]
+        ping_ts, ping = fake_slack.user_message(dm, "ping after the restart")
+        await fake_slack.push("events_api", ping[0])
+        await fake_slack.wait_for(lambda: fake_slack.replies(dm, ping_ts))
+        assert len(fake_slack.replies(channel, ts)) == 1
+        assert len(fake_model.requests_with("killed while answering")) == 1
+    finally:
+        await stop_bot(second)
