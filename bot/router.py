@@ -23,6 +23,7 @@ from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
 from bot.replies import ErrorReply, FinalText, Notice, ReplyEvent, ReplySink, single
+from bot.runtime import RuntimeUnavailable
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
@@ -36,6 +37,7 @@ PROMPT_TOO_LONG = (
     "Your message is {:,} characters long; I take up to {:,}. "
     "Please shorten it, or attach the long part as a text file."
 )
+RESTARTING = "My agent runtime is restarting. Please try again in a moment."
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
@@ -206,9 +208,10 @@ class Router:
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
         self._metrics.error("router", repr(exc))
+        message = RESTARTING if isinstance(exc, RuntimeUnavailable) else INTERNAL_ERROR
         refs: list[str] = []
         try:
-            refs = await sink.render(single(ErrorReply(INTERNAL_ERROR)))
+            refs = await sink.render(single(ErrorReply(message)))
         except Exception:
             log.exception("could not tell the thread about the failure")
         if turn_id is not None:

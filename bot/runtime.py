@@ -6,9 +6,13 @@ model, provider, system message, tools and permissions are decided in one place.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,18 @@ _PRIVATE_ENV = (
 
 class SessionNotFound(Exception):
     """The runtime holds no such session: never persisted, deleted, or dropped by it."""
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The CLI process stopped unexpectedly and is being restarted."""
+
+
+class RuntimeStopped:
+    """Put into the event queue of every turn in flight when the CLI process dies."""
+
+
+RUNTIME_STOPPED = RuntimeStopped()
+_RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 def is_session_not_found(exc: BaseException) -> bool:
@@ -75,13 +91,18 @@ class CopilotRuntime:
         self._policy = ToolPolicy(settings.tools)
         self._client: CopilotClient | None = None
         self._started_at = 0.0
+        self._up = asyncio.Event()
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._watching: set[asyncio.Queue[Any]] = set()
+        self.on_down: list[Callable[[], None]] = []  # called when the CLI dies
         self.home = settings.data_dir / "copilot"
         self.workspaces = settings.data_dir / "workspaces"
 
     @property
     def client(self) -> CopilotClient:
         if self._client is None:
-            raise RuntimeError("the Copilot runtime is not started")
+            raise RuntimeUnavailable("the Copilot runtime is not running")
         return self._client
 
     @property
@@ -103,9 +124,23 @@ class CopilotRuntime:
             env["COPILOT_MODEL"] = str(settings.model)
         return env
 
+    def watch(self, queue: asyncio.Queue[Any]) -> None:
+        """Tell `queue` (a turn's) with RUNTIME_STOPPED if the CLI process dies."""
+        self._watching.add(queue)
+
+    def unwatch(self, queue: asyncio.Queue[Any]) -> None:
+        self._watching.discard(queue)
+
+    async def running(self) -> None:
+        """Wait until the runtime is up (again)."""
+        await self._up.wait()
+
     async def start(self) -> None:
-        if self._client is not None:
-            return
+        if self._client is None:
+            self._stopping = False
+            await self._start_client()
+
+    async def _start_client(self) -> None:
         settings = self._settings
         self.home.mkdir(parents=True, exist_ok=True)
         self.workspaces.mkdir(parents=True, exist_ok=True)
@@ -125,6 +160,8 @@ class CopilotRuntime:
         await client.start()
         self._client = client
         self._started_at = time.monotonic()
+        self._up.set()
+        self._supervisor = asyncio.create_task(self._supervise(client))
         log.info(
             "copilot runtime started in %.1fs (%s, pid %s)",
             self._started_at - started,
@@ -138,9 +175,43 @@ class CopilotRuntime:
             )
 
     async def stop(self) -> None:
+        self._stopping = True
         client, self._client = self._client, None
+        self._up.clear()
         if client is not None:
             await client.stop()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+
+    async def _supervise(self, client: CopilotClient) -> None:
+        """Wait for the CLI process to end; if nobody asked it to, restart it."""
+        process = getattr(client, "_process", None)  # the SDK keeps its child private
+        if process is None:
+            return
+        code = await asyncio.to_thread(process.wait)
+        if self._stopping or self._client is not client:
+            return
+        log.error("the Copilot CLI stopped unexpectedly (exit code %s): restarting it", code)
+        self._client = None
+        self._up.clear()
+        for queue in self._watching:
+            queue.put_nowait(RUNTIME_STOPPED)
+        for callback in self.on_down:
+            callback()
+        with contextlib.suppress(Exception):  # it is gone; release what the SDK holds
+            await client.force_stop()
+        for attempt in itertools.count():
+            await asyncio.sleep(_RESTART_BACKOFF_S[min(attempt, len(_RESTART_BACKOFF_S) - 1)])
+            if self._stopping:
+                return
+            try:
+                await self._start_client()
+            except Exception:
+                log.exception("restarting the Copilot CLI failed (attempt %d)", attempt + 1)
+            else:
+                return
 
     def _pid(self) -> int | None:
         # The SDK keeps its child process private; the pid is only for status and metrics.

@@ -58,6 +58,8 @@ class SessionManager:
         # Thread id -> its live session, least recently used first.
         self._live: OrderedDict[int, _Live] = OrderedDict()
         self.lanes = Lanes()
+        # The CLI died: its sessions are gone from memory (not from disk, to resume from).
+        runtime.on_down.append(self._live.clear)
 
     def join(self, key: ThreadKey | None) -> Ticket:
         """A place in the thread's lane: one turn or command at a time, in arrival order."""
@@ -84,16 +86,21 @@ class SessionManager:
         self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
     ) -> Turn:
         """Send `prompt` on the thread's session; iterate the returned turn's events."""
-        turn = Turn(await self._session(thread), prompt, attachments, self._turn_timeout_s)
+        turn = self._turn(await self._session(thread), prompt, attachments)
         try:
             await turn.send()
         except SessionNotFound:
             # The runtime dropped the session behind our back; its history is on disk.
             log.info("runtime no longer holds %s; resuming it", thread.session_id)
             self._live.pop(thread.id, None)
-            turn = Turn(await self._session(thread), prompt, attachments, self._turn_timeout_s)
+            turn = self._turn(await self._session(thread), prompt, attachments)
             await turn.send()
         return turn
+
+    def _turn(
+        self, session: CopilotSession, prompt: str, attachments: Sequence[Attachment]
+    ) -> Turn:
+        return Turn(session, prompt, attachments, self._turn_timeout_s, self._runtime)
 
     async def finish_turn(self, thread: ThreadRecord, turn: Turn) -> None:
         usage = turn.usage

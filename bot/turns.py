@@ -31,12 +31,21 @@ from bot.replies import (
     ToolStarted,
     Usage,
 )
-from bot.runtime import SessionNotFound, is_session_not_found
+from bot.runtime import (
+    CopilotRuntime,
+    RuntimeStopped,
+    SessionNotFound,
+    is_session_not_found,
+)
 
 log = logging.getLogger(__name__)
 
 _ABORT_GRACE_S = 10.0
 NO_ANSWER = "The agent finished without writing an answer."
+RUNTIME_STOPPED_MESSAGE = (
+    "The agent's runtime stopped unexpectedly while answering, so this answer is cut "
+    "short. It is restarting; please send your message again in a moment."
+)
 
 
 def describe_error(error: SessionErrorData) -> str:
@@ -73,12 +82,14 @@ class Turn:
         prompt: str,
         attachments: Sequence[Attachment],
         timeout_s: float,
+        runtime: CopilotRuntime,
     ) -> None:
         self._session = session
+        self._runtime = runtime
         self._prompt = prompt
         self._attachments = [attachment.to_runtime() for attachment in attachments]
         self._timeout_s = timeout_s
-        self._queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[SessionEvent | RuntimeStopped] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
         self._message_id: str | None = None
         self.user_event_id: str | None = None
@@ -92,6 +103,7 @@ class Turn:
 
     async def send(self) -> None:
         self._unsubscribe = self._session.on(self._queue.put_nowait)
+        self._runtime.watch(self._queue)
         try:
             self._message_id = await self._session.send(
                 self._prompt,
@@ -107,6 +119,7 @@ class Turn:
             raise
 
     def close(self) -> None:
+        self._runtime.unwatch(self._queue)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -127,6 +140,11 @@ class Turn:
                         f"The agent took longer than {self._timeout_s:g} seconds and was "
                         "stopped. Please try again, perhaps with a smaller request."
                     )
+                    return
+                if isinstance(event, RuntimeStopped):
+                    idle = True  # nothing left to abort
+                    self.error = "the Copilot runtime stopped"
+                    yield ErrorReply(RUNTIME_STOPPED_MESSAGE)
                     return
                 if event.agent_id:  # sub-agent chatter; its results reach the main agent
                     continue
@@ -164,7 +182,7 @@ class Turn:
                 return origin in (None, self._message_id)
         return False
 
-    async def _next_event(self, deadline: float) -> SessionEvent:
+    async def _next_event(self, deadline: float) -> SessionEvent | RuntimeStopped:
         if not self._queue.empty():
             return self._queue.get_nowait()
         # timeout_at, not wait_for: no extra task and loop round trip for every event.
@@ -209,5 +227,7 @@ class Turn:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_ABORT_GRACE_S):
-                while not isinstance((await self._queue.get()).data, SessionIdleData):
-                    pass
+                while True:
+                    event = await self._queue.get()
+                    if isinstance(event, RuntimeStopped) or isinstance(event.data, SessionIdleData):
+                        return

@@ -4,12 +4,18 @@ the model dropping a stream. Each against the real runtime and the fakes."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import uuid
 from pathlib import Path
 
-from tests.conftest import start_bot, stop_bot
-from tests.fake_model import FakeModel, Reply
+from bot.app import App
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from bot.turns import RUNTIME_STOPPED_MESSAGE
+from tests.conftest import Chat, make_settings, start_bot, stop_bot
+from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
 
@@ -72,3 +78,36 @@ async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_an
         assert len(fake_model.requests_with("killed while answering")) == 1
     finally:
         await stop_bot(second)
+
+
+async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake_model.base_url)
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    try:
+        await chat.say("crash", "before the crash: remember 99")
+        gate = asyncio.Event()
+        fake_model.script("during the crash", Reply(gate=gate))
+        turn = asyncio.create_task(chat.say("crash", "during the crash"))
+        await fake_model.wait_for_request("during the crash")
+        old_pid = (await runtime.info()).pid
+        assert old_pid is not None
+        os.kill(old_pid, signal.SIGKILL)
+
+        sink = await asyncio.wait_for(turn, 30)  # told at once, not at the turn timeout
+        gate.set()
+        assert sink.errors == [RUNTIME_STOPPED_MESSAGE]
+        async with asyncio.timeout(30):
+            await runtime.running()
+        assert (await runtime.info()).pid != old_pid
+        assert chat.app.metrics.recent_errors[-1].where == "turn"
+
+        after = await chat.say("crash", "after the crash: what number?")
+        assert after.text == "echo: after the crash: what number?"
+        request = fake_model.requests_with("after the crash")[-1]
+        assert user_texts(request)[0] == "before the crash: remember 99"  # resumed from disk
+    finally:
+        await chat.app.close()
