@@ -67,16 +67,18 @@ async def _serve(settings: Settings, console: bool) -> None:
             app.platforms[platform.name] = platform
             await platform.start()
             started.append(platform)
-        app.scheduler.start()
+        terminal = None
         if not platforms:
             terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
             app.platforms[terminal.name] = terminal
-            await app.tell_interrupted()
-            await _until(stop, terminal.run())
-        else:
-            await app.tell_interrupted()
+        app.scheduler.start()
+        await app.tell_interrupted()
+        if terminal is None:
             await stop.wait()
+        else:
+            await _first(terminal.run(), stop.wait())  # /quit, end of input, or a signal
         log.info("stopping")
+        await app.router.drain(settings.shutdown_grace_s)
     finally:
         for platform in started:
             await platform.stop()
@@ -84,15 +86,14 @@ async def _serve(settings: Settings, console: bool) -> None:
         await app.close()
 
 
-async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` until it ends or `stop` is set, whichever comes first."""
-    task = asyncio.create_task(work)
-    stopped = asyncio.create_task(stop.wait())
-    await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
-    for pending in (task, stopped):
-        pending.cancel()
+async def _first(*work: Coroutine[Any, Any, object]) -> None:
+    """Run `work` until the first of them ends; cancel the others."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in work]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await pending
+            await task
 
 
 def _status(settings: Settings) -> None:

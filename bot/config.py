@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     restore_period_s: int = Field(7 * 86400, ge=0, alias="THREADPILOT_RESTORE_PERIOD_S")
     journal_retention_s: int = Field(30 * 86400, gt=0, alias="THREADPILOT_JOURNAL_RETENTION_S")
     turn_timeout_s: float = Field(300, gt=0, alias="THREADPILOT_TURN_TIMEOUT_S")
+    shutdown_grace_s: float = Field(20, ge=0, alias="THREADPILOT_SHUTDOWN_GRACE_S")
     max_attachment_bytes: int = Field(1_000_000, ge=0, alias="THREADPILOT_MAX_ATTACHMENT_BYTES")
     max_prompt_chars: int = Field(40_000, gt=0, alias="THREADPILOT_MAX_PROMPT_CHARS")
     slack_require_mention: bool = Field(False, alias="THREADPILOT_SLACK_REQUIRE_MENTION")

@@ -121,6 +121,15 @@ class Journal:
             )
         )
 
+    async def interrupt(self, turn_id: int) -> None:
+        """The entry was stopped before it finished (the bot is shutting down)."""
+        await self._store.run(
+            statement(
+                "UPDATE turns SET status = 'interrupted', finished_at = ? WHERE id = ?",
+                (self._clock(), turn_id),
+            )
+        )
+
     async def fork_point(self, thread: ThreadRecord, message_ref: str | None) -> ForkPoint | None:
         """The branch point for a platform message of the thread: its latest turn at or
         before that message, in whichever session it was; without a message, the latest

@@ -38,6 +38,12 @@ PROMPT_TOO_LONG = (
     "Please shorten it, or attach the long part as a text file."
 )
 RESTARTING = "My agent runtime is restarting. Please try again in a moment."
+SHUTTING_DOWN = "I'm restarting right now. Please send that again in a minute."
+STOPPED_FOR_SHUTDOWN = (
+    "I had to stop before finishing this answer because I'm restarting. "
+    "Please ask again in a minute."
+)
+_STOPPING_S = 10.0  # for stopped answers to say so and record it
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
@@ -75,6 +81,8 @@ class Router:
         self._commands = commands
         self._checkpointer = checkpointer
         self._metrics = metrics
+        self._draining = False
+        self._active: set[asyncio.Task[object]] = set()
 
     async def knows(self, key: ThreadKey) -> bool:
         """Whether the bot has taken part in this thread (so follow-ups need no mention)."""
@@ -83,7 +91,29 @@ class Router:
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
         with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
-            await self._dispatch(inbound, sink)
+            if self._draining:
+                # Not journaled: a redelivery after the restart is answered then.
+                await sink.render(single(ErrorReply(SHUTTING_DOWN)))
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._active.add(task)
+            try:
+                await self._dispatch(inbound, sink)
+            finally:
+                self._active.discard(task)
+
+    async def drain(self, grace_s: float) -> None:
+        """Shutting down: take no new messages, give those under way `grace_s` seconds to
+        finish, then stop the rest (their threads are told)."""
+        self._draining = True
+        if self._active:
+            log.info("waiting up to %gs for %d answers under way", grace_s, len(self._active))
+            _, late = await asyncio.wait(self._active, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=_STOPPING_S)
 
     async def _dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         parsed = self._commands.parse(inbound)
@@ -121,11 +151,22 @@ class Router:
                 await self._turn(turn_id, inbound, thread, sink)
             else:  # adapters send nothing but commands without a thread
                 raise ValueError(f"a message outside any thread: {inbound.event_id}")
+        except asyncio.CancelledError:
+            if turn_id is not None and self._draining:
+                await self._tell_stopped(turn_id, sink)
+            raise
         except Exception as exc:
             log.exception("handling %s in %s failed", inbound.event_id, inbound.key)
             await self._report_failure(turn_id, exc, sink)
         finally:
             ticket.release()
+
+    async def _tell_stopped(self, turn_id: int, sink: ReplySink) -> None:
+        try:
+            await sink.render(single(Notice(STOPPED_FOR_SHUTDOWN)))
+            await self._journal.interrupt(turn_id)
+        except Exception:
+            log.exception("could not tell the thread its answer was stopped")
 
     async def _refuse(self, inbound: Inbound, refusal: str, sink: ReplySink) -> None:
         """Say no once per delivery, without making a thread of it."""

@@ -14,7 +14,7 @@ from bot.app import App
 from bot.runtime import CopilotRuntime
 from bot.store import Store
 from bot.turns import RUNTIME_STOPPED_MESSAGE
-from tests.conftest import Chat, make_settings, start_bot, stop_bot
+from tests.conftest import Chat, make_settings, reap, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
@@ -111,3 +111,50 @@ async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
         assert user_texts(request)[0] == "before the crash: remember 99"  # resumed from disk
     finally:
         await chat.app.close()
+
+
+async def test_sigterm_finishes_what_it_can_stops_the_rest_and_exits_cleanly(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+    quick, slow = asyncio.Event(), asyncio.Event()
+    fake_model.script("finishes in the grace period", Reply(gate=quick))
+    fake_model.script("outlasts the grace period", Reply(gate=slow))
+    before = fake_slack.connections
+    env = slack_env(fake_slack, tmp_path, THREADPILOT_SHUTDOWN_GRACE_S="3")
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
+    threads = {}
+    try:
+        await connected(fake_slack, before)
+        for text in ("finishes in the grace period", "outlasts the grace period"):
+            ts, events = fake_slack.user_message(channel, f"<@UBOT> {text}")
+            threads[text] = (ts, events[-1]["event_id"])
+            for event in events:
+                await fake_slack.push("events_api", event)
+            await fake_model.wait_for_request(text)
+
+        process.send_signal(signal.SIGTERM)
+        # While it drains, a new message is turned away (not lost: resend after restart).
+        late_ts, late = fake_slack.user_message(channel, "<@UBOT> arriving while stopping")
+        for event in late:
+            await fake_slack.push("events_api", event)
+        turned_away = await fake_slack.wait_for(lambda: fake_slack.replies(channel, late_ts))
+        assert "I'm restarting right now" in turned_away[0].text
+        quick.set()
+        async with asyncio.timeout(30):
+            assert await process.wait() == 0
+    finally:
+        slow.set()
+        log = await reap(process)
+    assert "Traceback" not in log
+
+    done_ts, done_event = threads["finishes in the grace period"]
+    assert [m.text for m in fake_slack.replies(channel, done_ts)] == [
+        "echo: finishes in the grace period"
+    ]
+    stopped_ts, stopped_event = threads["outlasts the grace period"]
+    assert fake_slack.replies(channel, stopped_ts)[-1].text.startswith(
+        ":information_source: I had to stop before finishing this answer"
+    )
+    assert journal_status(tmp_path, done_event) == "done"
+    assert journal_status(tmp_path, stopped_event) == "interrupted"
