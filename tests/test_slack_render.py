@@ -34,8 +34,10 @@ def client(fake_slack: FakeSlack) -> AsyncWebClient:
 
 
 def target(client: AsyncWebClient, channel: str | None = None) -> Target:
+    """A thread of a channel of its own, started by a question of its own."""
     channel = channel or f"C{uuid.uuid4().hex[:8].upper()}"
-    return Target(client, "T01", channel, "1800000000.000001", "U1", "1800000000.000001")
+    ts = f"1700000000.{uuid.uuid4().int % 10**6:06d}"
+    return Target(client, "T01", channel, ts, "U1", ts)
 
 
 async def stream(events: Sequence[ReplyEvent], every: float = 0.0) -> AsyncIterator[ReplyEvent]:
