@@ -15,6 +15,7 @@ from bot.replies import (
     Notice,
     ReplyEvent,
     TextDelta,
+    TextRestart,
     ToolFinished,
     ToolStarted,
 )
@@ -236,6 +237,12 @@ class LiveReply:
         self.text += text
         await self._changed()
 
+    async def restart(self, text: str) -> None:
+        """The answer so far is `text` again (the model call is being retried)."""
+        self.text = text
+        if self.ref is not None:
+            self._pacer.changed()
+
     async def tool(self, call_id: str, name: str, status: str) -> None:
         self.tools[call_id] = (name, status)
         await self._changed()
@@ -324,6 +331,8 @@ async def render_reply(
             match event:
                 case TextDelta(text):
                     await live.add(text)
+                case TextRestart(text):
+                    await live.restart(text)
                 case ToolStarted(call_id, name):
                     await live.tool(call_id, name, "in_progress")
                 case ToolFinished(call_id, name, ok):

@@ -25,6 +25,7 @@ from bot.replies import (
     ReplyEvent,
     ReplySink,
     TextDelta,
+    TextRestart,
     ToolFinished,
     ToolStarted,
 )
@@ -69,6 +70,8 @@ class ConsoleSink:
                 case TextDelta(text):
                     out.write(text)
                     streamed = True
+                case TextRestart():
+                    out.write("\n[the model was cut off; it starts its answer over]\n")
                 case ToolStarted(name=name):
                     out.write(f"\n[using {name}...]\n")
                 case ToolFinished(name=name, ok=ok):

@@ -18,6 +18,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class TextRestart:
+    """The model call under way failed part-way and is being retried: what it streamed is
+    void, and the answer so far is `text` again."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolStarted:
     call_id: str
     name: str
@@ -70,7 +78,9 @@ class OpenedThread:
     link: str
 
 
-ReplyEvent = TextDelta | ToolStarted | ToolFinished | Usage | FinalText | Notice | ErrorReply
+ReplyEvent = (
+    TextDelta | TextRestart | ToolStarted | ToolFinished | Usage | FinalText | Notice | ErrorReply
+)
 
 
 async def single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:

@@ -12,6 +12,7 @@ from copilot._jsonrpc import JsonRpcError
 from copilot.session_events import (
     AssistantMessageData,
     AssistantMessageDeltaData,
+    AssistantTurnRetryData,
     SessionErrorData,
     SessionEvent,
     SessionIdleData,
@@ -27,6 +28,7 @@ from bot.replies import (
     FinalText,
     ReplyEvent,
     TextDelta,
+    TextRestart,
     ToolFinished,
     ToolStarted,
     Usage,
@@ -68,6 +70,11 @@ def describe_error(error: SessionErrorData) -> str:
             f"The model provider failed to answer (HTTP {status}), even after retrying. "
             "Please try again in a moment."
         )
+    if error.message.startswith("Failed to get response from the AI model"):
+        return (
+            "I could not get an answer from the model provider: the connection failed or "
+            "broke off, even after retrying. Please try again in a moment."
+        )
     detail = error.message.strip().splitlines()[0][:300] if error.message.strip() else "unknown"
     return f"The agent ran into an error: {detail}"
 
@@ -99,6 +106,8 @@ class Turn:
         self.usage: Usage | None = None
         self._pieces: list[str] = []
         self._streaming_id: str | None = None
+        self._deltas: list[str] = []  # the text streamed so far
+        self._kept = 0  # of those deltas, the ones of messages the runtime completed
         self._tools: dict[str, str] = {}
 
     async def send(self) -> None:
@@ -196,8 +205,9 @@ class Turn:
                 # A new message of the same answer (after a tool call): the deltas join
                 # up exactly as the final answer does.
                 if message_id != self._streaming_id:
-                    text = f"\n\n{text}" if self._streaming_id else text
+                    text = f"\n\n{text}" if self._deltas else text
                     self._streaming_id = message_id
+                self._deltas.append(text)
                 return TextDelta(text)
             case AssistantMessageData(content=text, chunk_index=chunk) if text:
                 if chunk and self._pieces:  # a long message delivered in chunks
@@ -205,6 +215,14 @@ class Turn:
                 else:
                     self._pieces.append(text)
                 self.answer_event_id = str(event.id)
+                self._kept = len(self._deltas)
+            case AssistantTurnRetryData(reason=reason):
+                # The stream broke off (the provider dropped it, say) and the runtime asks
+                # again: the message it was streaming starts over.
+                log.info("model call in %s retried: %s", self._session.session_id, reason)
+                del self._deltas[self._kept :]
+                self._streaming_id = None
+                return TextRestart("".join(self._deltas))
             case ToolExecutionStartData(tool_call_id=call_id, tool_name=name):
                 self._tools[call_id] = name
                 return ToolStarted(call_id, name)

@@ -24,7 +24,15 @@ from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.inbound import Inbound
-from bot.replies import ErrorReply, FinalText, Notice, OpenedThread, ReplyEvent, TextDelta
+from bot.replies import (
+    ErrorReply,
+    FinalText,
+    Notice,
+    OpenedThread,
+    ReplyEvent,
+    TextDelta,
+    TextRestart,
+)
 from bot.runtime import CopilotRuntime
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
@@ -92,7 +100,14 @@ class RecordingSink:
 
     @property
     def streamed(self) -> str:
-        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+        """The streamed text as a reader saw it last: deltas, a restart replacing it all."""
+        shown = ""
+        for event in self.events:
+            if isinstance(event, TextDelta):
+                shown += event.text
+            elif isinstance(event, TextRestart):
+                shown = event.text
+        return shown
 
     @property
     def errors(self) -> list[str]:

@@ -67,6 +67,7 @@ class Reply:
     tool_calls: list[ToolCall] = field(default_factory=list)
     chunks: int = 3
     chunk_delay: float = 0.0  # seconds between streamed chunks (a model's pace)
+    drop_after: int | None = None  # streamed chunks before the connection drops
     prompt_tokens: int | None = None  # reported usage; default: a rough count
 
 
@@ -219,6 +220,10 @@ class FakeModel:
         size = max(1, -(-len(text) // max(1, reply.chunks)))
         pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
         for index, piece in enumerate(pieces):
+            if index == reply.drop_after:
+                assert request.transport is not None
+                request.transport.abort()  # the connection drops half-way
+                return response
             if index and reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             await send(

@@ -46,7 +46,11 @@ class Message:
     text: str = ""
     streaming: bool = False  # a chat.startStream message not stopped yet
     file: bytes | None = None  # the content of an uploaded file
-    edits: int = 0
+    shown: list[str] = field(default_factory=list)  # every text it showed, in order
+
+    def show(self, text: str) -> None:
+        self.text = text
+        self.shown.append(text)
 
 
 @dataclass
@@ -177,9 +181,9 @@ class FakeSlack(FakeServer):
             ts=self.new_ts(),
             thread_ts=args.get("thread_ts") or None,
             user=BOT_USER,
-            text=text,
             streaming=streaming,
         )
+        message.show(text)
         self.messages.append(message)
         return message
 
@@ -197,7 +201,7 @@ class FakeSlack(FakeServer):
             return {"ok": False, "error": "message_not_found"}
         if len(text) > 4_000:  # chat.update text is capped at 4,000 characters
             return {"ok": False, "error": "msg_too_long"}
-        message.text, message.edits = text, message.edits + 1
+        message.show(text)
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
     def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -216,17 +220,15 @@ class FakeSlack(FakeServer):
         message = self._message(args["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.text += args.get("markdown_text") or ""
-        message.edits += 1
+        message.show(message.text + (args.get("markdown_text") or ""))
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._message(args["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.text += args.get("markdown_text") or ""
+        message.show(message.text + (args.get("markdown_text") or ""))
         message.streaming = False
-        message.edits += 1
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import App
 from bot.config import Settings
-from bot.replies import FinalText, ToolFinished, ToolStarted
+from bot.replies import FinalText, TextRestart, ToolFinished, ToolStarted
 from bot.router import EMPTY_PROMPT
 from bot.runtime import CopilotRuntime
 from bot.store import Store
@@ -33,6 +33,38 @@ async def test_a_model_500_becomes_an_error_and_the_thread_recovers(
     assert after.errors == [] and after.text == "echo: are you back?"
     assert await chat.journal_status(sink) == "failed"
     assert await chat.journal_status(after) == "done"
+
+
+async def test_a_stream_that_breaks_off_is_retried_and_the_half_answer_withdrawn(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    answer = "The whole answer, which streams in several pieces."
+    fake_model.script("drop then answer", Reply(text=answer, chunks=5, drop_after=2), times=2)
+    fake_model.script("drop then answer", Reply(text=answer, chunks=5))
+
+    sink = await chat.say("dropped", "drop then answer")
+
+    assert sink.errors == [] and sink.text == answer
+    assert sum(isinstance(e, TextRestart) for e in sink.events) == 2
+    assert sink.streamed == answer  # no half attempt left in what the reader saw
+    assert len(fake_model.requests_with("drop then answer")) == 3
+
+
+async def test_a_stream_that_keeps_breaking_off_ends_in_a_clear_error(
+    chat: Chat, fake_model: FakeModel
+) -> None:
+    broken = Reply(text="never finished", chunks=4, drop_after=1)
+    fake_model.script("always drop", broken, times=None)
+
+    sink = await chat.say("dropping", "always drop")
+
+    assert len(sink.errors) == 1 and "connection failed or broke off" in sink.errors[0]
+    after = await chat.say("dropping", "still there?")
+    assert after.errors == [] and after.text == "echo: still there?"
+    assert user_texts(fake_model.requests_with("still there?")[-1]) == [
+        "always drop",
+        "still there?",
+    ]
 
 
 async def test_a_hanging_model_times_out_and_the_thread_answers_afterwards(

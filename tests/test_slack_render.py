@@ -18,6 +18,7 @@ from bot.replies import (
     Notice,
     ReplyEvent,
     TextDelta,
+    TextRestart,
     ToolFinished,
     ToolStarted,
 )
@@ -156,6 +157,26 @@ async def test_tool_activity_is_shown_while_it_runs(
     } in chunks
     assert any(c["status"] == "complete" for c in chunks)
     assert fake_slack.replies(where.channel, str(where.thread_ts))[0].text == "Done looking."
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_retried_answer_withdraws_the_half_that_broke_off(
+    client: AsyncWebClient, fake_slack: FakeSlack, streaming: bool
+) -> None:
+    where = target(client)
+    events = [
+        TextDelta("Half of a first"),
+        TextRestart(""),
+        TextDelta("The answer, "),
+        TextDelta("asked again."),
+        FinalText("The answer, asked again."),
+    ]
+    await SlackSink(where, StreamingSupport(streaming), 0.01).render(stream(events, every=0.05))
+
+    (reply,) = fake_slack.replies(where.channel, str(where.thread_ts))
+    assert reply.text == "The answer, asked again."
+    assert reply.shown[0] == "Half of a first"
+    assert not any("Half" in text and "answer" in text for text in reply.shown)
 
 
 async def test_errors_and_notices_reach_the_thread(

@@ -164,6 +164,14 @@ class _SlackReply(LiveReply):
             self._streamed += len(new)
         return None
 
+    async def restart(self, text: str) -> None:
+        if self._stream and not text.startswith(self.text[: self._streamed]):
+            # A stream only grows: end it, and edit the message from here on.
+            await self._stream_call(self._target.client.chat_stopStream)
+            self._stream = False
+            self._pacer.edited()
+        await super().restart(text)
+
     async def _last(self, first: str, whole: bool) -> str:
         if not self._stream:
             return await super()._last(first, whole)
