@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -44,6 +45,11 @@ STOPPED_FOR_SHUTDOWN = (
     "Please ask again in a minute."
 )
 _STOPPING_S = 10.0  # for stopped answers to say so and record it
+STORE_FAILING = (
+    "I couldn't save this conversation: my database refused a write (its disk may be "
+    "full), so I stopped rather than lose track of it. Please try again later; an admin "
+    "should check my logs."
+)
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
@@ -249,7 +255,11 @@ class Router:
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
         self._metrics.error("router", repr(exc))
-        message = RESTARTING if isinstance(exc, RuntimeUnavailable) else INTERNAL_ERROR
+        message = INTERNAL_ERROR
+        if isinstance(exc, RuntimeUnavailable):
+            message = RESTARTING
+        elif isinstance(exc, sqlite3.Error):
+            message = STORE_FAILING
         refs: list[str] = []
         try:
             refs = await sink.render(single(ErrorReply(message)))

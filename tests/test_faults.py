@@ -12,9 +12,10 @@ from pathlib import Path
 
 from bot.app import App
 from bot.runtime import CopilotRuntime
+from bot.router import STORE_FAILING
 from bot.store import Store
 from bot.turns import RUNTIME_STOPPED_MESSAGE
-from tests.conftest import Chat, make_settings, reap, start_bot, stop_bot
+from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
@@ -158,3 +159,37 @@ async def test_sigterm_finishes_what_it_can_stops_the_rest_and_exits_cleanly(
     )
     assert journal_status(tmp_path, done_event) == "done"
     assert journal_status(tmp_path, stopped_event) == "interrupted"
+
+
+async def test_a_full_disk_is_reported_in_the_thread_and_nothing_is_corrupted(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    chat = await make_chat()
+    kept = await chat.say("kept", "remember the number 42")
+    assert kept.text == "echo: remember the number 42"
+    store = chat.app.store
+    # What a full disk does to SQLite: the database may not grow past its present pages.
+    async with store.db.execute("PRAGMA page_count") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    await store.db.execute(f"PRAGMA max_page_count = {row[0]}")
+
+    refused = None
+    for n in range(200):  # new threads fill the free pages until a write is refused
+        sink = await chat.say(f"new-{n}", "/help")
+        if sink.errors:
+            refused = sink
+            break
+    assert refused is not None, "the database never filled up"
+    assert refused.errors == [STORE_FAILING]
+    later = await chat.say("kept", "said while the disk is full")
+    assert later.errors == [STORE_FAILING]
+    assert fake_model.requests_with("said while the disk is full") == []  # stopped first
+
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    await store.db.execute("PRAGMA max_page_count = 1000000")  # space freed
+    after = await chat.say("kept", "what number did I mention?")
+    assert after.errors == [] and after.text == "echo: what number did I mention?"
+    request = fake_model.requests_with("what number did I mention?")[-1]
+    assert user_texts(request) == ["remember the number 42", "what number did I mention?"]
