@@ -11,8 +11,8 @@ import uuid
 from pathlib import Path
 
 from bot.app import App
-from bot.runtime import CopilotRuntime
 from bot.router import STORE_FAILING
+from bot.runtime import CopilotRuntime
 from bot.store import Store
 from bot.turns import RUNTIME_STOPPED_MESSAGE
 from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, stop_bot
