@@ -149,7 +149,7 @@ async def test_hostile_thread_ids_work_end_to_end_inside_the_data_dir(
 
 
 async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspace(
-    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(tmp_path, fake_model.base_url, tools=("view",))
     runtime = CopilotRuntime(settings, cli_path)
@@ -184,6 +184,8 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
         assert "the workspace note" in str(tool_results[0])
         assert "a secret" not in str(tool_results)
         assert [t["function"]["name"] for t in follow_up["tools"]] == ["view"]
+        denials = [r.getMessage() for r in caplog.records if "denied" in r.getMessage()]
+        assert len(denials) == 1 and str(outside) in denials[0]  # each refusal is logged
     finally:
         await chat.app.close()
 
