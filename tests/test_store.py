@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,22 @@ async def test_opening_migrates_once_in_wal_mode(tmp_path: Path) -> None:
         assert again == thread and again.session_id == "discord-111-222-333-g1"
     finally:
         await reopened.close()
+
+
+async def test_a_write_waits_out_another_writer_instead_of_failing(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    other = sqlite3.connect(tmp_path / "db.sqlite", isolation_level=None)  # e.g. a backup
+    try:
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock
+        write = asyncio.create_task(store.ensure_thread(KEY))
+        done, _ = await asyncio.wait({write}, timeout=1.0)
+        assert not done  # waiting on the busy timeout, not failed with "database is locked"
+        other.execute("COMMIT")
+        thread = await write
+        assert await store.thread(KEY) == thread
+    finally:
+        other.close()
+        await store.close()
 
 
 async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
