@@ -3,9 +3,13 @@
 - REST: users, application commands (sync), channel messages (JSON and multipart),
   typing, threads, interaction callbacks and webhook follow-ups and edits, attachment
   downloads. Responses are exactly `application/json`; a scripted 429 carries a `Via`
-  header and a JSON `retry_after`, as discord.py needs to treat it as a rate limit.
+  header and a JSON `retry_after`, as discord.py needs to treat it as a rate limit. A
+  global one holds back every bot-token request (not webhooks or interactions) until it
+  has passed: one that comes too soon is refused with a global 429 again.
 - Gateway: HELLO, IDENTIFY, READY (with a loopback `resume_gateway_url`), GUILD_CREATE,
-  heartbeats and acks, RESUME, RECONNECT; zlib-stream and zstd-stream compression.
+  heartbeats and acks, RESUME (replaying what the client missed), RECONNECT,
+  INVALID_SESSION (resumable, or not: then IDENTIFY gets a new session id; also the
+  answer to a RESUME of a session that is gone); zlib-stream and zstd-stream compression.
   Tests dispatch MESSAGE_CREATE and INTERACTION_CREATE as Discord would.
 - What people see is kept per channel: messages as posted and edited, and each
   interaction's original response and follow-ups.
@@ -19,10 +23,10 @@ import json
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import zstandard
@@ -32,6 +36,7 @@ from tests.fake_server import FakeServer
 
 TOKEN = "fake-discord-token"
 MESSAGE_CONTENT_INTENT = 1 << 15
+T = TypeVar("T")
 _SNOWFLAKES = itertools.count(1_300_000_000_000_000_000)
 
 
@@ -84,6 +89,22 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+def _rate_limited(retry_after: float, is_global: bool) -> web.Response:
+    headers = {
+        "Via": "1.1 google",
+        "Retry-After": str(retry_after),
+        "X-RateLimit-Scope": "global" if is_global else "user",
+    }
+    if is_global:
+        headers["X-RateLimit-Global"] = "true"
+    return _json(
+        {"message": "You are being rate limited.", "retry_after": retry_after,
+         "global": is_global},
+        status=429,
+        headers=headers,
+    )  # fmt: skip
+
+
 @dataclass
 class Message:
     id: str
@@ -125,6 +146,7 @@ class Message:
 class Interaction:
     id: str
     token: str
+    channel_id: str
     callbacks: list[tuple[int, float, dict[str, Any]]] = field(default_factory=list)
     original: Message | None = None
     created: float = field(default_factory=time.monotonic)
@@ -136,6 +158,14 @@ class Call:
     path: str
     body: Any
     at: float
+
+
+@dataclass
+class _RateLimit:
+    method: str
+    path: re.Pattern[str]
+    retry_after: float
+    is_global: bool
 
 
 class FakeDiscord(FakeServer):
@@ -160,7 +190,10 @@ class FakeDiscord(FakeServer):
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> commands
         self.identified: list[dict[str, Any]] = []  # IDENTIFY payloads
         self.resumes = 0
-        self._rate_limits: list[tuple[str, re.Pattern[str], float]] = []
+        self.readies = 0  # READY and GUILD_CREATE sent after an IDENTIFY
+        self.replayed = 0  # dispatches sent again on RESUME
+        self._rate_limits: list[_RateLimit] = []
+        self._global_until = 0.0  # monotonic time a global rate limit ends
         self._files: dict[str, tuple[str, bytes]] = {}
         self._compress: Callable[[bytes], bytes] | None = None
         self._ready = asyncio.Event()
@@ -183,9 +216,17 @@ class FakeDiscord(FakeServer):
     def gateway_url(self) -> str:
         return f"ws://{self.base.removeprefix('http://')}/gateway/"
 
-    def rate_limit(self, method: str, path: str, retry_after: float) -> None:
-        """Answer the next request matching `method` and the `path` regex with a 429."""
-        self._rate_limits.append((method, re.compile(path), retry_after))
+    def rate_limit(
+        self, method: str, path: str, retry_after: float, is_global: bool = False
+    ) -> None:
+        """Answer the next request matching `method` and the `path` regex with a 429 (one
+        per call: call again for a burst); `is_global` limits the whole bot token."""
+        self._rate_limits.append(_RateLimit(method, re.compile(path), retry_after, is_global))
+
+    @property
+    def pending_rate_limits(self) -> list[str]:
+        """Scripted 429s no request has met yet."""
+        return [f"{limit.method} {limit.path.pattern}" for limit in self._rate_limits]
 
     def in_channel(self, channel_id: str) -> list[Message]:
         return [m for m in self.messages.values() if m.channel_id == channel_id]
@@ -240,13 +281,17 @@ class FakeDiscord(FakeServer):
             self._sequence, self._sent = 0, []
             await self._dispatch("READY", self._ready_payload(), replayable=False)
             await self._dispatch("GUILD_CREATE", self._guild(), replayable=False)
+            self.readies += 1
             self._ready.set()
+        elif op == 6 and message["d"]["session_id"] != self.session_id:
+            await self._send({"op": 9, "d": False})  # that session is gone
         elif op == 6:  # resume
-            self.resumes += 1
             for event in self._sent:
                 if event["s"] > (message["d"].get("seq") or 0):
+                    self.replayed += 1
                     await self._send(event)
             await self._dispatch("RESUMED", {}, replayable=False)
+            self.resumes += 1
             self._ready.set()
         await self._notify()
 
@@ -323,6 +368,23 @@ class FakeDiscord(FakeServer):
         await self._send({"op": 7, "d": None})
         await self.wait_for(lambda: self.resumes > resumes and self._ready.is_set())
 
+    async def invalidate_session(
+        self, resumable: bool, meanwhile: Awaitable[T] | None = None, on_resume: bool = False
+    ) -> T | None:
+        """Op 9: the session is invalid. Resumable, the client is to RESUME it; else the
+        session is gone and the client must IDENTIFY afresh (READY with a new session id).
+        `on_resume`: the session expires while the client reconnects (op 7), and its RESUME
+        is what gets the op 9. `meanwhile` (say, a message) happens right after the op,
+        before the client is back. Returns once it is, with what `meanwhile` returned."""
+        assert not (resumable and on_resume), "an expired session cannot be resumed"
+        resumes, readies = self.resumes, self.readies
+        if not resumable:
+            self.session_id = f"fake-session-{snowflake()}"
+        await self._send({"op": 7, "d": None} if on_resume else {"op": 9, "d": resumable})
+        done = await meanwhile if meanwhile is not None else None
+        await self.wait_for(lambda: self.resumes > resumes if resumable else self.readies > readies)
+        return done
+
     # --- what people do ---------------------------------------------------------------
 
     async def say(
@@ -385,7 +447,7 @@ class FakeDiscord(FakeServer):
         target: Message | None = None,
     ) -> Interaction:
         """A person uses a slash command (or, with `target`, a message command)."""
-        interaction = Interaction(snowflake(), f"token-{snowflake()}")
+        interaction = Interaction(snowflake(), f"token-{snowflake()}", channel_id)
         self.interactions[interaction.token] = interaction
         data: dict[str, Any] = {"id": snowflake(), "name": name, "type": 1}
         if options:
@@ -435,23 +497,27 @@ class FakeDiscord(FakeServer):
         body, files = await self._body(request)
         self.calls.append(Call(request.method, path, body, time.monotonic()))
         try:
-            for limit in self._rate_limits:
-                method, pattern, retry_after = limit
-                if method == request.method and pattern.fullmatch(path):
-                    self._rate_limits.remove(limit)
-                    return _json(
-                        {"message": "You are being rate limited.", "retry_after": retry_after,
-                         "global": False},
-                        status=429,
-                        headers={"Via": "1.1 google", "Retry-After": str(retry_after),
-                                 "X-RateLimit-Scope": "user"},
-                    )  # fmt: skip
-            is_webhook = path.startswith(("/webhooks/", "/interactions/"))
-            if not is_webhook and request.headers.get("Authorization") != f"Bot {TOKEN}":
-                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
-            return await self._route(request.method, path, body, files)
+            return await self._answer(request, path, body, files)
         finally:
             await self._notify()
+
+    async def _answer(
+        self, request: web.Request, path: str, body: Any, files: list[bytes]
+    ) -> web.Response:
+        # Webhooks and interactions are outside the bot's global rate limit.
+        is_webhook = path.startswith(("/webhooks/", "/interactions/"))
+        now = time.monotonic()
+        if not is_webhook and now < self._global_until:
+            return _rate_limited(self._global_until - now, is_global=True)
+        for limit in self._rate_limits:
+            if limit.method == request.method and limit.path.fullmatch(path):
+                self._rate_limits.remove(limit)
+                if limit.is_global:
+                    self._global_until = now + limit.retry_after
+                return _rate_limited(limit.retry_after, limit.is_global)
+        if not is_webhook and request.headers.get("Authorization") != f"Bot {TOKEN}":
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        return await self._route(request.method, path, body, files)
 
     async def _body(self, request: web.Request) -> tuple[Any, list[bytes]]:
         if request.content_type == "application/json":
@@ -502,7 +568,7 @@ class FakeDiscord(FakeServer):
                 data = body.get("data") or {}
                 interaction.callbacks.append((body["type"], time.monotonic(), data))
                 if body["type"] in (4, 5):  # a message, or "thinking…" to be edited later
-                    channel = self._interaction_channel(interaction)
+                    channel = interaction.channel_id
                     message = Message(
                         snowflake(), channel, BOT_USER, data.get("content") or "",
                         interaction_token=token, ephemeral=bool((data.get("flags") or 0) & 64),
@@ -531,7 +597,7 @@ class FakeDiscord(FakeServer):
                 interaction = self.interactions[token]
                 data = body or {}
                 message = Message(
-                    snowflake(), self._interaction_channel(interaction), BOT_USER,
+                    snowflake(), interaction.channel_id, BOT_USER,
                     data.get("content") or "", interaction_token=token,
                     ephemeral=bool((data.get("flags") or 0) & 64),
                 )  # fmt: skip
@@ -539,14 +605,6 @@ class FakeDiscord(FakeServer):
                 self.messages[message.id] = message
                 return _json(message.payload(self._guild_of(message.channel_id)))
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
-
-    def _interaction_channel(self, interaction: Interaction) -> str:
-        dispatched = next(
-            e
-            for e in self._sent
-            if e["t"] == "INTERACTION_CREATE" and e["d"]["id"] == interaction.id
-        )
-        return str(dispatched["d"]["channel_id"])
 
     def _edit(self, message: Message, body: Any, files: list[bytes]) -> dict[str, Any]:
         body = body or {}

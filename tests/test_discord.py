@@ -4,6 +4,7 @@ gateway), the real Copilot CLI against the fake model."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.fake_discord import (
     TEXT_CHANNEL,
     TOKEN,
     FakeDiscord,
+    Message,
 )
 from tests.fake_model import FakeModel, Reply, user_texts
 
@@ -438,3 +440,123 @@ async def test_a_slow_answer_shows_the_typing_indicator(
     gate.set()
     await discord_bot.dispatched(message.id)
     assert discord_bot.texts(thread) == ["echo: think slowly"]
+
+
+@pytest.mark.parametrize(
+    ("resumable", "on_resume"),
+    [(True, False), (False, False), (False, True)],
+    ids=["resumable", "identify-afresh", "resume-refused"],
+)
+async def test_an_invalid_session_mid_turn_loses_no_answer_and_no_history(
+    discord_bot: DiscordHarness, fake_model: FakeModel, resumable: bool, on_resume: bool
+) -> None:
+    fake = discord_bot.fake
+    tag = "resume" if resumable else "refused" if on_resume else "afresh"
+    threads = []
+    for name in ("by message", "by ask"):
+        start = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> {tag} {name}")
+        await discord_bot.dispatched(start.id)
+        threads.append(await discord_bot.thread_of(start))
+    in_thread, by_ask = threads
+    gate = asyncio.Event()
+    for held in ("held message", "held ask"):
+        fake_model.script(f"{tag} {held}", Reply(gate=gate))
+    message = await fake.say(in_thread, f"{tag} held message")
+    interaction = await fake.command("ask", by_ask, {"prompt": f"{tag} held ask"})
+    await fake_model.wait_for_request(f"{tag} held message")
+    await fake_model.wait_for_request(f"{tag} held ask")
+
+    async def meanwhile() -> Message | None:
+        gate.set()  # answers go on while the gateway is away (5 s before a new IDENTIFY)
+        # A session that resumes gets what was said while it was away (queued behind the
+        # held turn); one begun afresh does not, as with Discord.
+        return await fake.say(in_thread, f"{tag} said in the gap") if resumable else None
+
+    old_session, replayed = fake.session_id, fake.replayed
+    gap = await fake.invalidate_session(resumable, meanwhile(), on_resume)  # until it is back
+    assert (fake.session_id == old_session) is resumable
+    assert (fake.replayed > replayed) is resumable
+    await discord_bot.dispatched(message.id)
+    await discord_bot.dispatched(interaction.id)
+    held_texts = [f"{tag} by message", f"{tag} held message"]
+    if gap is not None:
+        await discord_bot.dispatched(gap.id)
+        held_texts.append(gap.content)
+    assert discord_bot.texts(in_thread) == [f"echo: {text}" for text in held_texts]
+    assert [m.content for m in fake.responses(interaction)] == [f"echo: {tag} held ask"]
+
+    after = await fake.say(in_thread, f"{tag} after the message")
+    again = await fake.command("ask", by_ask, {"prompt": f"{tag} after the ask"})
+    await discord_bot.dispatched(after.id)
+    await discord_bot.dispatched(again.id)
+    assert discord_bot.texts(in_thread)[-1] == f"echo: {tag} after the message"
+    assert [m.content for m in fake.responses(again)] == [f"echo: {tag} after the ask"]
+    assert user_texts(fake_model.requests_with(f"{tag} after the message")[-1]) == [
+        *held_texts,
+        f"{tag} after the message",
+    ]
+    assert user_texts(fake_model.requests_with(f"{tag} after the ask")[-1]) == [
+        f"{tag} by ask",
+        f"{tag} held ask",
+        f"{tag} after the ask",
+    ]
+    assert discord_bot.adapter.client.ws.session_id == fake.session_id
+
+
+def _paragraphs(tag: str, count: int) -> str:
+    """An answer of `count` paragraphs of ~940 characters: two fit in a message, three do not."""
+    return "\n\n".join(" ".join(f"{tag}{p}_{i}" for i in range(150)) for p in range(count))
+
+
+async def test_a_burst_of_429s_on_every_route_while_threads_answer_at_once(
+    discord_bot: DiscordHarness, fake_model: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = discord_bot.fake
+    threads = []
+    for n in range(3):
+        start = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> burst thread {n}")
+        await discord_bot.dispatched(start.id)
+        threads.append(await discord_bot.thread_of(start))
+    split, asked, typed = threads
+    long_message, long_ask, short = _paragraphs("m", 3), _paragraphs("a", 3), _paragraphs("n", 1)
+    assert 2_000 < len(long_message) < 6_000 and len(short) < 2_000
+    fake_model.script("burst split", Reply(text=long_message, chunks=30, chunk_delay=0.02))
+    fake_model.script("burst ask", Reply(text=long_ask, chunks=30, chunk_delay=0.02))
+    fake_model.script("burst new thread", Reply(text=short, chunks=10, chunk_delay=0.02))
+    gate = asyncio.Event()
+    fake_model.script("burst typing", Reply(gate=gate))
+
+    fake.rate_limit("POST", rf"/channels/{typed}/typing", retry_after=0.3, is_global=True)
+    for _ in range(2):
+        fake.rate_limit("POST", r"/channels/\d+/messages", retry_after=0.2)
+        fake.rate_limit("PATCH", r"/channels/\d+/messages/\d+", retry_after=0.2)
+        fake.rate_limit("PATCH", r"/webhooks/\d+/token-\d+/messages/@original", retry_after=0.2)
+    fake.rate_limit("POST", r"/webhooks/\d+/token-\d+", retry_after=0.2)  # a follow-up
+
+    events = [
+        (await fake.say(split, "burst split")).id,
+        (ask := await fake.command("ask", asked, {"prompt": "burst ask"})).id,
+        (new := await fake.command("ask", TEXT_CHANNEL, {"prompt": "burst new thread"})).id,
+        (await fake.say(typed, "burst typing")).id,
+    ]
+    await fake.wait_for(lambda: any(c.path == f"/channels/{typed}/typing" for c in fake.calls))
+    gate.set()
+    await asyncio.gather(*(discord_bot.dispatched(event) for event in events))
+
+    assert fake.pending_rate_limits == []
+    split_start, *split_parts = discord_bot.texts(split)
+    assert split_start == "echo: burst thread 0"
+    assert len(split_parts) == 2 and "\n\n".join(split_parts) == long_message
+    ask_parts = [m.content for m in fake.responses(ask)]
+    assert len(ask_parts) == 2 and "\n\n".join(ask_parts) == long_ask
+    new_thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
+    assert [m.content for m in fake.responses(new)] == [f"Answering in <#{new_thread}>."]
+    assert discord_bot.texts(new_thread) == ["**ada** asked: burst new thread", short]
+    assert discord_bot.texts(typed) == ["echo: burst thread 2", "echo: burst typing"]
+    complaints = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR
+        or (r.name.startswith("adapters") and r.levelno >= logging.WARNING)
+    ]
+    assert complaints == []
