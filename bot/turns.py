@@ -165,6 +165,9 @@ class Turn:
                     idle = True
                     break
                 reply = self._translate(event)
+                if isinstance(reply, ErrorReply) and len(self._deltas) > self._kept:
+                    # The message being streamed will never be finished: take its half back.
+                    yield self._withdraw_unfinished()
                 if reply is not None:
                     yield reply
             if self.usage is not None:
@@ -220,9 +223,7 @@ class Turn:
                 # The stream broke off (the provider dropped it, say) and the runtime asks
                 # again: the message it was streaming starts over.
                 log.info("model call in %s retried: %s", self._session.session_id, reason)
-                del self._deltas[self._kept :]
-                self._streaming_id = None
-                return TextRestart("".join(self._deltas))
+                return self._withdraw_unfinished()
             case ToolExecutionStartData(tool_call_id=call_id, tool_name=name):
                 self._tools[call_id] = name
                 return ToolStarted(call_id, name)
@@ -235,6 +236,11 @@ class Turn:
                 log.warning("turn in %s failed: %s", self._session.session_id, error.message)
                 return ErrorReply(describe_error(error))
         return None
+
+    def _withdraw_unfinished(self) -> TextRestart:
+        del self._deltas[self._kept :]
+        self._streaming_id = None
+        return TextRestart("".join(self._deltas))
 
     async def _abort(self) -> None:
         """Stop the running turn and wait (briefly) until the session is idle again."""

@@ -59,6 +59,7 @@ async def test_a_stream_that_keeps_breaking_off_ends_in_a_clear_error(
     sink = await chat.say("dropping", "always drop")
 
     assert len(sink.errors) == 1 and "connection failed or broke off" in sink.errors[0]
+    assert sink.streamed == ""  # the last attempt's half answer was withdrawn too
     after = await chat.say("dropping", "still there?")
     assert after.errors == [] and after.text == "echo: still there?"
     assert user_texts(fake_model.requests_with("still there?")[-1]) == [
