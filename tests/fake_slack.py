@@ -74,6 +74,7 @@ class FakeSlack(FakeServer):
         self.messages: list[Message] = []
         self.ephemeral: list[dict[str, Any]] = []  # postEphemeral and response_url replies
         self.reactions: list[tuple[str, str, str]] = []  # (action, ts, name)
+        self.statuses: dict[tuple[str, str], str] = {}  # (channel, thread_ts) -> assistant status
         self.streaming_enabled = True
         self._scripts: dict[str, list[Scripted]] = {}
         self._ts = itertools.count(1)
@@ -99,6 +100,16 @@ class FakeSlack(FakeServer):
 
     def script(self, method: str, scripted: Scripted) -> None:
         self._scripts.setdefault(method, []).append(scripted)
+
+    def unscript(self) -> dict[str, int]:
+        """Drop the scripted answers not served yet; return how many there were, by method."""
+        left = {
+            method: sum(scripted.times for scripted in scripts)
+            for method, scripts in self._scripts.items()
+            if scripts
+        }
+        self._scripts.clear()
+        return left
 
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -248,6 +259,7 @@ class FakeSlack(FakeServer):
         return {}
 
     def _assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.statuses[(args["channel_id"], args["thread_ts"])] = args.get("status") or ""
         return {}
 
     def _files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -442,11 +454,14 @@ class FakeSlack(FakeServer):
         url: str,
         body: str,
         content_type: str = "application/json",
+        *,
         secret: str = SIGNING_SECRET,
         retry_num: int | None = None,
+        age_s: int = 0,
     ) -> tuple[int, str]:
-        """POST a delivery to the bot, signed as Slack signs (with `secret`)."""
-        timestamp = str(int(time.time()))
+        """POST a delivery to the bot, signed as Slack signs (with `secret`), stamped
+        `age_s` seconds ago (negative: in the future), as a replayed request would be."""
+        timestamp = str(int(time.time()) - age_s)
         digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256)
         headers = {
             "Content-Type": content_type,

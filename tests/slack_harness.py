@@ -22,6 +22,7 @@ class SlackHarness:
         self.dm = "D" + channel[1:]
         self._watch = DispatchWatcher(app)
         self.dispatched = self._watch.dispatched
+        self.handled = self._watch.handled  # event ids the core has handled
         self._channels = itertools.count(1)
 
     def new_channel(self) -> str:

@@ -4,7 +4,9 @@ the real Copilot CLI against the fake model."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +18,15 @@ from bot.http_server import HttpServer
 from bot.thread_key import ThreadKey
 from tests.conftest import AppFactory, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
-from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM, FakeSlack, form
+from tests.fake_slack import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    SIGNING_SECRET,
+    TEAM,
+    FakeSlack,
+    Scripted,
+    form,
+)
 from tests.slack_harness import SlackHarness
 
 FORM = "application/x-www-form-urlencoded"
@@ -47,7 +57,11 @@ async def test_a_mention_is_answered_in_a_thread_under_it_by_streaming(
     assert len(replies) == 1
     assert replies[0].text == "Hello **there**, streamed in parts."  # Markdown: Slack renders it
     assert not replies[0].streaming  # stopped
-    methods = [c.method for c in slack.fake.calls if c.args.get("channel") == slack.channel]
+    methods = [  # the message's own calls; a slow first turn may add the "eyes" reaction too
+        c.method
+        for c in slack.fake.calls
+        if c.args.get("channel") == slack.channel and c.method.startswith("chat.")
+    ]
     assert methods[0] == "chat.startStream" and methods[-1] == "chat.stopStream"
     start = slack.fake.calls_to("chat.startStream")[-1].args
     assert (start["thread_ts"], start["recipient_user_id"], start["recipient_team_id"]) == (
@@ -403,3 +417,137 @@ async def test_a_setting_can_require_mentions_in_bot_threads(
         assert slack.texts(ts) == ["echo: hello", "echo: with a mention"]
     finally:
         await adapter.stop()
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_bursts_of_429s_while_threads_answer_at_once_delay_but_never_lose_or_repeat(
+    slack: SlackHarness,
+    fake_model: FakeModel,
+    caplog: pytest.LogCaptureFixture,
+    streaming: bool,
+) -> None:
+    gate = asyncio.Event()  # all answers wait until every thread shows its indicator
+    answers = {
+        f"burst {n} {streaming}": f"Answer {n}: " + " ".join(f"w{n}-{i}" for i in range(12))
+        for n in range(4)
+    }
+    for question, text in answers.items():
+        fake_model.script(question, Reply(text=text, chunks=6, chunk_delay=0.05, gate=gate))
+    # Two threads in a channel (a reaction as indicator), two in a DM (the assistant status,
+    # and no mention needed).
+    places = [(slack.channel, True), (slack.channel, True), (slack.dm, False), (slack.dm, False)]
+    methods = ["reactions.add", "reactions.remove", "assistant.threads.setStatus"] + (
+        ["chat.startStream", "chat.appendStream", "chat.stopStream"]
+        if streaming
+        else ["chat.postMessage", "chat.update"]
+    )
+    for method in methods:
+        slack.fake.script(method, Scripted(retry_after=1, times=2))
+    slack.fake.streaming_enabled = streaming
+    try:
+        asked = [
+            (channel, *await slack.say(question, channel=channel, mention=mention, wait=False))
+            for (channel, mention), question in zip(places, answers, strict=True)
+        ]
+        await slack.fake.wait_for(
+            lambda: all(
+                ("add", ts, "eyes") in slack.fake.reactions
+                or slack.fake.statuses.get((channel, ts)) == "is thinking…"
+                for channel, ts, _ in asked
+            )
+        )
+        gate.set()
+        for _, _, event_id in asked:
+            await slack.dispatched(event_id)
+    finally:
+        gate.set()
+        slack.fake.streaming_enabled = True
+        unserved = slack.fake.unscript()
+
+    assert unserved == {}  # every 429 was served, and waited out
+    for (channel, ts, _), (question, text) in zip(asked, answers.items(), strict=True):
+        (reply,) = slack.replies(ts, channel)  # one message per answer
+        assert reply.text == text and not reply.streaming
+        assert len(fake_model.requests_with(question)) == 1
+        if channel == slack.channel:
+            assert [r for r in slack.fake.reactions if r[1] == ts] == [
+                ("add", ts, "eyes"),
+                ("remove", ts, "eyes"),
+            ]
+        else:
+            assert slack.fake.statuses[(channel, ts)] == ""
+    # Nothing failed along the way, not even an edit the final text papered over.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_http_mode_refuses_old_and_future_timestamps_without_a_turn(
+    slack_http: tuple[SlackHarness, str], fake_model: FakeModel
+) -> None:
+    slack, url = slack_http
+
+    async def deliver(words: str, age_s: int) -> tuple[int, str, str]:
+        """A correctly signed mention stamped `age_s` seconds ago: status, ts, event id."""
+        ts, events = slack.fake.user_message(slack.channel, f"<@UBOT> {words}")
+        status, _ = await slack.fake.deliver_http(url, json.dumps(events[-1]), age_s=age_s)
+        return status, ts, events[-1]["event_id"]
+
+    # Six minutes off, well past the five-minute replay window Slack signs for, either way.
+    refused = [await deliver("replayed later", 360), await deliver("stamped ahead", -360)]
+    assert [status for status, _, _ in refused] == [401, 401]
+    for words, age_s in (("sent just now", 0), ("a little delayed", 240)):
+        status, ts, event_id = await deliver(words, age_s)
+        assert status == 200
+        await slack.dispatched(event_id)
+        assert slack.texts(ts) == [f"echo: {words}"]
+
+    for _, ts, event_id in refused:
+        assert event_id not in slack.handled and slack.texts(ts) == []
+    assert fake_model.requests_with("replayed later") == []
+    assert fake_model.requests_with("stamped ahead") == []
+
+
+@pytest.mark.parametrize(
+    ("broken", "expected", "in_dm"),
+    [
+        (Reply(status=500), "The model provider failed to answer (HTTP 500)", False),
+        (Reply(text="never finished", chunks=4, drop_after=1), "broke off", True),
+    ],
+    ids=["500s-in-a-channel", "dropped-streams-in-a-dm"],
+)
+async def test_a_failing_model_leaves_a_clear_message_no_indicator_and_a_usable_thread(
+    slack: SlackHarness, fake_model: FakeModel, broken: Reply, expected: str, in_dm: bool
+) -> None:
+    question = f"fail every attempt {in_dm}"
+    gate = asyncio.Event()  # the first attempt waits until the indicator is up
+    fake_model.script(question, dataclasses.replace(broken, gate=gate))
+    fake_model.script(question, broken, times=None)  # and every retry fails too
+    channel = slack.dm if in_dm else slack.channel
+    ts, answered = await slack.say(question, channel=channel, mention=not in_dm, wait=False)
+    try:
+        await slack.fake.wait_for(
+            lambda: (
+                slack.fake.statuses.get((channel, ts)) == "is thinking…"
+                if in_dm
+                else ("add", ts, "eyes") in slack.fake.reactions
+            )
+        )
+    finally:
+        gate.set()
+    await slack.dispatched(answered)
+
+    (reply,) = slack.replies(ts, channel)
+    warning = reply.text.partition("⚠️ ")[2]
+    assert expected in warning and warning.endswith("Please try again in a moment.")
+    assert not reply.streaming
+    if in_dm:
+        assert slack.fake.statuses[(channel, ts)] == ""
+    else:
+        assert [r for r in slack.fake.reactions if r[1] == ts] == [
+            ("add", ts, "eyes"),
+            ("remove", ts, "eyes"),
+        ]
+
+    await slack.say("are you back?", channel=channel, thread_ts=ts, mention=False)
+    assert slack.texts(ts, channel)[1:] == ["echo: are you back?"]
+    assert user_texts(fake_model.requests_with("are you back?")[-1]) == [question, "are you back?"]
+    assert reply.text == f"⚠️ {warning}"  # no half answer left standing above it
