@@ -3,8 +3,11 @@ lifetime."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 
+from bot import local_model
 from bot.access import Access
 from bot.checkpoints import Checkpointer
 from bot.clock import Clock, system_clock
@@ -12,6 +15,7 @@ from bot.commands import Commands
 from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.journal import Journal
+from bot.local_model import LocalModel
 from bot.metrics import Metrics
 from bot.replies import Notice, Platform, single
 from bot.router import Router
@@ -30,6 +34,72 @@ INTERRUPTED = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Which model answers and why (printed at start), with the settings that make the
+    runtime use it."""
+
+    settings: Settings
+    description: str
+    local: LocalModel | None = None
+
+    async def stop(self) -> None:
+        if self.local is not None:
+            await asyncio.to_thread(self.local.stop)
+
+
+async def choose_model(settings: Settings) -> ModelSource:
+    """The first that applies: a BYOK provider, a GitHub token, the embedded local model,
+    the GitHub user logged in on this machine. Starts the embedded model when chosen."""
+    if settings.byok:
+        return ModelSource(
+            settings,
+            f"{settings.model} from {settings.provider_type or 'openai'} provider at "
+            f"{settings.provider_base_url} (THREADPILOT_PROVIDER_BASE_URL is set)",
+        )
+    model = f" {settings.model}" if settings.model else ""
+    if settings.github_token:
+        return ModelSource(settings, f"GitHub Copilot{model} (a GitHub token is set)")
+    if not settings.local_model or not local_model.installed():
+        why = (
+            "THREADPILOT_LOCAL_MODEL=false"
+            if not settings.local_model
+            else f"the embedded model is not installed: {local_model.INSTALL_HINT}"
+        )
+        return ModelSource(
+            settings,
+            f"GitHub Copilot{model} as the GitHub user logged in on this machine, if any "
+            f"(no BYOK provider, no GitHub token, {why})",
+        )
+    if settings.tools:
+        log.warning("THREADPILOT_TOOLS is ignored: the embedded model cannot use tools")
+    local = LocalModel()
+    base_url = await asyncio.to_thread(local.start)
+    # A plain OpenAI-compatible provider to the runtime; a short prompt and no tools, as
+    # that is all a 135M model can follow (and its whole context holds).
+    effective = settings.model_copy(
+        update={
+            "provider_type": "openai",
+            "provider_base_url": base_url,
+            "provider_wire_api": "completions",
+            "provider_max_prompt_tokens": local_model.CONTEXT_TOKENS - local_model.ANSWER_TOKENS,
+            "model": local_model.MODEL_NAME,
+            "tools": (),
+            "system_prompt": (
+                settings.system_prompt
+                if "system_prompt" in settings.model_fields_set
+                else local_model.SYSTEM_PROMPT
+            ),
+        }
+    )
+    return ModelSource(
+        effective,
+        f"the embedded {local_model.MODEL_NAME} at {base_url} "
+        "(no BYOK provider and no GitHub token)",
+        local,
+    )
+
+
 class App:
     """Wires the parts around an open store and a started runtime. Adapters register
     themselves in `platforms` so the core can post into their threads unasked."""
@@ -42,6 +112,7 @@ class App:
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
+        self.model_source = ModelSource(settings, runtime.auth_mode)
         self.runtime = runtime
         self.store = store
         self.platforms: dict[str, Platform] = {}
@@ -76,11 +147,16 @@ class App:
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock = system_clock) -> App:
-        """Open the store, recover the journal and start the runtime."""
-        runtime = CopilotRuntime(settings, find_cli(settings.cli_dir, settings.cli_path))
-        store = await Store.open(settings.data_dir / "threadpilot.db", clock)
+        """Choose the model, open the store, recover the journal and start the runtime."""
+        cli = find_cli(settings.cli_dir, settings.cli_path)
+        source = await choose_model(settings)
+        settings = source.settings
+        runtime = CopilotRuntime(settings, cli)
+        store: Store | None = None
         try:
+            store = await Store.open(settings.data_dir / "threadpilot.db", clock)
             app = cls(settings, runtime, store, clock)
+            app.model_source = source
             app.interrupted = await app.journal.recover()
             if app.interrupted:
                 log.warning(
@@ -88,7 +164,9 @@ class App:
                 )
             await runtime.start()
         except BaseException:
-            await store.close()
+            if store is not None:
+                await store.close()
+            await source.stop()
             raise
         return app
 
@@ -116,3 +194,4 @@ class App:
         await self.sessions.close()
         await self.runtime.stop()
         await self.store.close()
+        await self.model_source.stop()

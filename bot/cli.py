@@ -11,11 +11,15 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import logs
 from bot.config import ConfigError, Settings, load_settings
 from bot.copilot_cli import VERSION, CliNotFound, install_cli
+from bot.local_model import WEAK_MODEL_NOTE, LocalModelUnavailable
+
+if TYPE_CHECKING:
+    from bot.app import ModelSource
 
 log = logging.getLogger("threadpilot")
 
@@ -51,6 +55,7 @@ async def _serve(settings: Settings, console: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = await App.start(settings)
+    settings = app.settings  # with the model chosen
     http = HttpServer(app, settings.http_port)
     platforms: list[SlackAdapter | DiscordAdapter] = []
     if settings.slack_bot_token and not console:
@@ -60,6 +65,8 @@ async def _serve(settings: Settings, console: bool) -> None:
         platforms.append(slack)
     if settings.discord_token and not console:
         platforms.append(DiscordAdapter(app.router, settings))
+    choice = _choice(console, [p.name for p in platforms], app.model_source)
+    _announce(app.model_source, choice, terminal=not platforms)
     started: list[SlackAdapter | DiscordAdapter] = []
     try:
         await http.start()
@@ -84,6 +91,31 @@ async def _serve(settings: Settings, console: bool) -> None:
             await platform.stop()
         await http.stop()
         await app.close()
+
+
+def _choice(console: bool, platforms: list[str], model: ModelSource) -> str:
+    """What runs and why, in one line."""
+    if console:
+        where = "console (asked for)"
+    elif platforms:
+        tokens = {"slack": "SLACK_BOT_TOKEN", "discord": "DISCORD_TOKEN"}
+        where = f"{' and '.join(platforms)} ({', '.join(tokens[p] for p in platforms)} set)"
+    else:
+        where = "console (no SLACK_BOT_TOKEN or DISCORD_TOKEN)"
+    return f"threadpilot: {where}; model: {model.description}"
+
+
+def _announce(model: ModelSource, choice: str, terminal: bool) -> None:
+    """The choice, and a plain word on the embedded model: to the console's reader, else
+    to the log."""
+    if terminal:
+        print(choice, flush=True)
+        if model.local is not None:
+            print(WEAK_MODEL_NOTE, flush=True)
+    else:
+        log.info("%s", choice)
+        if model.local is not None:
+            log.warning("%s", WEAK_MODEL_NOTE)
 
 
 async def _first(*work: Coroutine[Any, Any, object]) -> None:
@@ -112,8 +144,10 @@ def main(argv: list[str] | None = None) -> None:
     command = args.command or "run"
     try:
         settings = load_settings()
+        has_platform = bool(settings.slack_bot_token or settings.discord_token)
+        in_terminal = command in ("console", "status") or (command == "run" and not has_platform)
         # In a terminal chat, only trouble is worth interleaving with the conversation.
-        logs.setup(settings, logging.WARNING if command in ("console", "status") else None)
+        logs.setup(settings, logging.WARNING if in_terminal else None)
         if command == "runtime":
             path = install_cli(settings.cli_dir)
             print(f"Copilot CLI {VERSION} installed: {path}")
@@ -122,13 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "console":
             asyncio.run(_serve(settings, console=True))
         else:
-            if not (settings.slack_bot_token or settings.discord_token):
-                log.info(
-                    "no chat platform configured (SLACK_BOT_TOKEN, DISCORD_TOKEN): "
-                    "starting the console"
-                )
             asyncio.run(_serve(settings, console=False))
-    except (ConfigError, CliNotFound) as exc:
+    except (ConfigError, CliNotFound, LocalModelUnavailable) as exc:
         print(f"threadpilot: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     provider_max_prompt_tokens: int | None = Field(
         None, gt=0, alias="THREADPILOT_PROVIDER_MAX_PROMPT_TOKENS"
     )
+    # Without BYOK or a GitHub token: answer with the embedded model (bot/local_model.py).
+    local_model: bool = Field(True, alias="THREADPILOT_LOCAL_MODEL")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
     tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
     admins: Annotated[frozenset[str], NoDecode] = Field(frozenset(), alias="THREADPILOT_ADMINS")
