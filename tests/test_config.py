@@ -13,6 +13,7 @@ from pydantic import AliasChoices
 from bot.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -90,17 +91,37 @@ def test_the_command_fails_at_start_with_the_variable_named(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
 
+def variables() -> dict[str, str]:
+    """Every variable the settings read -> the field it sets."""
+    names: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias or field.alias
+        for variable in alias.choices if isinstance(alias, AliasChoices) else [alias]:
+            names[str(variable)] = name
+    return names
+
+
 def test_env_example_documents_every_setting_and_nothing_else() -> None:
     documented = {
         line.split("=", 1)[0]
         for line in (ROOT / ".env.example").read_text().splitlines()
         if line and not line.startswith("#")
     }
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias or field.alias
-        names |= set(alias.choices) if isinstance(alias, AliasChoices) else {str(alias)}
-    assert documented == names
+    assert documented == set(variables())
+
+
+def test_the_readme_configuration_table_matches_the_settings() -> None:
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (`[^`]*`|—) \|", README.read_text(), re.M)
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names)) and set(names) == set(variables())
+    for name, stated in rows:
+        field = variables()[name]
+        default = Settings.model_fields[field].default
+        if stated == "—":  # unset
+            assert default in (None, (), frozenset()), name
+        else:  # the default the README states is the one the settings class has
+            given = Settings(_env_file=None, **{name: stated.strip("`")})  # type: ignore[arg-type]
+            assert getattr(given, field) == default, name
 
 
 def test_env_example_as_a_dotenv_is_valid() -> None:
