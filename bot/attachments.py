@@ -9,6 +9,7 @@ how) once they have passed these checks.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,13 @@ TEXT_TYPES = frozenset(
         "application/toml",
     }
 )
+
+log = logging.getLogger(__name__)
+
+
+class FileUnavailable(Exception):
+    """The platform would not hand over a file (gone, refused, unreachable): adapters'
+    `fetch` raises this rather than their client library's errors."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,19 @@ def _is_text(mime_type: str) -> bool:
     return mime_type.startswith("text/") or mime_type in TEXT_TYPES
 
 
+def _image_type(data: bytes) -> str | None:
+    """The image type `data` is, by its signature; None if none the agent takes."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def _size(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB" if n >= 1_000_000 else f"{n / 1000:.0f} kB"
 
@@ -85,7 +106,12 @@ async def accept_files(
                 "so I left it out."
             )
             continue
-        data = await file.fetch()
+        try:
+            data = await file.fetch()
+        except FileUnavailable as exc:
+            log.warning("could not download %s: %s", file.name, exc)
+            notes.append(f"I couldn't download `{file.name}`, so I left it out; please try again.")
+            continue
         if len(data) > max_bytes:  # the declared size was wrong
             notes.append(f"`{file.name}` is larger than {_size(max_bytes)}, so I left it out.")
             continue
@@ -94,6 +120,16 @@ async def accept_files(
                 data.decode("utf-8")
             except UnicodeDecodeError:
                 notes.append(f"`{file.name}` is not UTF-8 text, so I left it out.")
+                continue
+        else:
+            # The runtime drops an image it cannot decode, and the SDK then fails to parse
+            # the message event that says so (github-copilot-sdk 1.0.25): the turn would
+            # hang. So only real images go, under the type their bytes show.
+            mime_type = _image_type(data) or ""
+            if not mime_type:
+                notes.append(
+                    f"`{file.name}` is not a PNG, JPEG, GIF or WebP image, so I left it out."
+                )
                 continue
         accepted.append(Attachment(file.name, mime_type, data))
     return accepted, notes

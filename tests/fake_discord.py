@@ -36,6 +36,7 @@ from tests.fake_server import FakeServer
 
 TOKEN = "fake-discord-token"
 MESSAGE_CONTENT_INTENT = 1 << 15
+GATEWAY_MESSAGE_CONTENT = 1 << 18  # an application flag: the intent is switched on
 T = TypeVar("T")
 _SNOWFLAKES = itertools.count(1_300_000_000_000_000_000)
 
@@ -200,6 +201,9 @@ class FakeDiscord(FakeServer):
         self._sequence = 0
         self._sent: list[dict[str, Any]] = []  # dispatches, for replay on RESUME
         self.session_id = "fake-session"
+        # What the Developer Portal has switched on (GATEWAY_MESSAGE_CONTENT), as
+        # GET /oauth2/applications/@me reports it.
+        self.application_flags = GATEWAY_MESSAGE_CONTENT
 
     # --- running ----------------------------------------------------------------------
 
@@ -421,7 +425,13 @@ class FakeDiscord(FakeServer):
             "content_type": content_type,
         }
 
+    def delete_attachment(self, attachment_id: str) -> None:
+        """The attachment is gone (its message deleted) before the bot downloads it."""
+        del self._files[attachment_id]
+
     async def _attachment(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] not in self._files:
+            return web.Response(status=404)
         content_type, data = self._files[request.match_info["id"]]
         return web.Response(body=data, headers={"Content-Type": content_type})
 
@@ -539,11 +549,17 @@ class FakeDiscord(FakeServer):
         match method, parts:
             case "GET", ["users", "@me"]:
                 return _json(BOT_USER)
+            case "GET", ["users", "@me", "guilds"]:
+                return _json(
+                    [{"id": GUILD_ID, "name": "Fake", "icon": None, "owner": False,
+                      "permissions": "2251799813685247", "features": []}]
+                )  # fmt: skip
             case "GET", ["oauth2", "applications", "@me"]:
                 return _json(
                     {"id": APP_ID, "name": "threadpilot", "icon": None, "description": "",
                      "bot_public": True, "bot_require_code_grant": False, "verify_key": "00",
-                     "owner": PEOPLE[ADMIN_ID], "team": None, "flags": 0, "summary": ""}
+                     "owner": PEOPLE[ADMIN_ID], "team": None, "flags": self.application_flags,
+                     "summary": ""}
                 )  # fmt: skip
             case "PUT", ["applications", _, "commands"]:
                 return _json(self._sync("global", body))

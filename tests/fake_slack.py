@@ -304,9 +304,15 @@ class FakeSlack(FakeServer):
             "url_private_download": f"{self.base}/files/{file_id}",
         }
 
+    def delete_file(self, file_id: str) -> None:
+        """The file is deleted after the message that shared it was sent."""
+        del self._files[file_id]
+
     async def _download(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return web.Response(status=403)
+        if request.match_info["id"] not in self._files:
+            return web.Response(status=404)
         mimetype, data = self._files[request.match_info["id"]]
         return web.Response(body=data, content_type=mimetype)
 

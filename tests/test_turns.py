@@ -113,16 +113,19 @@ async def test_text_files_and_images_reach_the_model_and_others_get_a_note(
             file("archive.zip", "application/zip", b"PK\x03\x04"),
             file("huge.log", "text/plain", b"x" * 2000),
             file("latin1.txt", "text/plain", "café".encode("latin-1")),
+            file("broken.png", "image/png", b"not an image at all"),
         ),
     )
 
     assert sink.text == "echo: what is in these?"
-    assert DOWNLOADED[-3:] == ["notes.txt", "dot.png", "latin1.txt"]  # never the others
+    downloaded = ["notes.txt", "dot.png", "latin1.txt", "broken.png"]
+    assert DOWNLOADED[-4:] == downloaded  # never the others
     notes = sink.notices
-    assert len(notes) == 3
+    assert len(notes) == 4
     assert "can't read `archive.zip` (application/zip)" in notes[0]
     assert "`huge.log` is 2 kB; I take files up to 1 kB" in notes[1]
     assert "`latin1.txt` is not UTF-8 text" in notes[2]
+    assert "`broken.png` is not a PNG, JPEG, GIF or WebP image" in notes[3]
     content = fake_model.requests_with("what is in these?")[-1]["messages"][-1]["content"]
     parts = json.dumps(content)
     assert "the launch code is 0000" in parts and "notes.txt" in parts

@@ -7,10 +7,12 @@ conversation per DM channel: (discord, "@me", channel id, channel id).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
+import aiohttp
 import discord
 
-from bot.attachments import InboundFile
+from bot.attachments import FileUnavailable, InboundFile
 from bot.thread_key import ThreadKey
 
 DM_WORKSPACE = "@me"
@@ -36,13 +38,23 @@ def thread_name(text: str) -> str:
     return first if len(first) <= THREAD_NAME_LIMIT else first[: THREAD_NAME_LIMIT - 1] + "…"
 
 
+def _reader(attachment: discord.Attachment) -> Callable[[], Awaitable[bytes]]:
+    async def read() -> bytes:
+        try:
+            return await attachment.read()
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise FileUnavailable(str(exc) or type(exc).__name__) from exc
+
+    return read
+
+
 def files_of(message: discord.Message) -> tuple[InboundFile, ...]:
     return tuple(
         InboundFile(
             name=attachment.filename,
             mime_type=attachment.content_type or "application/octet-stream",
             size=attachment.size,
-            fetch=attachment.read,
+            fetch=_reader(attachment),
         )
         for attachment in message.attachments
     )

@@ -32,6 +32,7 @@ from adapters.slack.events import (
     thread_key,
 )
 from adapters.slack.sink import Respond, SlackSink, StreamingSupport, Target
+from bot.attachments import FileUnavailable
 from bot.config import Settings
 from bot.inbound import Inbound
 from bot.router import Router
@@ -135,9 +136,12 @@ class SlackAdapter:
 
     async def _download(self, url: str) -> bytes:
         assert self._downloads is not None
-        async with self._downloads.get(url) as response:
-            response.raise_for_status()
-            return await response.read()
+        try:
+            async with self._downloads.get(url) as response:
+                response.raise_for_status()
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad URL
+            raise FileUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if is_from_a_person(event, self._bot_user_id):
