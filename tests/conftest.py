@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from adapters.discord import DiscordAdapter
+from adapters.slack import SlackAdapter
 from bot.app import App
 from bot.attachments import InboundFile
 from bot.clock import Clock, system_clock
@@ -36,8 +38,12 @@ from bot.replies import (
 from bot.runtime import CopilotRuntime
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
+from tests.discord_harness import DiscordHarness
+from tests.fake_discord import ADMIN_ID, GUILD_ID, FakeDiscord
+from tests.fake_discord import TOKEN as DISCORD_TOKEN
 from tests.fake_model import FakeModel
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.slack_harness import SlackHarness
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,3 +292,47 @@ async def make_chat(
 @pytest.fixture
 async def chat(make_chat: AppFactory) -> Chat:
     return await make_chat()
+
+
+@pytest.fixture
+async def slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackHarness]:
+    chat = await make_chat(
+        slack_bot_token=BOT_TOKEN,
+        slack_app_token=APP_TOKEN,
+        slack_api_url=fake_slack.api_url,
+        admins=frozenset({"slack:UADMIN"}),
+    )
+    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
+    chat.app.platforms[adapter.name] = adapter
+    await adapter.start()
+    yield SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
+    await adapter.stop()
+
+
+@pytest.fixture(scope="session")
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    discord = FakeDiscord()
+    await discord.start()
+    yield discord
+    await discord.stop()
+
+
+@pytest.fixture
+async def discord_bot(
+    make_chat: AppFactory, fake_discord: FakeDiscord
+) -> AsyncIterator[DiscordHarness]:
+    chat = await make_chat(
+        discord_token=DISCORD_TOKEN,
+        discord_api_url=fake_discord.api_url,
+        discord_gateway_url=fake_discord.gateway_url,
+        discord_guild_ids=(int(GUILD_ID),),
+        discord_message_content=True,
+        admins=frozenset({f"discord:{ADMIN_ID}"}),
+    )
+    adapter = DiscordAdapter(
+        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
+    )
+    chat.app.platforms[adapter.name] = adapter
+    await adapter.start()
+    yield DiscordHarness(fake_discord, chat.app, adapter)
+    await adapter.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
@@ -26,35 +25,6 @@ from tests.fake_discord import (
     Message,
 )
 from tests.fake_model import FakeModel, Reply, user_texts
-
-
-@pytest.fixture(scope="session")
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    discord = FakeDiscord()
-    await discord.start()
-    yield discord
-    await discord.stop()
-
-
-@pytest.fixture
-async def discord_bot(
-    make_chat: AppFactory, fake_discord: FakeDiscord
-) -> AsyncIterator[DiscordHarness]:
-    chat = await make_chat(
-        discord_token=TOKEN,
-        discord_api_url=fake_discord.api_url,
-        discord_gateway_url=fake_discord.gateway_url,
-        discord_guild_ids=(int(GUILD_ID),),
-        discord_message_content=True,
-        admins=frozenset({f"discord:{ADMIN_ID}"}),
-    )
-    adapter = DiscordAdapter(
-        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
-    )
-    chat.app.platforms[adapter.name] = adapter
-    await adapter.start()
-    yield DiscordHarness(fake_discord, chat.app, adapter)
-    await adapter.stop()
 
 
 async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
@@ -313,14 +283,17 @@ async def test_attachments_reach_the_session_and_others_get_a_note(
     files = [
         fake.attachment("todo.txt", "text/plain", b"buy milk"),
         fake.attachment("song.mp3", "audio/mpeg", b"ID3\x03"),
+        fake.attachment("gone.txt", "text/plain", b"deleted before the download"),
     ]
+    fake.delete_attachment(files[-1]["id"])
     message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> read my list", attachments=files)
     await discord_bot.dispatched(message.id)
     texts = discord_bot.texts(await discord_bot.thread_of(message))
     assert texts[0] == "-# I can't read `song.mp3` (audio/mpeg): " + (
         "I take text files and images (PNG, JPEG, GIF, WebP)."
     )
-    assert texts[1] == "echo: read my list"
+    assert texts[1] == "-# I couldn't download `gone.txt`, so I left it out; please try again."
+    assert texts[2] == "echo: read my list"
     content = fake_model.requests_with("read my list")[-1]["messages"][-1]["content"]
     assert "buy milk" in str(content)
 

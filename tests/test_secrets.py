@@ -4,10 +4,7 @@ through answers, a file, a model failure and a shutdown; no captured line holds 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import start_bot, stop_bot
 from tests.fake_discord import BOT_ID, GUILD_ID, TEXT_CHANNEL, FakeDiscord
@@ -19,14 +16,6 @@ PROVIDER_KEY = "sk-threadpilot-provider-key-0451"
 GITHUB_TOKEN = "ghp_threadpilotGitHubToken0451"
 
 
-@pytest.fixture
-async def fake_discord() -> AsyncIterator[FakeDiscord]:
-    discord = FakeDiscord()
-    await discord.start()
-    yield discord
-    await discord.stop()
-
-
 async def test_no_secret_appears_in_any_log_line(
     tmp_path: Path,
     fake_model: FakeModel,
@@ -36,7 +25,7 @@ async def test_no_secret_appears_in_any_log_line(
 ) -> None:
     secrets = [BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, DISCORD_TOKEN, PROVIDER_KEY, GITHUB_TOKEN]
     fake_model.script("secrets: fail", Reply(status=500), times=None)
-    connections = fake_slack.connections
+    connections, identified = fake_slack.connections, len(fake_discord.identified)
     process = await start_bot(
         tmp_path, fake_model, cli_path,
         THREADPILOT_DATA_DIR=str(tmp_path / "data"),
@@ -50,7 +39,7 @@ async def test_no_secret_appears_in_any_log_line(
     )  # fmt: skip
     try:
         await fake_slack.wait_for(lambda: fake_slack.connections > connections)
-        await fake_discord.wait_for(lambda: len(fake_discord.identified) > 0)
+        await fake_discord.wait_for(lambda: len(fake_discord.identified) > identified)
         channel = f"C{uuid.uuid4().hex[:8].upper()}"
         notes = fake_slack.add_file("notes.txt", "text/plain", b"the file's words")
         hello_ts, hello = fake_slack.user_message(channel, "<@UBOT> secrets: hello")

@@ -32,21 +32,6 @@ from tests.slack_harness import SlackHarness
 FORM = "application/x-www-form-urlencoded"
 
 
-@pytest.fixture
-async def slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackHarness]:
-    chat = await make_chat(
-        slack_bot_token=BOT_TOKEN,
-        slack_app_token=APP_TOKEN,
-        slack_api_url=fake_slack.api_url,
-        admins=frozenset({"slack:UADMIN"}),
-    )
-    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
-    chat.app.platforms[adapter.name] = adapter
-    await adapter.start()
-    yield SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
-    await adapter.stop()
-
-
 async def test_a_mention_is_answered_in_a_thread_under_it_by_streaming(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
@@ -259,12 +244,15 @@ async def test_files_reach_the_session_and_unsupported_ones_get_a_note(
     files = [
         slack.fake.add_file("notes.txt", "text/plain", b"meeting at noon"),
         slack.fake.add_file("tool.exe", "application/octet-stream", b"MZ\x90\x00"),
+        slack.fake.add_file("gone.txt", "text/plain", b"deleted before the download"),
     ]
+    slack.fake.delete_file(files[-1]["id"])
     ts, _ = await slack.say("summarize the attachment", files=files)
 
     texts = slack.texts(ts)
     assert texts[0].startswith(":information_source: I can't read `tool.exe`")
-    assert texts[1] == "echo: summarize the attachment"
+    assert texts[1].startswith(":information_source: I couldn't download `gone.txt`")
+    assert texts[2] == "echo: summarize the attachment"
     content = fake_model.requests_with("summarize the attachment")[-1]["messages"][-1]["content"]
     assert "meeting at noon" in str(content) and "MZ" not in str(content)
 

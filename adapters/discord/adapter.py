@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 # Commands whose answer only the asker sees.
 _PRIVATE = frozenset({"status", "help"})
 _CONNECT_TIMEOUT_S = 60
+CANNOT_ANSWER_HERE = "I can't answer in this channel."
+# Discord sent a command the bot does not have in that form: the registration is stale.
+OUT_OF_DATE_COMMAND = (
+    "I don't know that command in this form; my commands may have just been updated. "
+    "Please try again in a minute."
+)
+COMMAND_FAILED = "Sorry, something went wrong on my side with that command. Please try again."
 
 
 def point_at(settings: Settings) -> None:
@@ -65,6 +72,7 @@ class DiscordAdapter:
         intents.message_content = settings.discord_message_content  # privileged
         self.client = discord.Client(intents=intents, guild_ready_timeout=guild_ready_timeout)
         self.tree = app_commands.CommandTree(self.client)
+        self.tree.error(self._on_command_error)
         self._register_commands()
         self.client.event(self.on_message)
         self._connection: asyncio.Task[None] | None = None
@@ -199,7 +207,7 @@ class DiscordAdapter:
             surface = InteractionSurface(interaction)
         key = key_of(channel)
         if key is None or not isinstance(channel, Messageable):
-            await interaction.edit_original_response(content="I can't answer in this channel.")
+            await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
             return
         inbound = Inbound(
             event_id=str(interaction.id), key=key, user_id=str(interaction.user.id), text=prompt
@@ -231,6 +239,31 @@ class DiscordAdapter:
             command=name,
             target_ref=target_ref,
         )
+        if not isinstance(channel, Messageable):
+            await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
+            return
         surface = InteractionSurface(interaction, private=private)
-        assert isinstance(channel, Messageable)
         await self._router.dispatch(inbound, self._sink(surface, channel))
+
+    async def _on_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Answer what discord.py could not run, instead of leaving "did not respond"."""
+        stale = (
+            app_commands.CommandNotFound,
+            app_commands.CommandSignatureMismatch,
+            app_commands.TransformerError,
+        )
+        if isinstance(error, stale):
+            log.info("a command from an out-of-date registration: %s", error)
+            text = OUT_OF_DATE_COMMAND
+        else:
+            log.error("command %s failed", interaction.command, exc_info=error)
+            text = COMMAND_FAILED
+        try:
+            if interaction.response.is_done():
+                await interaction.edit_original_response(content=text)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not answer a failed command: %s", exc)

@@ -6,6 +6,7 @@ command forms they use. Downloading files is left to the `fetch` the caller pass
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from bot.attachments import InboundFile
 from bot.inbound import Inbound
 from bot.thread_key import ThreadKey
+
+log = logging.getLogger(__name__)
 
 COMMAND_WORDS = frozenset({"reset", "branch", "restore", "status", "help"})
 # Message subtypes that are people writing; everything else (edits, deletes, joins, bot
@@ -30,13 +33,40 @@ def strip_mentions(text: str, bot_user_id: str) -> str:
     return re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text).strip()
 
 
+# Slack's ids (channels, users, teams) and message timestamps ("1714900000.123456").
+_ID = re.compile(r"[A-Za-z0-9]{1,64}")
+_TS = re.compile(r"\d{1,12}\.\d{1,9}")
+
+
+def _malformed(event: dict[str, Any]) -> str | None:
+    """What makes a message event unusable, if anything: the one check at the boundary,
+    so nothing later meets a missing key or a value of the wrong type."""
+    for name, pattern in (("user", _ID), ("channel", _ID), ("ts", _TS)):
+        value = event.get(name)
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            return f"{name} {value!r}"
+    thread_ts = event.get("thread_ts")
+    if thread_ts is not None and not (isinstance(thread_ts, str) and _TS.fullmatch(thread_ts)):
+        return f"thread_ts {thread_ts!r}"
+    if not isinstance(event.get("text") or "", str):
+        return "text that is not a string"
+    return None
+
+
 def is_from_a_person(event: dict[str, Any], bot_user_id: str) -> bool:
-    """Not from a bot (this one included), and not an edit, a delete or a join."""
-    return (
-        event.get("subtype") in _ANSWERABLE_SUBTYPES
-        and not event.get("bot_id")
-        and event.get("user") not in (None, bot_user_id)
-    )
+    """A well-formed message, not from a bot (this one included), and not an edit, a delete
+    or a join."""
+    subtype = event.get("subtype")
+    if (
+        not (isinstance(subtype, str | None) and subtype in _ANSWERABLE_SUBTYPES)
+        or event.get("bot_id")
+        or event.get("user") in (None, bot_user_id)
+    ):
+        return False
+    problem = _malformed(event)
+    if problem is not None:
+        log.info("slack: ignoring a malformed %s event: %s", event.get("type"), problem)
+    return problem is None
 
 
 def thread_key(team_id: str, event: dict[str, Any]) -> ThreadKey:
@@ -45,20 +75,25 @@ def thread_key(team_id: str, event: dict[str, Any]) -> ThreadKey:
 
 
 def _files(event: dict[str, Any], fetch: Fetch) -> tuple[InboundFile, ...]:
+    listed = event.get("files")
     files = []
-    for file in event.get("files") or ():
+    for file in listed if isinstance(listed, list) else ():
+        if not isinstance(file, dict):
+            continue
         url = file.get("url_private_download") or file.get("url_private")
-        if not url:  # e.g. a file Slack hides from the bot
+        if not isinstance(url, str) or not url:  # e.g. a file Slack hides from the bot
             continue
 
         async def download(url: str = url) -> bytes:
             return await fetch(url)
 
+        size = file.get("size")
         files.append(
             InboundFile(
                 name=str(file.get("name") or file.get("title") or "file"),
                 mime_type=str(file.get("mimetype") or "application/octet-stream"),
-                size=int(file.get("size") or 0),
+                # Unknown: 0, and the download itself is then held to the size limit.
+                size=size if isinstance(size, int) and size > 0 else 0,
                 fetch=download,
             )
         )
@@ -92,6 +127,8 @@ def slash_command_inbound(body: dict[str, Any]) -> Inbound:
     text = (body.get("text") or "").strip()
     if name == "threadpilot":
         name, _, text = (text or "help").partition(" ")
+        if name.lower() not in COMMAND_WORDS:  # a typo, or a question: show what it takes
+            name, text = "help", ""
     return Inbound(
         event_id=f"{body['command']}-{body['trigger_id']}",
         key=None,
