@@ -60,7 +60,7 @@ async def choose_model(settings: Settings) -> ModelSource:
     model = f" {settings.model}" if settings.model else ""
     if settings.github_token:
         return ModelSource(settings, f"GitHub Copilot{model} (a GitHub token is set)")
-    if not settings.local_model or not local_model.installed():
+    if not local_model.chosen(settings):
         why = (
             "THREADPILOT_LOCAL_MODEL=false"
             if not settings.local_model

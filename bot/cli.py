@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("console", help="chat with the bot in this terminal")
     commands.add_parser("status", help="print the running bot's status (as the admin command)")
+    commands.add_parser("doctor", help="check the configuration and reach every configured service")
     runtime = commands.add_parser("runtime", help="manage the Copilot CLI")
     runtime_commands = runtime.add_subparsers(dest="runtime_command", required=True)
     runtime_commands.add_parser("install", help=f"install the pinned Copilot CLI {VERSION}")
@@ -128,6 +129,17 @@ async def _first(*work: Coroutine[Any, Any, object]) -> None:
             await task
 
 
+async def _doctor(settings: Settings) -> int:
+    """Print what works and what is missing; the exit code says whether anything is."""
+    from adapters.discord.doctor import check_discord
+    from adapters.slack.doctor import check_slack
+    from bot.doctor import CORE_CHECKS, diagnose, report
+
+    findings = await diagnose(settings, [*CORE_CHECKS, check_slack, check_discord])
+    print(report(findings))
+    return 0 if all(finding.ok for finding in findings) else 1
+
+
 def _status(settings: Settings) -> None:
     """Ask the running bot; its /status serves the admin command's text to this machine."""
     url = f"http://127.0.0.1:{settings.http_port}/status"
@@ -146,13 +158,17 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         has_platform = bool(settings.slack_bot_token or settings.discord_token)
         in_terminal = command in ("console", "status") or (command == "run" and not has_platform)
-        # In a terminal chat, only trouble is worth interleaving with the conversation.
-        logs.setup(settings, logging.WARNING if in_terminal else None)
+        # In a terminal chat, only trouble is worth interleaving with the conversation; the
+        # doctor's findings say all there is.
+        quiet = logging.ERROR if command == "doctor" else logging.WARNING
+        logs.setup(settings, quiet if in_terminal or command == "doctor" else None)
         if command == "runtime":
             path = install_cli(settings.cli_dir)
             print(f"Copilot CLI {VERSION} installed: {path}")
         elif command == "status":
             _status(settings)
+        elif command == "doctor":
+            sys.exit(asyncio.run(_doctor(settings)))
         elif command == "console":
             asyncio.run(_serve(settings, console=True))
         else:

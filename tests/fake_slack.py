@@ -19,14 +19,19 @@ import json
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from aiohttp import web
 
 from tests.fake_server import FakeServer
 
 TEAM, BOT_USER, BOT_ID, APP_ID = "T01", "UBOT", "BBOT", "A01"
+_MANIFEST = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "deploy" / "slack-app-manifest.yml").read_text()
+)
 BOT_TOKEN, APP_TOKEN, SIGNING_SECRET = "xoxb-fake-bot", "xapp-fake-app", "fake-signing-secret"
 
 
@@ -76,6 +81,8 @@ class FakeSlack(FakeServer):
         self.reactions: list[tuple[str, str, str]] = []  # (action, ts, name)
         self.statuses: dict[tuple[str, str], str] = {}  # (channel, thread_ts) -> assistant status
         self.streaming_enabled = True
+        # The bot token's scopes: an app created from deploy/slack-app-manifest.yml.
+        self.scopes: set[str] = set(_MANIFEST["oauth_config"]["scopes"]["bot"])
         self._scripts: dict[str, list[Scripted]] = {}
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -166,7 +173,10 @@ class FakeSlack(FakeServer):
             if handler is None:
                 return web.json_response({"ok": False, "error": "unknown_method"})
             result = handler(args)
-            return web.json_response({"ok": True, **result} if "error" not in result else result)
+            return web.json_response(
+                {"ok": True, **result} if "error" not in result else result,
+                headers={"x-oauth-scopes": ",".join(sorted(self.scopes))},  # as Slack does
+            )
         finally:
             await self._notify()
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from adapters.discord.doctor import invite_url
 from adapters.slack.adapter import SLASH_COMMANDS
+from adapters.slack.doctor import REQUIRED_SCOPES
 from adapters.slack.events import SHORTCUT_COMMANDS
 from bot.config import Settings
 from bot.copilot_cli import VERSION as CLI_VERSION
@@ -28,8 +30,8 @@ def test_the_slack_manifest_declares_what_the_adapter_listens_for() -> None:
     assert shortcuts == set(SHORTCUT_COMMANDS)
     events = set(settings["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.im", "assistant_thread_started"} <= events
-    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-    assert {"app_mentions:read", "chat:write", "commands", "files:read", "files:write"} <= scopes
+    # What `threadpilot doctor` checks a live app for is what the manifest asks for.
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == set(REQUIRED_SCOPES)
     assert settings["socket_mode_enabled"] is True and settings["interactivity"]["is_enabled"]
 
 
@@ -102,3 +104,8 @@ def test_the_systemd_unit_is_accepted_by_systemd(tmp_path: Path) -> None:
     stop = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M)
     assert stop and int(stop[1]) > STOP_NEEDS_S
     assert "NoNewPrivileges=yes" in unit and "ProtectSystem=strict" in unit
+
+
+def test_the_readme_invites_the_bot_with_the_permissions_it_needs() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    assert f"`{invite_url('<APPLICATION_ID>')}`" in readme
