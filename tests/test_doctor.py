@@ -60,8 +60,9 @@ async def test_doctor_names_a_missing_scope_and_a_missing_intent(
     assert problems[0].startswith(
         "PROBLEM slack: the app lacks the scope reactions:write (for the 'working on it' reaction)"
     )
-    assert "THREADPILOT_DISCORD_MESSAGE_CONTENT=true but the Message Content intent is off" in (
-        problems[1]
+    assert (
+        "THREADPILOT_DISCORD_MESSAGE_CONTENT=true but the Message Content intent is off"
+        in (problems[1])
     )
     assert "ok      slack: SLACK_BOT_TOKEN: threadpilot in the workspace Fake" in lines
     assert "ok      slack: SLACK_APP_TOKEN: Socket Mode connections open" in lines
