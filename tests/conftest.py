@@ -189,19 +189,16 @@ class Chat:
         return record
 
 
-async def start_bot(
-    tmp_path: Path, fake_model: FakeModel, cli_path: Path, *args: str, **env: str
+async def run_threadpilot(
+    tmp_path: Path, cli_path: Path, *args: str, **env: str
 ) -> asyncio.subprocess.Process:
-    """`threadpilot` (with `args`) as a process of its own, answered by the fake model."""
+    """`threadpilot` (with `args`) as a process of its own, with nothing but `env` set."""
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", *args,
         cwd=tmp_path,
         env={
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
-            "THREADPILOT_MODEL": "fake-model",
-            "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
-            "THREADPILOT_PROVIDER_WIRE_API": "completions",
             "THREADPILOT_HTTP_PORT": "0",
             "COPILOT_CLI_PATH": str(cli_path),
             **env,
@@ -209,6 +206,19 @@ async def start_bot(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def start_bot(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, *args: str, **env: str
+) -> asyncio.subprocess.Process:
+    """`threadpilot` (with `args`) as a process of its own, answered by the fake model."""
+    return await run_threadpilot(
+        tmp_path, cli_path, *args,
+        THREADPILOT_MODEL="fake-model",
+        THREADPILOT_PROVIDER_BASE_URL=fake_model.base_url,
+        THREADPILOT_PROVIDER_WIRE_API="completions",
+        **env,
     )  # fmt: skip
 
 

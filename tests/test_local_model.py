@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import reap
+from tests.conftest import reap, run_threadpilot
 from tests.test_console import Console
 
 pytest.importorskip("xllamacpp", reason="the `local` extra is not installed")
@@ -37,20 +35,7 @@ async def test_first_run_without_credentials_answers_with_the_embedded_model(
     data_dir = tmp_path / "data"
     # `make run`'s command, with nothing but a PATH, a home and where to keep its data: no
     # Slack, Discord, GitHub or provider credentials, and no .env (cwd is empty).
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot",
-        cwd=tmp_path,
-        env={
-            "PATH": os.environ["PATH"],
-            "HOME": str(tmp_path),
-            "THREADPILOT_DATA_DIR": str(data_dir),
-            "THREADPILOT_HTTP_PORT": "0",
-            "COPILOT_CLI_PATH": str(cli_path),
-        },
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    process = await run_threadpilot(tmp_path, cli_path, THREADPILOT_DATA_DIR=str(data_dir))
     try:
         term = Console(process)
         banner = await term.expect("Type a message")
