@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from adapters.discord import DiscordAdapter
+from bench.harness import print_first_text, remote_echo_model, start_app
 from bot.app import App
-from bot.copilot_cli import find_cli
-from bot.runtime import CopilotRuntime
-from bot.store import Store
-from tests.conftest import make_settings
 from tests.fake_discord import BOT_ID, GUILD_ID, TEXT_CHANNEL, TOKEN, FakeDiscord
 from tests.fake_model import FakeModel, Reply
 
@@ -99,21 +95,13 @@ async def first_text(discord: FakeDiscord, concurrency: int, rounds: int) -> lis
     return latencies
 
 
-def _ms(values: list[float], q: float) -> str:
-    ordered = sorted(values)
-    return f"{ordered[round(q * (len(ordered) - 1))] * 1000:8.1f}"
-
-
 async def _bot(tmp: Path, model_url: str, discord: FakeDiscord) -> tuple[App, DiscordAdapter]:
-    settings = make_settings(
+    app = await start_app(
         tmp, model_url, discord_token=TOKEN, discord_api_url=discord.api_url,
         discord_gateway_url=discord.gateway_url, discord_guild_ids=(int(GUILD_ID),),
-        max_live_sessions=200, user_turns_per_minute=0, thread_turns_per_minute=0,
+        max_live_sessions=200,
     )  # fmt: skip
-    runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
-    await runtime.start()
-    app = App(settings, runtime, await Store.open(tmp / "bench.db"))
-    adapter = DiscordAdapter(app.router, settings, guild_ready_timeout=0.1)
+    adapter = DiscordAdapter(app.router, app.settings, guild_ready_timeout=0.1)
     await adapter.start()
     return app, adapter
 
@@ -131,30 +119,20 @@ async def main() -> None:
         await app.close()
         await model.stop()
 
-        # The instant echo model in a process of its own, as a remote provider would be.
-        echo = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.fake_model", stdout=asyncio.subprocess.PIPE, cwd=ROOT
-        )
-        assert echo.stdout is not None
-        app, adapter = await _bot(
-            Path(tmp) / "latency", (await echo.stdout.readline()).decode().strip(), discord
-        )
-        try:
-            print()
-            print("mention dispatched -> first answer text in its thread (instant model), ms")
-            print(f"{'threads':>8} {'answers':>8} {'p50':>8} {'p99':>8}")
-            for concurrency, rounds in ((1, 20), (50, 3)):
-                latencies = await first_text(discord, concurrency, rounds)
-                print(
-                    f"{concurrency:>8} {len(latencies):>8} {_ms(latencies, 0.5)} "
-                    f"{_ms(latencies, 0.99)}"
+        async with remote_echo_model() as model_url:
+            app, adapter = await _bot(Path(tmp) / "latency", model_url, discord)
+            try:
+                await print_first_text(
+                    "mention dispatched -> first answer text in its thread (instant model), ms",
+                    lambda concurrency, rounds: first_text(discord, concurrency, rounds),
                 )
-        finally:
-            await adapter.stop()
-            await app.close()
-            echo.kill()
-            await echo.wait()
-            await discord.stop()
+            finally:
+                # As the bot stops: answers still streaming (only their first text was
+                # timed) finish before the client closes under them.
+                await app.router.drain(60)
+                await adapter.stop()
+                await app.close()
+    await discord.stop()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextvars
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
@@ -31,16 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.harness import ms, remote_echo_model, start_app
 from bot import runtime as runtime_module
 from bot import store as store_module
 from bot import turns as turns_module
 from bot.app import App
-from bot.copilot_cli import find_cli
 from bot.inbound import Inbound
 from bot.replies import OpenedThread, ReplyEvent
 from bot.store import Store
 from bot.thread_key import ThreadKey
-from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,61 +148,43 @@ async def _turn(app: App, key: ThreadKey, text: str) -> tuple[float, float, floa
     return total, total - timing.runtime_wait_s, timing.cpu_s
 
 
-def _pct(values: list[float], q: float) -> str:
-    ordered = sorted(values)
-    return f"{ordered[round(q * (len(ordered) - 1))] * 1000:8.2f}"
-
-
 async def main(rounds: int) -> None:
     instrument()
-    model = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.fake_model", stdout=asyncio.subprocess.PIPE, cwd=ROOT
-    )
-    assert model.stdout is not None
-    model_url = (await model.stdout.readline()).decode().strip()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(
-            Path(tmp),
-            model_url,
-            max_live_sessions=1000,
-            user_turns_per_minute=0,
-            thread_turns_per_minute=0,
+    async with remote_echo_model() as model_url:
+        with tempfile.TemporaryDirectory() as tmp:
+            app = await start_app(Path(tmp), model_url, max_live_sessions=1000)
+            try:
+                await _measure(app, rounds)
+            finally:
+                await app.close()
+
+
+async def _measure(app: App, rounds: int) -> None:
+    print("threadpilot overhead per turn, ms (instant fake model, real Copilot CLI)")
+    print(f"{'threads':>7} {'turns':>5} | {'ours CPU':^17} | {'ours wall':^17} | {'turn':^17}")
+    print(f"{'':>13} | {'p50':>8}{'p99':>9} | {'p50':>8}{'p99':>9} | {'p50':>8}{'p99':>9}")
+    rss: dict[int, int] = {}
+    for concurrency in (1, 10, 100):
+        # The same threads at every level, so exactly `concurrency` are live.
+        keys = [ThreadKey("slack", "TB", "CB", str(n)) for n in range(concurrency)]
+        # Warm-up: creates the new threads' sessions (not measured).
+        await asyncio.gather(*(_turn(app, key, "warm-up") for key in keys))
+        rss[app.sessions.live_count] = (await app.runtime.info()).rss_bytes or 0
+        results: list[tuple[float, float, float]] = []
+        for r in range(rounds):
+            results += await asyncio.gather(*(_turn(app, k, f"m{r}") for k in keys))
+        walls, ours, cpu = ([row[i] for row in results] for i in range(3))
+        print(
+            f"{concurrency:>7} {len(results):>5} | {ms(cpu, 0.5, 2)} {ms(cpu, 0.99, 2)} | "
+            f"{ms(ours, 0.5, 2)} {ms(ours, 0.99, 2)} | {ms(walls, 0.5, 2)} {ms(walls, 0.99, 2)}"
         )
-        runtime = runtime_module.CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
-        await runtime.start()
-        app = App(settings, runtime, await Store.open(Path(tmp) / "bench.db"))
-        try:
-            print("threadpilot overhead per turn, ms (instant fake model, real Copilot CLI)")
-            print(
-                f"{'threads':>7} {'turns':>5} | {'ours CPU':^17} | {'ours wall':^17} | {'turn':^17}"
-            )
-            print(f"{'':>13} | {'p50':>8}{'p99':>9} | {'p50':>8}{'p99':>9} | {'p50':>8}{'p99':>9}")
-            rss: dict[int, int] = {}
-            for concurrency in (1, 10, 100):
-                # The same threads at every level, so exactly `concurrency` are live.
-                keys = [ThreadKey("slack", "TB", "CB", str(n)) for n in range(concurrency)]
-                # Warm-up: creates the new threads' sessions (not measured).
-                await asyncio.gather(*(_turn(app, key, "warm-up") for key in keys))
-                rss[app.sessions.live_count] = (await runtime.info()).rss_bytes or 0
-                results: list[tuple[float, float, float]] = []
-                for r in range(rounds):
-                    results += await asyncio.gather(*(_turn(app, k, f"m{r}") for k in keys))
-                walls, ours, cpu = ([row[i] for row in results] for i in range(3))
-                print(
-                    f"{concurrency:>7} {len(results):>5} | {_pct(cpu, 0.5)} {_pct(cpu, 0.99)} | "
-                    f"{_pct(ours, 0.5)} {_pct(ours, 0.99)} | {_pct(walls, 0.5)} {_pct(walls, 0.99)}"
-                )
-            print()
-            print("Copilot CLI resident memory by live sessions")
-            print(f"{'live':>7} {'RSS MiB':>9}")
-            for live, size in sorted(rss.items()):
-                print(f"{live:>7} {size / 2**20:>9.0f}")
-            lo, hi = min(rss), max(rss)
-            print(f"~{(rss[hi] - rss[lo]) / (hi - lo) / 2**20:.1f} MiB per additional live session")
-        finally:
-            await app.close()
-            model.kill()
-            await model.wait()
+    print()
+    print("Copilot CLI resident memory by live sessions")
+    print(f"{'live':>7} {'RSS MiB':>9}")
+    for live, size in sorted(rss.items()):
+        print(f"{live:>7} {size / 2**20:>9.0f}")
+    lo, hi = min(rss), max(rss)
+    print(f"~{(rss[hi] - rss[lo]) / (hi - lo) / 2**20:.1f} MiB per additional live session")
 
 
 if __name__ == "__main__":

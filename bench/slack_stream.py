@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from adapters.slack import SlackAdapter
+from bench.harness import print_first_text, remote_echo_model, start_app
 from bot.app import App
-from bot.copilot_cli import find_cli
-from bot.runtime import CopilotRuntime
-from bot.store import Store
-from tests.conftest import make_settings
 from tests.fake_model import FakeModel, Reply
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
 
@@ -110,21 +106,12 @@ async def first_text(slack: FakeSlack, concurrency: int, rounds: int) -> list[fl
     return latencies
 
 
-def _ms(values: list[float], q: float) -> str:
-    ordered = sorted(values)
-    return f"{ordered[round(q * (len(ordered) - 1))] * 1000:8.1f}"
-
-
 async def _bot(tmp: Path, model_url: str, slack: FakeSlack) -> tuple[App, SlackAdapter]:
-    settings = make_settings(
+    app = await start_app(
         tmp, model_url, slack_bot_token=BOT_TOKEN, slack_app_token=APP_TOKEN,
         slack_api_url=slack.api_url, max_live_sessions=200,
-        user_turns_per_minute=0, thread_turns_per_minute=0,
     )  # fmt: skip
-    runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
-    await runtime.start()
-    app = App(settings, runtime, await Store.open(tmp / "bench.db"))
-    adapter = SlackAdapter(app.router, settings)
+    adapter = SlackAdapter(app.router, app.settings)
     await adapter.start()
     return app, adapter
 
@@ -145,31 +132,21 @@ async def main() -> None:
         await app.close()
         await model.stop()
 
-        # 2. Latency: the instant echo model in a process of its own, as a remote
-        # provider would be, so it does not compete with the bot for this one.
-        echo = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.fake_model", stdout=asyncio.subprocess.PIPE, cwd=ROOT
-        )
-        assert echo.stdout is not None
-        app, adapter = await _bot(
-            Path(tmp) / "latency", (await echo.stdout.readline()).decode().strip(), slack
-        )
-        try:
-            print()
-            print("event delivered -> first text visible in the thread (instant model), ms")
-            print(f"{'threads':>8} {'answers':>8} {'p50':>8} {'p99':>8}")
-            for concurrency, rounds in ((1, 20), (50, 3)):
-                latencies = await first_text(slack, concurrency, rounds)
-                print(
-                    f"{concurrency:>8} {len(latencies):>8} {_ms(latencies, 0.5)} "
-                    f"{_ms(latencies, 0.99)}"
+        # 2. Latency, answered by the remote echo model.
+        async with remote_echo_model() as model_url:
+            app, adapter = await _bot(Path(tmp) / "latency", model_url, slack)
+            try:
+                await print_first_text(
+                    "event delivered -> first text visible in the thread (instant model), ms",
+                    lambda concurrency, rounds: first_text(slack, concurrency, rounds),
                 )
-        finally:
-            await adapter.stop()
-            await app.close()
-            echo.kill()
-            await echo.wait()
-            await slack.stop()
+            finally:
+                # As the bot stops: answers still streaming (only their first text was
+                # timed) finish before the client closes under them.
+                await app.router.drain(60)
+                await adapter.stop()
+                await app.close()
+    await slack.stop()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""What the benchmarks share: the remote echo model, an app on the real Copilot CLI, and
+percentile tables."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from bot.app import App
+from bot.copilot_cli import find_cli
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from tests.conftest import make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@asynccontextmanager
+async def remote_echo_model() -> AsyncIterator[str]:
+    """The instant echo model in a process of its own, as a remote provider would be, so it
+    does not compete with the bot for its event loop. Yields its base URL."""
+    model = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.fake_model", stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    assert model.stdout is not None
+    try:
+        yield (await model.stdout.readline()).decode().strip()
+    finally:
+        model.kill()
+        await model.wait()
+
+
+async def start_app(tmp: Path, model_url: str, **overrides: Any) -> App:
+    """An app on a started runtime, with no rate limits: benchmarks ask many times a minute."""
+    settings = make_settings(
+        tmp, model_url, user_turns_per_minute=0, thread_turns_per_minute=0, **overrides
+    )
+    runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
+    await runtime.start()
+    return App(settings, runtime, await Store.open(tmp / "bench.db"))
+
+
+def ms(values: list[float], q: float, decimals: int = 1) -> str:
+    """The `q` quantile of `values` (seconds), in milliseconds, 8 wide."""
+    ordered = sorted(values)
+    return f"{ordered[round(q * (len(ordered) - 1))] * 1000:8.{decimals}f}"
+
+
+async def print_first_text(
+    title: str, first_text: Callable[[int, int], Awaitable[list[float]]]
+) -> None:
+    """p50 and p99 of `first_text(concurrency, rounds)` at 1 and 50 concurrent threads."""
+    print()
+    print(title)
+    print(f"{'threads':>8} {'answers':>8} {'p50':>8} {'p99':>8}")
+    for concurrency, rounds in ((1, 20), (50, 3)):
+        latencies = await first_text(concurrency, rounds)
+        print(f"{concurrency:>8} {len(latencies):>8} {ms(latencies, 0.5)} {ms(latencies, 0.99)}")
