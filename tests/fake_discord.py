@@ -220,6 +220,16 @@ class FakeDiscord(FakeServer):
     def gateway_url(self) -> str:
         return f"ws://{self.base.removeprefix('http://')}/gateway/"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What a threadpilot process needs to reach this Discord (commands synced at once)."""
+        return {
+            "DISCORD_TOKEN": TOKEN,
+            "DISCORD_API_URL": self.api_url,
+            "DISCORD_GATEWAY_URL": self.gateway_url,
+            "DISCORD_GUILD_IDS": GUILD_ID,
+        }
+
     def rate_limit(
         self, method: str, path: str, retry_after: float, is_global: bool = False
     ) -> None:
@@ -457,8 +467,6 @@ class FakeDiscord(FakeServer):
         target: Message | None = None,
     ) -> Interaction:
         """A person uses a slash command (or, with `target`, a message command)."""
-        interaction = Interaction(snowflake(), f"token-{snowflake()}", channel_id)
-        self.interactions[interaction.token] = interaction
         data: dict[str, Any] = {"id": snowflake(), "name": name, "type": 1}
         if options:
             data["options"] = [
@@ -471,13 +479,31 @@ class FakeDiscord(FakeServer):
                 resolved={"messages": {target.id: target.payload(self._guild_of(channel_id))}},
             )
         channel = self.channels[channel_id]
+        interaction, payload = self.interaction(
+            data, channel_id, author, guild_id=channel.get("guild_id"), channel=channel
+        )
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    def interaction(
+        self,
+        data: dict[str, Any],
+        channel_id: str,
+        author: str,
+        *,
+        guild_id: str | None,
+        channel: dict[str, Any] | None,
+    ) -> tuple[Interaction, dict[str, Any]]:
+        """An INTERACTION_CREATE payload as Discord sends it, for `data` (the command), in a
+        guild or a DM; registered here so responses to it are recorded, not yet sent."""
+        interaction = Interaction(snowflake(), f"token-{snowflake()}", channel_id)
+        self.interactions[interaction.token] = interaction
         payload: dict[str, Any] = {
             "id": interaction.id,
             "application_id": APP_ID,
             "type": 2,
             "data": data,
             "channel_id": channel_id,
-            "channel": channel,
             "token": interaction.token,
             "version": 1,
             "app_permissions": "2251799813685247",
@@ -485,16 +511,21 @@ class FakeDiscord(FakeServer):
             "locale": "en-US",
             "entitlements": [],
             "authorizing_integration_owners": {"0": GUILD_ID},
-            "context": 0 if channel.get("guild_id") else 1,
+            "context": 0 if guild_id else 1,
         }
-        if channel.get("guild_id"):
-            payload.update(guild_id=channel["guild_id"], guild_locale="en-US")
+        if channel is not None:
+            payload["channel"] = channel
+        if guild_id:
+            payload.update(guild_id=guild_id, guild_locale="en-US")
             payload["member"] = member(PEOPLE[author])
         else:
             payload["user"] = PEOPLE[author]
+        return interaction, payload
+
+    async def dispatch(self, name: str, payload: dict[str, Any]) -> None:
+        """Send any gateway dispatch, once the bot is connected."""
         await self.connected()
-        await self._dispatch("INTERACTION_CREATE", payload)
-        return interaction
+        await self._dispatch(name, payload)
 
     def responses(self, interaction: Interaction) -> list[Message]:
         """The interaction's original response, then its follow-ups."""

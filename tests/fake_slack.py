@@ -105,6 +105,15 @@ class FakeSlack(FakeServer):
     def api_url(self) -> str:
         return f"{self.base}/api/"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What a threadpilot process needs to reach this Slack in Socket Mode."""
+        return {
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_APP_TOKEN": APP_TOKEN,
+            "SLACK_API_URL": self.api_url,
+        }
+
     def script(self, method: str, scripted: Scripted) -> None:
         self._scripts.setdefault(method, []).append(scripted)
 
@@ -446,10 +455,16 @@ class FakeSlack(FakeServer):
     def shortcut(
         self, callback_id: str, channel: str, message: Message, user: str = "U1"
     ) -> dict[str, Any]:
-        n = next(self._ids)
         shown: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
         if message.thread_ts:
             shown["thread_ts"] = message.thread_ts
+        return self.message_action(callback_id, channel, shown, user)
+
+    def message_action(
+        self, callback_id: str, channel: str, shown: dict[str, Any], user: str = "U1"
+    ) -> dict[str, Any]:
+        """A message shortcut's payload, on `shown` (the message as Slack describes it)."""
+        n = next(self._ids)
         return {
             "type": "message_action",
             "callback_id": callback_id,
@@ -459,7 +474,7 @@ class FakeSlack(FakeServer):
             "channel": {"id": channel},
             "user": {"id": user},
             "message": shown,
-            "message_ts": message.ts,
+            "message_ts": shown["ts"],
             "api_app_id": APP_ID,
         }
 

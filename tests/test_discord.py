@@ -377,11 +377,7 @@ async def test_threadpilot_runs_discord_and_stops_cleanly(
 ) -> None:
     identified = len(fake_discord.identified)
     syncs = len([c for c in fake_discord.calls if c.method == "PUT"])
-    process = await start_bot(
-        tmp_path, fake_model, cli_path,
-        DISCORD_TOKEN=TOKEN, DISCORD_API_URL=fake_discord.api_url,
-        DISCORD_GATEWAY_URL=fake_discord.gateway_url, DISCORD_GUILD_IDS=GUILD_ID,
-    )  # fmt: skip
+    process = await start_bot(tmp_path, fake_model, cli_path, **fake_discord.env)
     try:
         await fake_discord.wait_for(lambda: len(fake_discord.identified) > identified)
         await fake_discord.wait_for(  # this process synced its commands: it is up

@@ -7,10 +7,9 @@ import asyncio
 from pathlib import Path
 
 from tests.conftest import start_bot
-from tests.fake_discord import GATEWAY_MESSAGE_CONTENT, GUILD_ID, FakeDiscord
-from tests.fake_discord import TOKEN as DISCORD_TOKEN
+from tests.fake_discord import GATEWAY_MESSAGE_CONTENT, FakeDiscord
 from tests.fake_model import FakeModel
-from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.fake_slack import FakeSlack
 
 
 async def doctor(
@@ -26,14 +25,9 @@ async def doctor(
 
 def platforms(fake_slack: FakeSlack, fake_discord: FakeDiscord, tmp_path: Path) -> dict[str, str]:
     return {
+        **fake_slack.env,
+        **fake_discord.env,
         "THREADPILOT_DATA_DIR": str(tmp_path / "data"),
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_APP_TOKEN": APP_TOKEN,
-        "SLACK_API_URL": fake_slack.api_url,
-        "DISCORD_TOKEN": DISCORD_TOKEN,
-        "DISCORD_API_URL": fake_discord.api_url,
-        "DISCORD_GATEWAY_URL": fake_discord.gateway_url,
-        "DISCORD_GUILD_IDS": GUILD_ID,
         "THREADPILOT_DISCORD_MESSAGE_CONTENT": "true",
     }
 

@@ -17,17 +17,11 @@ from bot.store import Store
 from bot.turns import RUNTIME_STOPPED_MESSAGE
 from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
-from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.fake_slack import FakeSlack
 
 
 def slack_env(fake_slack: FakeSlack, tmp_path: Path, **more: str) -> dict[str, str]:
-    return {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_APP_TOKEN": APP_TOKEN,
-        "SLACK_API_URL": fake_slack.api_url,
-        "THREADPILOT_DATA_DIR": str(tmp_path / "data"),
-        **more,
-    }
+    return {**fake_slack.env, "THREADPILOT_DATA_DIR": str(tmp_path / "data"), **more}
 
 
 async def connected(fake_slack: FakeSlack, process_start: int) -> None:

@@ -26,15 +26,12 @@ from bot.replies import ReplySink
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import (
     ADMIN_ID,
-    APP_ID,
     BOT_ID,
     GUILD_ID,
     PEOPLE,
     TEXT_CHANNEL,
     USER_ID,
     FakeDiscord,
-    Interaction,
-    member,
     snowflake,
     user,
 )
@@ -163,20 +160,10 @@ def slack_deliveries(harness: SlackHarness) -> st.SearchStrategy[tuple[str, dict
         optional={"thread_ts": st.builds(fake.new_ts), "text": st.text(max_size=50)},
     )
     shortcut = st.builds(
-        lambda callback_id, message, channel: {
-            "type": "message_action",
-            "callback_id": callback_id,
-            "trigger_id": f"trigger-{fake.new_ts()}",
-            "response_url": f"{fake.base}/respond/0",
-            "team": {"id": TEAM},
-            "channel": {"id": channel},
-            "user": {"id": "U1"},
-            "message": message,
-            "message_ts": message["ts"],
-        },
+        fake.message_action,
         st.sampled_from(["reset_thread", "branch_from_here", "unknown_shortcut"]),
-        shortcut_message,
         st.sampled_from([harness.channel, harness.dm, "C\u00e9"]),
+        shortcut_message,
     )
     return st.one_of(
         st.tuples(st.just("events_api"), events),
@@ -298,8 +285,6 @@ def _interaction_payload(
     guild: str,
     with_channel: bool,
 ) -> dict[str, Any]:
-    interaction = Interaction(snowflake(), f"token-{snowflake()}", channel_id)
-    fake.interactions[interaction.token] = interaction
     name, options = command
     data: dict[str, Any] = {"id": snowflake(), "name": name, "type": 1}
     if options is not None:
@@ -308,31 +293,14 @@ def _interaction_payload(
     guild_id = (known or {}).get("guild_id") if guild == "" else guild
     if guild_id == "unknown":
         guild_id = snowflake()
-    payload: dict[str, Any] = {
-        "id": interaction.id,
-        "application_id": APP_ID,
-        "type": 2,
-        "data": data,
-        "channel_id": channel_id,
-        "token": interaction.token,
-        "version": 1,
-        "app_permissions": "2251799813685247",
-        "attachment_size_limit": 10 * 2**20,
-        "locale": "en-US",
-        "entitlements": [],
-        "authorizing_integration_owners": {},
-        "context": 0 if guild_id else 1,
-    }
-    if with_channel:
-        payload["channel"] = known or (
-            {**fake.channels[TEXT_CHANNEL], "id": channel_id, "guild_id": guild_id}
-            if guild_id
-            else {"id": channel_id, "type": 1, "recipients": [PEOPLE[author]]}
-        )
-    if guild_id:
-        payload.update(guild_id=guild_id, member=member(PEOPLE[author]))
-    else:
-        payload["user"] = PEOPLE[author]
+    channel = known or (
+        {**fake.channels[TEXT_CHANNEL], "id": channel_id, "guild_id": guild_id}
+        if guild_id
+        else {"id": channel_id, "type": 1, "recipients": [PEOPLE[author]]}
+    )
+    _, payload = fake.interaction(
+        data, channel_id, author, guild_id=guild_id, channel=channel if with_channel else None
+    )
     return payload
 
 
@@ -475,8 +443,7 @@ async def fuzz_discord(
 
     async def one(delivery: tuple[str, dict[str, Any]]) -> None:
         name, payload = delivery
-        await fake.connected()
-        await fake._dispatch(name, payload)
+        await fake.dispatch(name, payload)
         # A command taken after it, answered: the fuzzed one has been through the client.
         marker = await fake.command("help", marker_channel)
         await bot.dispatched(marker.id)

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import start_bot, stop_bot
-from tests.fake_discord import BOT_ID, GUILD_ID, TEXT_CHANNEL, FakeDiscord
+from tests.fake_discord import BOT_ID, TEXT_CHANNEL, FakeDiscord
 from tests.fake_discord import TOKEN as DISCORD_TOKEN
 from tests.fake_model import FakeModel, Reply
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
@@ -32,10 +32,9 @@ async def test_no_secret_appears_in_any_log_line(
         THREADPILOT_LOG_LEVEL="DEBUG",
         THREADPILOT_PROVIDER_API_KEY=PROVIDER_KEY,
         COPILOT_GITHUB_TOKEN=GITHUB_TOKEN,
-        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=fake_slack.api_url,
-        DISCORD_TOKEN=DISCORD_TOKEN, DISCORD_API_URL=fake_discord.api_url,
-        DISCORD_GATEWAY_URL=fake_discord.gateway_url, DISCORD_GUILD_IDS=GUILD_ID,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        **fake_slack.env,
+        **fake_discord.env,
     )  # fmt: skip
     try:
         await fake_slack.wait_for(lambda: fake_slack.connections > connections)

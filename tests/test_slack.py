@@ -364,10 +364,7 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
 ) -> None:
     connections = fake_slack.connections
-    process = await start_bot(
-        tmp_path, fake_model, cli_path,
-        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_API_URL=fake_slack.api_url,
-    )  # fmt: skip
+    process = await start_bot(tmp_path, fake_model, cli_path, **fake_slack.env)
     try:
         await fake_slack.wait_for(lambda: fake_slack.connections > connections)
         channel = f"C{uuid.uuid4().hex[:8].upper()}"
