@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         has_platform = bool(settings.slack_bot_token or settings.discord_token)
         in_terminal = command in ("console", "status") or (command == "run" and not has_platform)
-        # In a terminal chat, only trouble is worth interleaving with the conversation; the
-        # doctor's findings say all there is.
-        quiet = logging.ERROR if command == "doctor" else logging.WARNING
-        logs.setup(settings, quiet if in_terminal or command == "doctor" else None)
+        level = None
+        if command == "doctor":  # its findings say all there is
+            level = logging.ERROR
+        elif in_terminal:  # only trouble is worth interleaving with the conversation
+            level = logging.WARNING
+        logs.setup(settings, level)
         if command == "runtime":
             path = install_cli(settings.cli_dir)
             print(f"Copilot CLI {VERSION} installed: {path}")
