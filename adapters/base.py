@@ -160,10 +160,12 @@ class Pacer:
         while self._dirty:
             await asyncio.sleep(max(0.0, self._last + self._interval - loop.time()))
             self._dirty, self._flushing = False, True
-            self._last = loop.time()
             try:
                 await self._flush()
             finally:
+                # Paced from when the edit is done, not begun: a request slow to arrive
+                # would otherwise land less than `interval` before the next one.
+                self._last = loop.time()
                 self._flushing = False
 
     async def settle(self) -> None:
