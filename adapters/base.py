@@ -13,6 +13,7 @@ from bot.replies import (
     ErrorReply,
     FinalText,
     Notice,
+    Queued,
     ReplyEvent,
     TextDelta,
     TextRestart,
@@ -321,11 +322,13 @@ async def render_reply(
     *,
     private: Callable[[str], Awaitable[list[str]]],
     notice: Callable[[str], Awaitable[str]],
+    queued: Callable[[], Awaitable[None]],
     all_private: bool = False,
 ) -> list[str]:
     """Show a reply stream: the answer grows in `live`; answers meant only for the asker
     (or every answer, with `all_private`) go through `private`, the bot's own notes
-    through `notice`. Returns the references of what was posted."""
+    through `notice`, and `queued` signs that the message waits its turn. Returns the
+    references of what was posted."""
     refs: list[str] = []
     try:
         async for event in events:
@@ -345,6 +348,8 @@ async def render_reply(
                     refs += await live.finish(text)
                 case Notice(text):
                     refs.append(await notice(text))
+                case Queued():
+                    await queued()
                 case ErrorReply(message):
                     refs += await live.fail(message)
     finally:

@@ -24,6 +24,7 @@ from bot.scheduler import Scheduler
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import Store
+from bot.thread_context import ThreadContext
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,8 @@ class App:
             clock=clock,
         )
         self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
-        self.commands = Commands(settings, self.sessions, self.journal, self.status)
+        context = ThreadContext(settings.thread_context_chars)
+        self.commands = Commands(settings, self.sessions, self.journal, self.status, context)
         self.router = Router(
             settings=settings,
             access=Access(settings, clock),
@@ -142,6 +144,7 @@ class App:
             sessions=self.sessions,
             commands=self.commands,
             checkpointer=self.checkpointer,
+            context=context,
             metrics=self.metrics,
         )
 

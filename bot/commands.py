@@ -1,13 +1,16 @@
-"""Commands: the platform-neutral in-thread commands (reset, branch, status, help).
+"""Commands: the platform-neutral in-thread commands (reset, branch, restore, summarize,
+status, help).
 
 Adapters only recognise their platform's command forms and set `Inbound.command`; what a
-command does is decided here. Commands never call the model.
+command does is decided here. Commands never call the model, except `summarize`, which
+is a model call on a session of its own.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from bot.config import Settings
@@ -17,6 +20,7 @@ from bot.replies import CannotOpenThread, ErrorReply, FinalText, ReplyEvent, Rep
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import ThreadRecord
+from bot.thread_context import ThreadContext, ThreadUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,14 @@ class CommandCall:
         return self.thread
 
 
-Handler = Callable[[CommandCall], Awaitable[ReplyEvent]]
+# A command's reply: one event, or a stream of them (a summary as the model writes it).
+Handler = Callable[[CommandCall], Awaitable[ReplyEvent] | AsyncGenerator[ReplyEvent, None]]
+
+SUMMARIZE_PROMPT = (
+    "Summarize the chat thread below for the people in it, in short bullet points under "
+    "the headings Decisions, Open questions and Who owes what (name people as the thread "
+    "does). Leave out a heading with nothing under it, and write nothing else."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +58,25 @@ class Command:
     handler: Handler
     admin_only: bool = False
     needs_thread: bool = True
+    # False: using it does not make the bot part of the thread (it is not answered there
+    # unasked afterwards).
+    joins_thread: bool = True
 
 
 class Commands:
     def __init__(
-        self, settings: Settings, sessions: SessionManager, journal: Journal, status: Status
+        self,
+        settings: Settings,
+        sessions: SessionManager,
+        journal: Journal,
+        status: Status,
+        context: ThreadContext,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._journal = journal
         self._status_source = status
+        self._context = context
         self.table: dict[str, Command] = {
             command.name: command
             for command in (
@@ -67,6 +87,12 @@ class Commands:
                     self._branch,
                 ),
                 Command("restore", "undo the last reset or checkpoint", self._restore),
+                Command(
+                    "summarize",
+                    "sum up this thread: decisions, open questions, who owes what",
+                    self._summarize,
+                    joins_thread=False,
+                ),
                 Command(
                     "status",
                     "the bot's health (admins only)",
@@ -106,17 +132,26 @@ class Commands:
             )
             yield FinalText(f"Sorry, `{command.name}` is for admins only.", private=True)
             return
-        if command.needs_thread and call.thread is None:
+        if command.needs_thread and call.inbound.key is None:
             yield FinalText(
                 f"`{command.name}` works on a thread: use it inside the thread itself "
                 "(mention me with the command there, or use the message shortcut).",
                 private=True,
             )
             return
-        yield await command.handler(call)
+        reply = command.handler(call)
+        if isinstance(reply, AsyncGenerator):
+            async with aclosing(reply) as events:
+                async for event in events:
+                    yield event
+        else:
+            yield await reply
 
     async def _reset(self, call: CommandCall) -> ReplyEvent:
-        await self._sessions.reset(call.in_thread, cause="reset")
+        # Nothing said before the reset reaches the new session, not even as thread context.
+        reader = call.inbound.thread
+        position = reader.position if reader else None
+        await self._sessions.reset(call.in_thread, cause="reset", context_ref=position)
         return FinalText(
             "Started afresh: I no longer remember anything said above this message. "
             "Say `restore` to undo."
@@ -150,6 +185,30 @@ class Commands:
             f"Branched into {opened.link}: it remembers this conversation up to that point, "
             "and from now on the two threads go their own ways."
         )
+
+    async def _summarize(self, call: CommandCall) -> AsyncGenerator[ReplyEvent, None]:
+        reader, key = call.inbound.thread, call.inbound.key
+        if reader is None or key is None:
+            yield ErrorReply("I can't read this conversation, so I can't summarize it.")
+            return
+        try:
+            transcript = await self._context.transcript(reader)
+        except ThreadUnreadable:
+            yield ErrorReply(
+                "I couldn't read this thread (I may not be a member of this channel, or its "
+                "service is busy). Please invite me or try again in a minute."
+            )
+            return
+        if not transcript:
+            yield ErrorReply("There is nothing in this thread to summarize yet.")
+            return
+        prompt = f"{SUMMARIZE_PROMPT}\n\n{transcript}"
+        async with (
+            self._sessions.scratch_turn(key, prompt) as turn,
+            aclosing(turn.events()) as events,
+        ):
+            async for event in events:
+                yield event
 
     async def _status(self, call: CommandCall) -> ReplyEvent:
         return FinalText(await self._status_source.text(), private=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.attachments import InboundFile
+from bot.thread_context import ThreadReader
 from bot.thread_key import ThreadKey
 
 
@@ -21,6 +22,11 @@ class Inbound:
     `/name`. `message_ref` is the platform's reference of this message, when it is one (the
     journal maps it to the turn, so a later branch can start there). `target_ref` is the
     message a command was used on (a message shortcut), e.g. the branch point.
+
+    The facts the router decides by (bot/routing.py): `addressed` (a mention, a slash
+    command, a shortcut: the person asked the bot), `in_dm` (a direct conversation with
+    the bot) and `from_bot` (another bot wrote it). `thread` reads the conversation around
+    the message, where the platform has one to read.
     """
 
     event_id: str
@@ -32,6 +38,10 @@ class Inbound:
     target_ref: str | None = None
     files: tuple[InboundFile, ...] = ()
     platform: str = ""  # defaults to the key's; needed when there is no key
+    addressed: bool = True
+    in_dm: bool = False
+    from_bot: bool = False
+    thread: ThreadReader | None = None
 
     def __post_init__(self) -> None:
         if not self.platform:

@@ -89,6 +89,29 @@ class Journal:
 
         return await self._store.run(work)
 
+    async def heard(self, event_id: str, thread_id: int, user_ref: str | None) -> None:
+        """Record a message of the thread that was not for the bot (kind 'context'): the
+        agent reads it with its next turn there, which this entry tells it to look for."""
+        now = self._clock()
+        await self._store.run(
+            statement(
+                "INSERT INTO turns (event_id, thread_id, kind, status, user_ref, received_at, "
+                "finished_at) VALUES (?, ?, 'context', 'done', ?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING",
+                (event_id, thread_id, user_ref, now, now),
+            )
+        )
+
+    async def quiet_between(self, thread_id: int, after: int, before: int) -> bool:
+        """Whether the thread has no entries between entries `after` and `before`."""
+        row = await self._store.run(
+            lambda conn: conn.execute(
+                "SELECT 1 FROM turns WHERE thread_id = ? AND id > ? AND id < ? LIMIT 1",
+                (thread_id, after, before),
+            ).fetchone()
+        )
+        return row is None
+
     async def start(self, turn_id: int) -> ThreadRecord | None:
         """Mark the entry running; return its thread as it is now (if it has one)."""
         now = self._clock()

@@ -71,4 +71,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX turns_status ON turns (status);
     CREATE INDEX turns_received ON turns (received_at);
     """,
+    # 2: how far the agent has been told its thread (bot/thread_context.py).
+    """
+    ALTER TABLE threads ADD COLUMN context_ref TEXT;  -- platform position; NULL: not yet
+    """,
 )

@@ -63,6 +63,12 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """The message was taken and waits behind others in its thread; the sink's next
+    stream for it takes the sign down."""
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     """Something went wrong; `message` is written for the person in the thread."""
 
@@ -79,7 +85,15 @@ class OpenedThread:
 
 
 ReplyEvent = (
-    TextDelta | TextRestart | ToolStarted | ToolFinished | Usage | FinalText | Notice | ErrorReply
+    TextDelta
+    | TextRestart
+    | ToolStarted
+    | ToolFinished
+    | Usage
+    | FinalText
+    | Notice
+    | Queued
+    | ErrorReply
 )
 
 

@@ -1,8 +1,11 @@
 """Router: where every inbound message goes, and the journal entry that follows it.
 
-For each message: take its place in the thread's lane (arrival order), claim its event id
-in the journal (a duplicate stops here), wait for the jobs ahead, then run it as a command
-or a turn and let the adapter's sink show the reply stream.
+For each message: decide whether it is for the bot (bot/routing.py; a message of a bot
+thread that is not is journaled, for the agent to read with its next turn); take its
+place in the thread's lane (arrival order), claim its event id in the journal (a
+duplicate stops here), say so if it waits behind others, wait for the jobs ahead, then
+run it as a command or a turn, with what the agent should know of the thread, and let the
+adapter's sink show the reply stream.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
-from bot.replies import ErrorReply, FinalText, Notice, ReplyEvent, ReplySink, single
+from bot.replies import ErrorReply, FinalText, Notice, Queued, ReplyEvent, ReplySink, single
+from bot.routing import Route, route
 from bot.runtime import RuntimeUnavailable
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
-from bot.thread_key import ThreadKey
+from bot.thread_context import ThreadContext, framed, speaker_line
 from bot.turns import Turn
 
 log = logging.getLogger(__name__)
@@ -77,9 +81,11 @@ class Router:
         sessions: SessionManager,
         commands: Commands,
         checkpointer: Checkpointer,
+        context: ThreadContext,
         metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self._context = context
         self._access = access
         self._store = store
         self._journal = journal
@@ -90,13 +96,11 @@ class Router:
         self._draining = False
         self._active: set[asyncio.Task[object]] = set()
 
-    async def knows(self, key: ThreadKey) -> bool:
-        """Whether the bot has taken part in this thread (so follow-ups need no mention)."""
-        return await self._store.thread(key) is not None
-
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
         with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
+            if not await self._for_the_bot(inbound):
+                return
             if self._draining:
                 # Not journaled: a redelivery after the restart is answered then.
                 await sink.render(single(ErrorReply(SHUTTING_DOWN)))
@@ -108,6 +112,25 @@ class Router:
                 await self._dispatch(inbound, sink)
             finally:
                 self._active.discard(task)
+
+    async def _for_the_bot(self, inbound: Inbound) -> bool:
+        """Route `inbound`: True to answer it; a message of a bot thread that is not for
+        the bot is journaled for the agent's next turn there."""
+        thread: ThreadRecord | None = None
+        try:
+            thread = await self._store.thread(inbound.key) if inbound.key else None
+        except Exception:  # then only messages that ask the bot are answered (or told why)
+            log.exception("could not look up %s", inbound.key)
+        decision = route(inbound, thread is not None, self._settings)
+        if decision is Route.CONTEXT and thread is not None and not self._draining:
+            event_id = f"{inbound.platform}:{inbound.event_id}"
+            try:
+                await self._journal.heard(event_id, thread.id, inbound.message_ref)
+            except Exception:  # the next turn reads the thread all the same
+                log.exception("could not journal %s", event_id)
+        if decision is not Route.ANSWER:
+            log.debug("%s: %s", inbound.event_id, decision.value)
+        return decision is Route.ANSWER
 
     async def drain(self, grace_s: float) -> None:
         """Shutting down: take no new messages, give those under way `grace_s` seconds to
@@ -133,7 +156,8 @@ class Router:
             first = ticket.first
             claim = await self._journal.claim(
                 f"{inbound.platform}:{inbound.event_id}",
-                inbound.key,
+                # A command that does not make the bot part of the thread leaves no record.
+                inbound.key if not parsed or parsed[0].joins_thread else None,
                 parsed[0].name if parsed else "turn",
                 inbound.message_ref,
                 start=first,
@@ -148,6 +172,8 @@ class Router:
                 outcome = TurnOutcome(ok=False, reply_refs=refs, error="rate limited")
                 await self._journal.finish(turn_id, outcome)
                 return
+            if not ticket.first:  # it waits behind others: show it was taken
+                await sink.render(single(Queued()))
             await ticket.ready()
             # Queued behind others: read the thread as they left it (reset, branch, ...).
             thread = claim.thread if first else await self._journal.start(turn_id)
@@ -221,6 +247,7 @@ class Router:
             )
             return
         started = time.perf_counter()
+        prompt = await self._framed(turn_id, inbound, thread, prompt)
         turn = await self._sessions.start_turn(thread, prompt, attachments)
         async with aclosing(turn.events()) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
@@ -236,13 +263,36 @@ class Router:
             answer_event_id=turn.answer_event_id,
             error=turn.error,
         )
+        # Once the runtime has the message, the agent knows the thread up to it.
+        told = inbound.thread.position if inbound.thread and turn.user_event_id else None
         # Both land in one group commit.
         await asyncio.gather(
-            self._sessions.finish_turn(thread, turn), self._journal.finish(turn_id, outcome)
+            self._sessions.finish_turn(thread, turn, told), self._journal.finish(turn_id, outcome)
         )
+        if told is not None:
+            self._context.told(thread.id, turn_id, told)
         if self._context_full(turn):
             # Summarize+reset now, before the runtime would compact on the next turn.
             await self._checkpointer.checkpoint(thread, "context")
+
+    async def _framed(self, turn_id: int, inbound: Inbound, thread: ThreadRecord, text: str) -> str:
+        """The prompt: who wrote `text`, after what the agent has not yet been told of the
+        thread (the thread so far on first contact, else what was said since its last
+        answer, unless nothing can have been)."""
+        reader = inbound.thread
+        if reader is None:  # one person at a terminal: nothing to read, nobody to name
+            return text
+        block = ""
+        first = thread.first_contact
+        if first or thread.context_ref is not None:
+            since = self._context.in_step(thread.id, thread.context_ref)
+            if (
+                first
+                or since is None
+                or not await self._journal.quiet_between(thread.id, since, turn_id)
+            ):
+                block = await self._context.block(reader, thread.context_ref, first_contact=first)
+        return framed(block, speaker_line(await reader.speaker(), inbound.user_id, text))
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage

@@ -246,6 +246,11 @@ class CopilotRuntime:
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()
 
+    def scratch_workspace(self) -> Path:
+        """The working directory of sessions without tools that belong to no thread (a
+        slug starts with a platform name, so none is called this)."""
+        return self.workspace("_scratch")
+
     def _system_message(self, summary: str | None) -> str:
         prompt = self._settings.system_prompt
         if summary:
@@ -255,7 +260,9 @@ class CopilotRuntime:
             )
         return prompt
 
-    def _session_options(self, summary: str | None, workspace: Path) -> dict[str, Any]:
+    def _session_options(
+        self, summary: str | None, workspace: Path, orientation: str | None, tools: bool
+    ) -> dict[str, Any]:
         settings = self._settings
         policy = self._policy
         ratio = settings.context_reset_ratio
@@ -273,7 +280,7 @@ class CopilotRuntime:
             "model": settings.model,
             # Replace mode: the CLI's own 21 kB coding-agent prompt is not for a chat bot.
             "system_message": {"mode": "replace", "content": self._system_message(summary)},
-            "available_tools": list(settings.tools),
+            "available_tools": list(settings.tools) if tools else [],
             "working_directory": str(workspace),
             "streaming": True,
             # The runtime compacts only above the fill at which the bot itself summarizes
@@ -284,6 +291,13 @@ class CopilotRuntime:
                 "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
             },
         }
+        if orientation:
+            # The runtime asks for this at every start, resumes included, and keeps none of
+            # it: the right place for what must be said the same way each time.
+            def on_session_start(_input: Any, _invocation: Any) -> dict[str, str]:
+                return {"additionalContext": orientation}
+
+            options["hooks"] = {"on_session_start": on_session_start}
         if settings.byok:
             provider: dict[str, Any] = {
                 "type": settings.provider_type or "openai",
@@ -299,18 +313,31 @@ class CopilotRuntime:
         return options
 
     async def create(
-        self, session_id: str, workspace: Path, summary: str | None = None
+        self,
+        session_id: str,
+        workspace: Path,
+        summary: str | None = None,
+        orientation: str | None = None,
+        *,
+        tools: bool = True,
     ) -> CopilotSession:
+        """A new session; `summary` seeds its system message, `orientation` is given at
+        its start; `tools=False` leaves out every tool (THREADPILOT_TOOLS included)."""
         return await self.client.create_session(
-            session_id=session_id, **self._session_options(summary, workspace)
+            session_id=session_id,
+            **self._session_options(summary, workspace, orientation, tools),
         )
 
     async def resume(
-        self, session_id: str, workspace: Path, summary: str | None = None
+        self,
+        session_id: str,
+        workspace: Path,
+        summary: str | None = None,
+        orientation: str | None = None,
     ) -> CopilotSession:
         try:
             return await self.client.resume_session(
-                session_id, **self._session_options(summary, workspace)
+                session_id, **self._session_options(summary, workspace, orientation, True)
             )
         except JsonRpcError as exc:
             if is_session_not_found(exc):

@@ -8,8 +8,10 @@ Callers hold the thread's lane ticket (`join`) while they use its session.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from copilot import CopilotSession
@@ -23,6 +25,7 @@ from bot.lanes import Lanes, Ticket
 from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime, SessionNotFound
 from bot.store import Store, ThreadRecord
+from bot.thread_context import orientation
 from bot.thread_key import ThreadKey
 from bot.turns import Turn
 
@@ -102,11 +105,36 @@ class SessionManager:
     ) -> Turn:
         return Turn(session, prompt, attachments, self._turn_timeout_s, self._runtime)
 
-    async def finish_turn(self, thread: ThreadRecord, turn: Turn) -> None:
+    async def finish_turn(
+        self, thread: ThreadRecord, turn: Turn, context_ref: str | None = None
+    ) -> None:
+        """Record the turn's usage and, if given, how far the agent now knows the thread."""
         usage = turn.usage
         await self._store.touch(
-            thread.id, usage.context_tokens if usage else 0, usage.context_limit if usage else 0
+            thread.id,
+            usage.context_tokens if usage else 0,
+            usage.context_limit if usage else 0,
+            context_ref,
         )
+
+    @asynccontextmanager
+    async def scratch_turn(self, key: ThreadKey, prompt: str) -> AsyncIterator[Turn]:
+        """A turn on a session of its own, without tools, deleted afterwards: for a job on
+        a thread (a summary) that must not become part of the thread's conversation."""
+        session_id = f"{key.slug}-s{uuid.uuid4().hex[:12]}"
+        session = await self._runtime.create(
+            session_id, self._runtime.scratch_workspace(), tools=False
+        )
+        try:
+            turn = self._turn(session, prompt, ())
+            await turn.send()
+            yield turn
+        finally:
+            try:
+                await session.disconnect()
+                await self._runtime.delete(session_id)
+            except Exception as exc:  # housekeeping cannot find it: only disk space is lost
+                log.warning("could not delete the scratch session %s: %s", session_id, exc)
 
     async def reset(
         self,
@@ -114,11 +142,15 @@ class SessionManager:
         cause: str,
         summary: str | None = None,
         summary_event_id: str | None = None,
+        context_ref: str | None = None,
     ) -> ThreadRecord:
         """Retire the thread's session (kept for `restore`); its next message starts a
-        fresh one, seeded with `summary` if given."""
+        fresh one, seeded with `summary` if given, and told the thread only after
+        `context_ref` if given."""
         await self._disconnect(thread.id)
-        fresh = await self._store.retire_session(thread, cause, summary, summary_event_id)
+        fresh = await self._store.retire_session(
+            thread, cause, summary, summary_event_id, context_ref
+        )
         self._metrics.resets.labels(cause).inc()
         return fresh
 
@@ -148,19 +180,20 @@ class SessionManager:
             return live.session
         await self._disconnect(thread.id)
         workspace = self._runtime.workspace(thread.key.slug)
+        seed = (thread.session_id, workspace, thread.summary, orientation(thread.key.platform))
         if thread.status == "new":
-            session = await self._runtime.create(thread.session_id, workspace, thread.summary)
+            session = await self._runtime.create(*seed)
             await self._store.mark_active(thread.id)
         else:
             try:
-                session = await self._runtime.resume(thread.session_id, workspace, thread.summary)
+                session = await self._runtime.resume(*seed)
             except SessionNotFound:
                 log.warning(
                     "the runtime has no state for %s (deleted outside threadpilot?); "
                     "starting it empty",
                     thread.session_id,
                 )
-                session = await self._runtime.create(thread.session_id, workspace, thread.summary)
+                session = await self._runtime.create(*seed)
         session_id = thread.session_id
         session.on(lambda event: self._watch(session_id, event))
         self._live[thread.id] = _Live(thread.key, thread.session_id, session)

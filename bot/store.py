@@ -41,13 +41,20 @@ class ThreadRecord:
     parent_id: int | None
     context_tokens: int
     context_limit: int
+    context_ref: str | None  # the thread's position up to which the agent has been told it
+
+    @property
+    def first_contact(self) -> bool:
+        """Never had a session, nor been told of its thread: read it from the start."""
+        return self.status == "new" and self.generation == 1 and self.context_ref is None
 
 
 # A thread's summary is the one its current session was seeded with.
 _SELECT_THREAD = (
     "SELECT t.id, t.platform, t.workspace, t.channel, t.thread, t.session_id, t.generation, "
     "t.status, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
-    "t.context_limit FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
+    "t.context_limit, t.context_ref "
+    "FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
 )
 _BY_KEY = "t.platform = ? AND t.workspace = ? AND t.channel = ? AND t.thread = ?"
 
@@ -68,6 +75,7 @@ def _thread(row: sqlite3.Row) -> ThreadRecord:
         parent_id=row["parent_id"],
         context_tokens=row["context_tokens"],
         context_limit=row["context_limit"],
+        context_ref=row["context_ref"],
     )
 
 
@@ -247,13 +255,17 @@ class Store:
         """The thread's current session now exists in the runtime: resume it from now on."""
         await self.run(statement("UPDATE threads SET status = 'active' WHERE id = ?", (thread_id,)))
 
-    async def touch(self, thread_id: int, context_tokens: int, context_limit: int) -> None:
+    async def touch(
+        self, thread_id: int, context_tokens: int, context_limit: int, context_ref: str | None
+    ) -> None:
+        """A turn finished; `context_ref`, if given, is where the agent now knows the
+        thread up to."""
         now = self._clock()
         await self.run(
             statement(
-                "UPDATE threads SET last_activity = ?, context_tokens = ?, context_limit = ? "
-                "WHERE id = ?",
-                (now, context_tokens, context_limit, thread_id),
+                "UPDATE threads SET last_activity = ?, context_tokens = ?, context_limit = ?, "
+                "context_ref = COALESCE(?, context_ref) WHERE id = ?",
+                (now, context_tokens, context_limit, context_ref, thread_id),
             )
         )
 
@@ -263,12 +275,15 @@ class Store:
         cause: str,
         summary: str | None = None,
         summary_event_id: str | None = None,
+        context_ref: str | None = None,
     ) -> ThreadRecord:
         """End the thread's current session; the next message starts generation + 1.
 
         `summary`, when given, is kept with the retired session and seeds the next one;
         `summary_event_id` is the runtime event that asked for it (a branch never copies
-        it). The retired session's runtime state stays on disk until housekeeping.
+        it). `context_ref`, when given, moves the thread's context cursor there: what was
+        said before it never reaches the new session. The retired session's runtime state
+        stays on disk until housekeeping.
         """
         now = self._clock()
         generation = thread.generation + 1
@@ -287,8 +302,9 @@ class Store:
             )
             conn.execute(
                 "UPDATE threads SET session_id = ?, generation = ?, status = 'new', "
-                "context_tokens = 0, context_limit = 0, last_activity = ? WHERE id = ?",
-                (session_id, generation, now, thread.id),
+                "context_tokens = 0, context_limit = 0, last_activity = ?, "
+                "context_ref = COALESCE(?, context_ref) WHERE id = ?",
+                (session_id, generation, now, context_ref, thread.id),
             )
             _record(conn, thread.id, thread.session_id, cause, now)
             return select_thread_by_id(conn, thread.id)

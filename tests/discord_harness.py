@@ -18,6 +18,10 @@ class DiscordHarness:
         self._watch = DispatchWatcher(app)
         self.dispatched = self._watch.dispatched
 
+    async def handled_as(self, message: Message) -> str | None:
+        """How the core journaled a message, once handled (None: ignored)."""
+        return await self._watch.handled_as(message.id, "discord")
+
     async def dispatched_nothing_for(self, message: Message) -> None:
         """Let a message pass through the client; then the core must not have been asked."""
         ping = await self.fake.say(self.fake.dm_channel(), "ping")  # handled after it

@@ -1,11 +1,13 @@
 """A fake Discord on 127.0.0.1 for the real discord.py client: REST v10 and the gateway.
 
-- REST: users, application commands (sync), channel messages (JSON and multipart),
-  typing, threads, interaction callbacks and webhook follow-ups and edits, attachment
-  downloads. Responses are exactly `application/json`; a scripted 429 carries a `Via`
-  header and a JSON `retry_after`, as discord.py needs to treat it as a rate limit. A
-  global one holds back every bot-token request (not webhooks or interactions) until it
-  has passed: one that comes too soon is refused with a global 429 again.
+- REST: users, application commands (sync), channel messages (JSON and multipart, read
+  back one by one or as history pages, blanked as Discord blanks them for a bot without
+  the Message Content intent), reactions, typing, threads, interaction callbacks and
+  webhook follow-ups and edits, attachment downloads. Responses are exactly
+  `application/json`; a scripted 429 carries a `Via` header and a JSON `retry_after`, as
+  discord.py needs to treat it as a rate limit. A global one holds back every bot-token
+  request (not webhooks or interactions) until it has passed: one that comes too soon is
+  refused with a global 429 again.
 - Gateway: HELLO, IDENTIFY, READY (with a loopback `resume_gateway_url`), GUILD_CREATE,
   heartbeats and acks, RESUME (replaying what the client missed), RECONNECT,
   INVALID_SESSION (resumable, or not: then IDENTIFY gets a new session id; also the
@@ -22,6 +24,7 @@ import itertools
 import json
 import re
 import time
+import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -117,8 +120,10 @@ class Message:
     edits: int = 0
     interaction_token: str | None = None  # a response or follow-up of this interaction
     ephemeral: bool = False
+    reply_to: Message | None = None  # the message this one replies to
+    allowed_mentions: Any = None  # as the bot sent it with its last create or edit
 
-    def payload(self, guild_id: str | None) -> dict[str, Any]:
+    def payload(self, guild_id: str | None, nested: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.id,
             "channel_id": self.channel_id,
@@ -133,10 +138,18 @@ class Message:
             "attachments": self.attachments,
             "embeds": [],
             "pinned": False,
-            "type": 0,
+            "type": 19 if self.reply_to else 0,
             "flags": 64 if self.ephemeral else 0,
             "components": [],
         }
+        if self.reply_to is not None:
+            data["message_reference"] = {
+                "type": 0,
+                "message_id": self.reply_to.id,
+                "channel_id": self.reply_to.channel_id,
+            }
+            if not nested:  # Discord resolves one level of replies
+                data["referenced_message"] = self.reply_to.payload(guild_id, nested=True)
         if guild_id is not None:
             data["guild_id"] = guild_id
             data["member"] = {k: v for k, v in member(self.author).items() if k != "user"}
@@ -186,6 +199,7 @@ class FakeDiscord(FakeServer):
             }
         }
         self.messages: dict[str, Message] = {}
+        self.reactions: list[tuple[str, str, str]] = []  # (PUT or DELETE, message id, emoji)
         self.interactions: dict[str, Interaction] = {}
         self.calls: list[Call] = []
         self.synced: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id -> commands
@@ -407,20 +421,40 @@ class FakeDiscord(FakeServer):
         content: str,
         author: str = USER_ID,
         attachments: list[dict[str, Any]] | None = None,
+        reply_to: Message | None = None,
     ) -> Message:
         """A person (or another bot) posts; dispatched as MESSAGE_CREATE."""
+        await self.connected()
+        message = self.post(channel_id, content, author, attachments, reply_to)
+        await self._dispatch("MESSAGE_CREATE", self._as_seen(message))
+        return message
+
+    def post(
+        self,
+        channel_id: str,
+        content: str,
+        author: str = USER_ID,
+        attachments: list[dict[str, Any]] | None = None,
+        reply_to: Message | None = None,
+    ) -> Message:
+        """A message posted while the bot is not looking (nothing dispatched)."""
         who = PEOPLE.get(author) or user(author, "otherbot", bot=True)
         message = Message(snowflake(), channel_id, who, content, attachments or [])
+        message.reply_to = reply_to
         self.messages[message.id] = message
-        await self.connected()
-        payload = message.payload(self._guild_of(channel_id))
-        # Without the privileged MESSAGE_CONTENT intent, Discord blanks what a bot may not
-        # read: messages in servers that do not mention it.
-        may_read = self.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
-        if not may_read and self._guild_of(channel_id) and f"<@{BOT_ID}>" not in content:
-            payload.update(content="", attachments=[], embeds=[])
-        await self._dispatch("MESSAGE_CREATE", payload)
         return message
+
+    def _as_seen(self, message: Message) -> dict[str, Any]:
+        """A message as the bot gets it. Without the privileged MESSAGE_CONTENT intent,
+        Discord blanks what a bot may not read: others' messages in servers that do not
+        mention it."""
+        guild = self._guild_of(message.channel_id)
+        payload = message.payload(guild)
+        may_read = self.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        mine = message.author["id"] == BOT_ID
+        if not (may_read or mine) and guild and f"<@{BOT_ID}>" not in message.content:
+            payload.update(content="", attachments=[], embeds=[])
+        return payload
 
     def attachment(self, name: str, content_type: str, data: bytes) -> dict[str, Any]:
         attachment_id = snowflake()
@@ -558,7 +592,7 @@ class FakeDiscord(FakeServer):
                 return _rate_limited(limit.retry_after, limit.is_global)
         if not is_webhook and request.headers.get("Authorization") != f"Bot {TOKEN}":
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
-        return await self._route(request.method, path, body, files)
+        return await self._route(request.method, path, body, files, dict(request.query))
 
     async def _body(self, request: web.Request) -> tuple[Any, list[bytes]]:
         if request.content_type == "application/json":
@@ -575,7 +609,9 @@ class FakeDiscord(FakeServer):
             return payload, files
         return None, []
 
-    async def _route(self, method: str, path: str, body: Any, files: list[bytes]) -> web.Response:
+    async def _route(
+        self, method: str, path: str, body: Any, files: list[bytes], query: dict[str, str]
+    ) -> web.Response:
         parts = path.strip("/").split("/")
         match method, parts:
             case "GET", ["users", "@me"]:
@@ -598,9 +634,22 @@ class FakeDiscord(FakeServer):
                 return _json(self._sync(guild, body))
             case "POST", ["channels", channel, "typing"]:
                 return web.Response(status=204)
+            case "GET", ["channels", channel, "messages"]:
+                return _json(self._history(channel, query))
+            case "GET", ["channels", channel, "messages", message_id]:
+                found = self.messages.get(message_id)
+                if found is None or found.channel_id != channel:
+                    return _json({"message": "Unknown Message", "code": 10008}, status=404)
+                return _json(self._as_seen(found))
+            case ("PUT" | "DELETE") as verb, [
+                "channels", _, "messages", message_id, "reactions", emoji, "@me"
+            ]:  # fmt: skip
+                self.reactions.append((verb, message_id, urllib.parse.unquote(emoji)))
+                return web.Response(status=204)
             case "POST", ["channels", channel, "messages"]:
                 message = Message(snowflake(), channel, BOT_USER, (body or {}).get("content") or "")
                 message.files = files
+                message.allowed_mentions = (body or {}).get("allowed_mentions")
                 self.messages[message.id] = message
                 return _json(message.payload(self._guild_of(channel)))
             case "PATCH", ["channels", channel, "messages", message_id]:
@@ -619,6 +668,7 @@ class FakeDiscord(FakeServer):
                     message = Message(
                         snowflake(), channel, BOT_USER, data.get("content") or "",
                         interaction_token=token, ephemeral=bool((data.get("flags") or 0) & 64),
+                        allowed_mentions=data.get("allowed_mentions"),
                     )  # fmt: skip
                     self.messages[message.id] = message
                     interaction.original = message
@@ -647,14 +697,29 @@ class FakeDiscord(FakeServer):
                     snowflake(), interaction.channel_id, BOT_USER,
                     data.get("content") or "", interaction_token=token,
                     ephemeral=bool((data.get("flags") or 0) & 64),
+                    allowed_mentions=data.get("allowed_mentions"),
                 )  # fmt: skip
                 message.files = files
                 self.messages[message.id] = message
                 return _json(message.payload(self._guild_of(message.channel_id)))
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
 
+    def _history(self, channel: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        """A page of a channel's messages, newest first, as GET .../messages answers."""
+        limit = int(query.get("limit") or 50)
+        before, after = int(query.get("before") or 2**64), int(query.get("after") or 0)
+        found = [
+            m for m in self.in_channel(channel) if after < int(m.id) < before and not m.ephemeral
+        ]
+        found.sort(key=lambda m: int(m.id), reverse=True)
+        # Discord pages `after` from the oldest side, and still lists each page newest first.
+        page = found[-limit:] if "after" in query and "before" not in query else found[:limit]
+        return [self._as_seen(m) for m in page]
+
     def _edit(self, message: Message, body: Any, files: list[bytes]) -> dict[str, Any]:
         body = body or {}
+        if "allowed_mentions" in body:
+            message.allowed_mentions = body["allowed_mentions"]
         if "content" in body:
             message.content = body["content"] or ""
         if files:

@@ -19,7 +19,13 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.thread_context import orientation
+
 _DATETIME_TAG = re.compile(r"<current_datetime>.*?</current_datetime>\s*", re.S)
+# What the bot frames a message with (bot/thread_context.py): the thread's messages it
+# had not told the agent yet, and who wrote the message.
+_CONTEXT_BLOCK = re.compile(r"<thread_context>\n(.*?)\n</thread_context>\s*", re.S)
+_SPEAKER = re.compile(r"^([^\n<]*? <@[^>\s]+>): ")
 
 
 def content_text(content: Any) -> str:
@@ -28,17 +34,52 @@ def content_text(content: Any) -> str:
     return str(content or "")
 
 
-def _typed_text(content: Any) -> str:
-    # Attachments come as further parts after the text the person typed.
+def _framed_text(content: Any) -> str:
+    """A user message as the bot sent it: without the CLI's <current_datetime> prefix and
+    without attachments (they come as further parts after the text)."""
     if isinstance(content, list):
         content = content[0].get("text", "") if content else ""
     return _DATETIME_TAG.sub("", str(content or ""))
 
 
+def _typed_text(content: Any) -> str:
+    return _SPEAKER.sub("", _CONTEXT_BLOCK.sub("", _framed_text(content)), count=1)
+
+
+_ORIENTATIONS = {orientation(platform) for platform in ("slack", "discord")}
+
+
+def _user_messages(body: dict[str, Any]) -> list[Any]:
+    """What people (and the bot's own prompts) said: not the orientation the bot gives at
+    each session start, which the runtime adds as a user message of its own."""
+    return [
+        m.get("content")
+        for m in body["messages"]
+        if m["role"] == "user" and content_text(m.get("content")) not in _ORIENTATIONS
+    ]
+
+
+def oriented(body: dict[str, Any]) -> bool:
+    """Whether the request carries the bot's orientation for a multi-person thread."""
+    return any(content_text(m.get("content")) in _ORIENTATIONS for m in body["messages"])
+
+
 def user_texts(body: dict[str, Any]) -> list[str]:
     """The user messages of a request as typed: without the CLI's <current_datetime>
-    prefix and without attachments."""
-    return [_typed_text(m.get("content")) for m in body["messages"] if m["role"] == "user"]
+    prefix, the bot's thread context and speaker, and attachments."""
+    return [_typed_text(content) for content in _user_messages(body)]
+
+
+def speakers(body: dict[str, Any]) -> list[str | None]:
+    """Who the bot said wrote each user message of a request (`Name <@id>`), if anyone."""
+    found = [_SPEAKER.match(_CONTEXT_BLOCK.sub("", _framed_text(c))) for c in _user_messages(body)]
+    return [match.group(1) if match else None for match in found]
+
+
+def thread_contexts(body: dict[str, Any]) -> list[str | None]:
+    """The thread context the bot gave with each user message of a request, if any."""
+    found = [_CONTEXT_BLOCK.search(_framed_text(c)) for c in _user_messages(body)]
+    return [match.group(1) if match else None for match in found]
 
 
 def last_user_text(body: dict[str, Any]) -> str:

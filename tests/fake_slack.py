@@ -3,7 +3,9 @@ clients use, so they run unmodified against it.
 
 - Web API at `/api/<method>`: form, JSON and query encodings; `ok: false` errors and 429s
   with Retry-After can be scripted per method. Messages posted, edited, streamed and
-  uploaded are kept per channel and thread, as a person in Slack would see them.
+  uploaded are kept per channel and thread, as a person in Slack would see them, and
+  read back by `conversations.replies` (bounds, cursor pagination, the thread's first
+  message on every page, as Slack returns it); `users.info` names people.
 - Socket Mode: `apps.connections.open` hands out a WebSocket that says hello, carries
   envelopes (events, slash commands, shortcuts), records acks, and can send `disconnect`.
 - HTTP mode: signed (or badly signed) deliveries to the bot's `/slack/events`.
@@ -29,6 +31,8 @@ from aiohttp import web
 from tests.fake_server import FakeServer
 
 TEAM, BOT_USER, BOT_ID, APP_ID = "T01", "UBOT", "BBOT", "A01"
+# Display names of the people tests have write; anyone else is "Person <id>".
+PEOPLE = {"U1": "Ada", "U2": "Grace", "U3": "Alan", "UADMIN": "Admin"}
 _MANIFEST = yaml.safe_load(
     (Path(__file__).resolve().parent.parent / "deploy" / "slack-app-manifest.yml").read_text()
 )
@@ -52,6 +56,24 @@ class Message:
     streaming: bool = False  # a chat.startStream message not stopped yet
     file: bytes | None = None  # the content of an uploaded file
     shown: list[str] = field(default_factory=list)  # every text it showed, in order
+    files: list[dict[str, Any]] = field(default_factory=list)  # files a person attached
+    bot_id: str | None = None  # set on messages from bots
+    username: str | None = None  # another bot's name
+
+    def payload(self) -> dict[str, Any]:
+        """The message as conversations.replies describes it."""
+        data: dict[str, Any] = {"type": "message", "text": self.text, "ts": self.ts}
+        if self.user:
+            data["user"] = self.user
+        if self.thread_ts:
+            data["thread_ts"] = self.thread_ts
+        if self.bot_id:
+            data["bot_id"] = self.bot_id
+        if self.username:
+            data.update(subtype="bot_message", username=self.username)
+        if self.files:
+            data["files"] = self.files
+        return data
 
     def show(self, text: str) -> None:
         self.text = text
@@ -212,6 +234,7 @@ class FakeSlack(FakeServer):
             thread_ts=args.get("thread_ts") or None,
             user=BOT_USER,
             streaming=streaming,
+            bot_id=BOT_ID,
         )
         message.show(text)
         self.messages.append(message)
@@ -260,6 +283,43 @@ class FakeSlack(FakeServer):
         message.show(message.text + (args.get("markdown_text") or ""))
         message.streaming = False
         return {"channel": message.channel, "ts": message.ts}
+
+    def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = args["channel"], args["ts"]
+        thread = sorted(
+            (m for m in self.messages if m.channel == channel and ts in (m.ts, m.thread_ts)),
+            key=lambda m: float(m.ts),
+        )
+        if not thread or thread[0].ts != ts:
+            return {"ok": False, "error": "thread_not_found"}
+        inclusive = str(args.get("inclusive", "0")).lower() in ("1", "true")
+        low, high = float(args.get("oldest") or 0), float(args.get("latest") or "inf")
+
+        def within(m: Message) -> bool:
+            at = float(m.ts)
+            return (low <= at <= high) if inclusive else (low < at < high)
+
+        replies = [m for m in thread[1:] if within(m)]
+        offset, limit = int(args.get("cursor") or 0), int(args.get("limit") or 100)
+        page = replies[offset : offset + limit]
+        more = offset + limit < len(replies)
+        return {
+            "messages": [m.payload() for m in [thread[0], *page]],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(offset + limit) if more else ""},
+        }
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user_id = args["user"]
+        name = PEOPLE.get(user_id, f"Person {user_id}")
+        return {
+            "user": {
+                "id": user_id,
+                "name": name.lower(),
+                "real_name": name,
+                "profile": {"display_name": name, "real_name": name},
+            }
+        }
 
     def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
         ts = args["message_ts"].replace(".", "")
@@ -405,7 +465,7 @@ class FakeSlack(FakeServer):
         """A person writes: the message is recorded and the event callbacks Slack would
         deliver are returned (a `message`, plus an `app_mention` when it names the bot)."""
         ts = ts or self.new_ts()
-        self.messages.append(Message(channel, ts, thread_ts, user, text))
+        self.messages.append(Message(channel, ts, thread_ts, user, text, files=files or []))
         event: dict[str, Any] = {
             "type": "message",
             "user": user,
@@ -424,6 +484,16 @@ class FakeSlack(FakeServer):
             mention = {k: v for k, v in event.items() if k not in ("channel_type", "subtype")}
             events.append(self.event_callback({**mention, "type": "app_mention"}))
         return ts, events
+
+    def bot_message(
+        self, channel: str, text: str, thread_ts: str, bot_id: str = "BCI", name: str = "ci"
+    ) -> tuple[str, dict[str, Any]]:
+        """Another bot posts in a thread: recorded, and the event callback returned."""
+        message = Message(channel, self.new_ts(), thread_ts, "", text, bot_id=bot_id)
+        message.username = name
+        self.messages.append(message)
+        event = {**message.payload(), "channel": channel, "channel_type": "channel"}
+        return message.ts, self.event_callback(event)
 
     def event_callback(self, event: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -475,6 +545,7 @@ class FakeSlack(FakeServer):
             "user": {"id": user},
             "message": shown,
             "message_ts": shown["ts"],
+            "action_ts": self.new_ts(),
             "api_app_id": APP_ID,
         }
 

@@ -28,6 +28,10 @@ class SlackHarness:
     def new_channel(self) -> str:
         return f"{self.channel}X{next(self._channels)}"
 
+    async def handled_as(self, event_id: str) -> str | None:
+        """How the core journaled a delivery, once handled (None: ignored)."""
+        return await self._watch.handled_as(event_id, "slack")
+
     async def dispatched_nothing_for(self, event_id: str) -> None:
         """Let an event pass through Bolt; then the core must not have been asked."""
         marker = self.fake.new_ts()  # a later event, answered: the first was passed over

@@ -24,7 +24,7 @@ from tests.fake_discord import (
     FakeDiscord,
     Message,
 )
-from tests.fake_model import FakeModel, Reply, user_texts
+from tests.fake_model import FakeModel, Reply, thread_contexts, user_texts
 
 
 async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
@@ -77,7 +77,7 @@ async def test_a_mention_in_a_channel_starts_a_thread_from_that_message(
     assert discord_bot.texts(thread) == ["echo: explain threads please"]
 
     other_bot = await fake.say(thread, "beep boop", author="999")
-    await discord_bot.dispatched_nothing_for(other_bot)
+    assert await discord_bot.handled_as(other_bot) == "context"  # read, never answered
     assert discord_bot.texts(thread) == ["echo: explain threads please"]
 
 
@@ -299,7 +299,7 @@ async def test_attachments_reach_the_session_and_others_get_a_note(
 
 
 async def test_without_the_message_content_intent_mentions_and_commands_still_work(
-    make_chat: AppFactory, fake_discord: FakeDiscord
+    make_chat: AppFactory, fake_discord: FakeDiscord, fake_model: FakeModel
 ) -> None:
     chat = await make_chat(
         discord_token=TOKEN,
@@ -319,10 +319,15 @@ async def test_without_the_message_content_intent_mentions_and_commands_still_wo
         thread = await bot.thread_of(first)
 
         unreadable = await fake_discord.say(thread, "a follow-up the bot cannot read")
-        await bot.dispatched_nothing_for(unreadable)
+        assert await bot.handled_as(unreadable) == "context"
         mentioned = await fake_discord.say(thread, f"<@{BOT_ID}> a follow-up with a mention")
         await bot.dispatched(mentioned.id)
         assert bot.texts(thread) == ["echo: minimal intents", "echo: a follow-up with a mention"]
+        # The agent is told it missed a message, not shown a blank one.
+        request = fake_model.requests_with("a follow-up with a mention")[-1]
+        (context,) = [c for c in thread_contexts(request) if c]
+        assert "1 messages here I cannot read" in context
+        assert "a follow-up the bot cannot read" not in str(request)
     finally:
         await adapter.stop()
 

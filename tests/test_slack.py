@@ -71,7 +71,7 @@ async def test_follow_ups_in_a_bot_thread_need_no_mention_but_other_threads_do(
     other, _ = slack.fake.user_message(slack.channel, "just people here")
     _, events = slack.fake.user_message(slack.channel, "still people", thread_ts=other)
     await slack.fake.push("events_api", events[0])
-    await slack.dispatched_nothing_for(events[0]["event_id"])
+    assert await slack.handled_as(events[0]["event_id"]) is None  # ignored
     assert slack.replies(other) == []
 
 
@@ -210,9 +210,13 @@ async def test_shortcuts_reset_the_thread_and_branch_from_a_message(
 async def test_bots_edits_deletes_and_joins_are_not_answered(slack: SlackHarness) -> None:
     ts, _ = await slack.say("hello")
     base = {"channel": slack.channel, "thread_ts": ts, "team": "T01", "ts": slack.fake.new_ts()}
+    # Another bot's message is part of the thread (the agent reads it), never a turn.
+    _, callback = slack.fake.bot_message(slack.channel, "beep", ts)
+    await slack.fake.push("events_api", callback)
+    assert await slack.handled_as(callback["event_id"]) == "context"
     for event in (
-        {**base, "type": "message", "subtype": "bot_message", "bot_id": "B2", "text": "beep"},
         {**base, "type": "message", "user": "UBOT", "text": "my own words"},
+        {**base, "type": "message", "bot_id": "BBOT", "text": "my words, as an app"},
         {**base, "type": "message", "subtype": "message_changed", "message": {"text": "x"}},
         {**base, "type": "message", "subtype": "message_deleted", "deleted_ts": ts},
         {**base, "type": "message", "subtype": "channel_join", "user": "U9", "text": "joined"},
@@ -397,7 +401,7 @@ async def test_a_setting_can_require_mentions_in_bot_threads(
         ts, _ = await slack.say("hello")
         _, events = fake_slack.user_message(slack.channel, "no mention", thread_ts=ts)
         await fake_slack.push("events_api", events[0])
-        await slack.dispatched_nothing_for(events[0]["event_id"])
+        assert await slack.handled_as(events[0]["event_id"]) == "context"
         await slack.say("with a mention", thread_ts=ts)
         assert slack.texts(ts) == ["echo: hello", "echo: with a mention"]
     finally:

@@ -3,10 +3,14 @@
 - Slash commands `/ask`, `/reset`, `/branch`, `/restore`, `/status`, `/help`, and the
   message command "Branch from here". Every interaction is deferred first thing, well
   inside Discord's 3 seconds, and then answered by editing that response and following up.
-- A mention in a channel starts a thread from that message and answers there. In a bot
-  thread, and in DMs, messages need no mention; with the privileged MESSAGE_CONTENT intent
-  off (THREADPILOT_DISCORD_MESSAGE_CONTENT=false) Discord only shows the bot messages that
-  mention it, so then mentions and slash commands are the way in.
+- Every message of a conversation (a thread, a DM), and every message that mentions the
+  bot, goes to the router, which decides whether it is for the bot. A mention it answers
+  in a channel gets a thread started from that message. With the privileged
+  MESSAGE_CONTENT intent off (THREADPILOT_DISCORD_MESSAGE_CONTENT=false) Discord only
+  shows the bot messages that mention it, so then mentions and slash commands are the
+  way in.
+- Nothing the bot posts can ping a crowd: every message it creates or edits allows no
+  mentions at all.
 - DISCORD_API_URL and DISCORD_GATEWAY_URL point discord.py elsewhere (proxies, tests);
   commands are synced to DISCORD_GUILD_IDS at once, or globally (which takes a while).
 """
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord.events import files_of, key_of, strip_mentions, thread_name
+from adapters.discord.events import files_of, key_of, started_key, strip_mentions, thread_name
+from adapters.discord.history import DiscordThread
 from adapters.discord.sink import ChannelSurface, DiscordSink, InteractionSurface, Messageable
 from bot.config import Settings
 from bot.inbound import Inbound
@@ -70,7 +76,12 @@ class DiscordAdapter:
         intents.guild_messages = True  # messages in servers (content only when mentioned)
         intents.dm_messages = True  # DMs (always with content)
         intents.message_content = settings.discord_message_content  # privileged
-        self.client = discord.Client(intents=intents, guild_ready_timeout=guild_ready_timeout)
+        self.client = discord.Client(
+            intents=intents,
+            guild_ready_timeout=guild_ready_timeout,
+            # The default of every message the bot creates or edits, webhooks included.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
         self._register_commands()
@@ -111,40 +122,58 @@ class DiscordAdapter:
         return self._sink(ChannelSurface(channel), channel)
 
     def _sink(
-        self, surface: ChannelSurface | InteractionSurface, channel: Messageable
+        self,
+        surface: ChannelSurface | InteractionSurface,
+        channel: Messageable,
+        question: discord.Message | None = None,
     ) -> DiscordSink:
-        return DiscordSink(surface, channel, self._edit_interval_s)
+        return DiscordSink(
+            surface, channel, self._edit_interval_s, question=self._with_me(question)
+        )
+
+    def _with_me(
+        self, question: discord.Message | None
+    ) -> tuple[discord.Message, discord.abc.Snowflake] | None:
+        me = self.client.user
+        return (question, me) if question is not None and me is not None else None
+
+    def _reader(
+        self, channel: Messageable, position: int, speaker: str, **how: Any
+    ) -> DiscordThread:
+        me = self.client.user
+        assert me is not None
+        reads = self._settings.discord_message_content
+        return DiscordThread(channel, position, speaker, me.id, reads, **how)
 
     # --- messages -----------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
+        """Every message of a conversation (a thread, a DM), and every message that
+        mentions the bot, goes to the router; it decides which are for the bot."""
         me = self.client.user
         if (
             me is None
-            or message.author.bot
-            or message.type
-            not in (
-                discord.MessageType.default,
-                discord.MessageType.reply,
-            )
+            or message.author.id == me.id
+            or message.type not in (discord.MessageType.default, discord.MessageType.reply)
         ):
             return
-        mentioned = me in message.mentions
+        addressed = me in message.mentions
         channel = message.channel
         text = strip_mentions(message.content, me.id)
-        key = key_of(channel)
-        if isinstance(channel, discord.Thread):
-            assert key is not None
-            if not mentioned and not (message.content and await self._router.knows(key)):
-                return  # people talking among themselves (or content we may not read)
-        elif isinstance(channel, discord.TextChannel):
-            if not mentioned:
-                return
-            channel = await message.create_thread(name=thread_name(text))
+        speaker = message.author.display_name
+        if isinstance(channel, discord.Thread | discord.DMChannel):
             key = key_of(channel)
-        elif not isinstance(channel, discord.DMChannel):
-            return
-        assert key is not None and isinstance(channel, Messageable)
+            reader = self._reader(channel, message.id, speaker)
+            sink = self._sink(ChannelSurface(channel), channel, question=message)
+        elif isinstance(channel, discord.TextChannel) and addressed:
+            # Answered in a thread started from the message (once the router says so),
+            # after the messages it replies to.
+            key = started_key(message)
+            reader = self._reader(channel, message.id, speaker, origin=message)
+            sink = DiscordSink.starting((message, me), thread_name(text), self._edit_interval_s)
+        else:
+            return  # a channel message not for the bot: no conversation
+        assert key is not None
         inbound = Inbound(
             event_id=str(message.id),
             key=key,
@@ -152,8 +181,12 @@ class DiscordAdapter:
             text=text,
             message_ref=str(message.id),
             files=files_of(message),
+            addressed=addressed,
+            in_dm=isinstance(channel, discord.DMChannel),
+            from_bot=message.author.bot,
+            thread=reader,
         )
-        await self._router.dispatch(inbound, self._sink(ChannelSurface(channel), channel))
+        await self._router.dispatch(inbound, sink)
 
     # --- application commands -----------------------------------------------------------
 
@@ -171,6 +204,7 @@ class DiscordAdapter:
             ("reset", "Forget this thread's conversation and start afresh"),
             ("branch", "Copy this thread's conversation into a new thread"),
             ("restore", "Undo the last reset of this thread"),
+            ("summarize", "Sum up this thread: decisions, open questions, who owes what"),
             ("status", "The bot's health (admins only)"),
             ("help", "What the bot does, and its commands"),
         ):
@@ -189,18 +223,27 @@ class DiscordAdapter:
                 allowed_contexts=app_commands.AppCommandContext(guild=True),
             )
         )
+        self.tree.add_command(
+            app_commands.ContextMenu(
+                name="Summarize",
+                callback=self._summarize_here,
+                allowed_contexts=app_commands.AppCommandContext(guild=True),
+            )
+        )
 
     @app_commands.describe(prompt="What to ask")
     async def _ask(self, interaction: discord.Interaction, prompt: str) -> None:
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
+        speaker = interaction.user.display_name
+        new = isinstance(channel, discord.TextChannel)
         if isinstance(channel, discord.TextChannel):
             # In a channel: the conversation gets a thread of its own.
             thread = await channel.create_thread(
                 name=thread_name(prompt), type=discord.ChannelType.public_thread
             )
             await interaction.edit_original_response(content=f"Answering in {thread.mention}.")
-            await thread.send(f"**{interaction.user.display_name}** asked: {prompt[:1800]}")
+            await thread.send(f"**{speaker}** asked: {prompt[:1800]}")
             surface: ChannelSurface | InteractionSurface = ChannelSurface(thread)
             channel = thread
         else:
@@ -210,7 +253,12 @@ class DiscordAdapter:
             await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
             return
         inbound = Inbound(
-            event_id=str(interaction.id), key=key, user_id=str(interaction.user.id), text=prompt
+            event_id=str(interaction.id),
+            key=key,
+            user_id=str(interaction.user.id),
+            text=prompt,
+            in_dm=isinstance(channel, discord.DMChannel),
+            thread=self._reader(channel, interaction.id, speaker, new=new),
         )
         await self._router.dispatch(inbound, self._sink(surface, channel))
 
@@ -224,24 +272,36 @@ class DiscordAdapter:
     ) -> None:
         await self._run_command(interaction, "branch", target_ref=str(message.id))
 
+    async def _summarize_here(
+        self, interaction: discord.Interaction, message: discord.Message
+    ) -> None:
+        await self._run_command(interaction, "summarize")
+
     async def _run_command(
         self, interaction: discord.Interaction, name: str, target_ref: str | None = None
     ) -> None:
         private = name in _PRIVATE or key_of(interaction.channel) is None
         await interaction.response.defer(ephemeral=private, thinking=True)
         channel = interaction.channel
+        if not isinstance(channel, Messageable):
+            await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
+            return
+        key = key_of(channel)
         inbound = Inbound(
             event_id=str(interaction.id),
-            key=key_of(channel),
+            key=key,
             platform="discord",
             user_id=str(interaction.user.id),
             text="",
             command=name,
             target_ref=target_ref,
+            in_dm=isinstance(channel, discord.DMChannel),
+            thread=(
+                self._reader(channel, interaction.id, interaction.user.display_name)
+                if key is not None
+                else None
+            ),
         )
-        if not isinstance(channel, Messageable):
-            await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
-            return
         surface = InteractionSurface(interaction, private=private)
         await self._router.dispatch(inbound, self._sink(surface, channel))
 

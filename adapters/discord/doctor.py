@@ -16,8 +16,9 @@ INVITE_PERMISSIONS = discord.Permissions(
     send_messages=True,
     send_messages_in_threads=True,
     create_public_threads=True,
-    read_message_history=True,
+    read_message_history=True,  # the thread it is asked in
     attach_files=True,
+    add_reactions=True,  # on a question that waits its turn
 )
 
 

@@ -28,6 +28,13 @@ def key_of(channel: object) -> ThreadKey | None:
     return None
 
 
+def started_key(message: discord.Message) -> ThreadKey:
+    """The thread a channel message starts when the bot answers it (a thread started from
+    a message takes the message's id)."""
+    assert message.guild is not None
+    return ThreadKey("discord", str(message.guild.id), str(message.channel.id), str(message.id))
+
+
 def strip_mentions(text: str, bot_id: int) -> str:
     return re.sub(rf"<@!?{bot_id}>", "", text).strip()
 

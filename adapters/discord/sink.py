@@ -3,7 +3,8 @@
 While a turn runs: the typing indicator if the first reply takes a moment; the answer in
 one message edited at most once a second, with tool activity under it. The final answer
 replaces it exactly: split past 2,000 characters without breaking code fences, and as a
-file when very long. Discord renders Markdown itself, so the text goes as it is.
+file when very long. Discord renders Markdown itself, so the text goes as it is. A
+question that waits behind others in its thread gets a ⏳ reaction until its turn.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2_000
 FILE_THRESHOLD = 6_000  # past three messages, a file reads better
+WAITING = "⏳"
 _PRIVATE_ONLY = "That answer is only for you: use the slash command to see it."
 Messageable = discord.Thread | discord.DMChannel | discord.TextChannel
 
@@ -94,14 +96,43 @@ class DiscordSink:
         surface: ChannelSurface | InteractionSurface,
         channel: Messageable,
         edit_interval_s: float = 1.0,
+        *,
+        question: tuple[discord.Message, discord.abc.Snowflake] | None = None,
     ) -> None:
         self._surface = surface
         self._channel = channel
         self._edit_interval_s = edit_interval_s
+        # The message answered, where it is one, and the bot (whose reactions these are).
+        self._question = question
+        self._waiting = False  # its WAITING reaction is up
+        self._start_from: tuple[discord.Message, str] | None = None
         self._stop_typing = asyncio.Event()
         self._typing_task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def starting(
+        cls,
+        question: tuple[discord.Message, discord.abc.Snowflake],
+        name: str,
+        edit_interval_s: float,
+    ) -> DiscordSink:
+        """A sink for a channel message whose answer goes in a thread started from it, on
+        the first thing shown (only answered messages get one)."""
+        message = question[0]
+        channel = message.channel
+        assert isinstance(channel, discord.TextChannel)
+        sink = cls(ChannelSurface(channel), channel, edit_interval_s, question=question)
+        sink._start_from = (message, name)
+        return sink
+
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        if self._start_from is not None:
+            message, name = self._start_from
+            thread = await message.create_thread(name=name)
+            self._start_from = None
+            self._surface, self._channel = ChannelSurface(thread), thread
+        if self._waiting:  # its turn has come
+            self._waiting = not await self._react(False)
         live = LiveReply(
             self._surface,
             limit=MESSAGE_LIMIT,
@@ -117,7 +148,26 @@ class DiscordSink:
             # with private answers defer privately); a plain message has no private way.
             private=live.finish if isinstance(self._surface, InteractionSurface) else self._refer,
             notice=lambda text: self._surface.post(f"-# {text}"),
+            queued=self._queued,
         )
+
+    async def _queued(self) -> None:
+        if self._question is not None:
+            self._waiting = await self._react(True)
+
+    async def _react(self, on: bool) -> bool:
+        """Put up (or take down) the WAITING reaction on the question; whether it worked."""
+        assert self._question is not None
+        message, me = self._question
+        try:
+            if on:
+                await message.add_reaction(WAITING)
+            else:
+                await message.remove_reaction(WAITING, me)
+        except discord.HTTPException as exc:  # e.g. no permission: the answer comes anyway
+            log.info("reaction in %s: %s", self._channel.id, exc)
+            return False
+        return True
 
     async def _refer(self, text: str) -> list[str]:
         return [await self._surface.post(_PRIVATE_ONLY)]

@@ -16,22 +16,20 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
-from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.client import Respond, SlackClient, defusing
 from adapters.slack.events import (
     SHORTCUT_COMMANDS,
-    is_from_a_person,
+    author,
+    is_message,
     mentions,
     message_inbound,
     shortcut_inbound,
+    shortcut_thread_ts,
     slash_command_inbound,
-    thread_key,
 )
-from adapters.slack.sink import Respond, SlackSink, StreamingSupport, Target
+from adapters.slack.history import SlackHistory, SlackThread
+from adapters.slack.sink import SlackSink, StreamingSupport, Target
 from bot.attachments import FileUnavailable
 from bot.config import Settings
 from bot.inbound import Inbound
@@ -56,10 +54,7 @@ class SlackAdapter:
         self._settings = settings
         self._token = settings.slack_bot_token.get_secret_value()
         self._edit_interval_s = edit_interval_s
-        self.client = AsyncWebClient(token=self._token, base_url=settings.slack_api_url)
-        # A 429 waits out its Retry-After; a 5xx is tried again: no reply text is dropped.
-        self.client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
-        self.client.retry_handlers.append(AsyncServerErrorRetryHandler(max_retry_count=2))
+        self.client = SlackClient(self._token, settings.slack_api_url)
         secret = settings.slack_signing_secret
         self.app = AsyncApp(
             client=self.client,
@@ -70,6 +65,8 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self._downloads: aiohttp.ClientSession | None = None
         self._bot_user_id = ""
+        self._bot_id = ""
+        self._history: SlackHistory | None = None  # once it knows who it is
         self._ready = False
         self._listen()
 
@@ -91,6 +88,8 @@ class SlackAdapter:
     async def start(self) -> None:
         identity = await self.client.auth_test()
         self._bot_user_id = str(identity["user_id"])
+        self._bot_id = str(identity.get("bot_id") or "")
+        self._history = SlackHistory(self.client, self._bot_user_id, self._bot_id)
         self._downloads = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self._token}"})
         if self._settings.slack_app_token is not None:
             self._socket = AsyncSocketModeHandler(
@@ -144,38 +143,48 @@ class SlackAdapter:
             raise FileUnavailable(str(exc) or type(exc).__name__) from exc
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if is_from_a_person(event, self._bot_user_id):
-            await self._answer(body, event)
+        if is_message(event, self._bot_user_id, self._bot_id):
+            await self._forward(body, event)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if not is_from_a_person(event, self._bot_user_id):
+        """Every message of a conversation (a thread, a DM) goes to the router, which
+        decides whether it is for the bot."""
+        if not is_message(event, self._bot_user_id, self._bot_id):
             return
-        if event.get("channel_type") != "im":  # in a DM, every message is for the bot
+        if event.get("channel_type") != "im":
             if mentions(event.get("text") or "", self._bot_user_id):
-                return  # its app_mention event is the one answered
-            if not event.get("thread_ts") or self._settings.slack_require_mention:
-                return
-            key = thread_key(body.get("team_id") or event.get("team") or "", event)
-            if not await self._router.knows(key):
-                return  # somebody else's thread
-        await self._answer(body, event)
+                return  # its app_mention event is the one forwarded
+            if not event.get("thread_ts"):
+                return  # a channel message outside any thread: no conversation
+        await self._forward(body, event)
 
-    async def _answer(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        inbound = message_inbound(body, event, self._bot_user_id, self._download)
+    async def _forward(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        thread_ts = event.get("thread_ts") or event["ts"]
+        reader = self._reader(event["channel"], thread_ts, event["ts"], author(event))
+        inbound = message_inbound(body, event, self._bot_user_id, self._download, reader)
         await self._dispatch(inbound, question_ts=event["ts"])
+
+    def _reader(self, channel: str, thread_ts: str, position: str, user_id: str) -> SlackThread:
+        assert self._history is not None  # listeners run once started
+        return self._history.thread(channel, thread_ts, position, user_id)
 
     async def _on_slash_command(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
         await ack()
         inbound = slash_command_inbound(body)
         target = Target(
             self.client, body["team_id"], body["channel_id"], None, body["user_id"],
-            respond=respond,
+            respond=defusing(respond),
         )  # fmt: skip
         await self._router.dispatch(inbound, self._sink(target))
 
     async def _on_shortcut(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
         await ack()
-        await self._dispatch(shortcut_inbound(body), respond=respond)
+        # The thread as it is when the shortcut is used (action_ts: when that was).
+        position = str(body.get("action_ts") or body["message"]["ts"])
+        reader = self._reader(
+            body["channel"]["id"], shortcut_thread_ts(body), position, body["user"]["id"]
+        )
+        await self._dispatch(shortcut_inbound(body, reader), respond=defusing(respond))
 
     async def _dispatch(
         self, inbound: Inbound, question_ts: str | None = None, respond: Respond | None = None

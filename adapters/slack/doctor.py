@@ -14,8 +14,8 @@ from bot.doctor import Finding, ok, problem
 REQUIRED_SCOPES: dict[str, str] = {
     "app_mentions:read": "hearing mentions",
     "assistant:write": "the status line in the assistant pane",
-    "channels:history": "follow-ups in public channel threads",
-    "groups:history": "follow-ups in private channel threads",
+    "channels:history": "follow-ups in, and reading, public channel threads",
+    "groups:history": "follow-ups in, and reading, private channel threads",
     "im:history": "direct messages",
     "mpim:history": "group direct messages",
     "chat:write": "answering",
@@ -23,6 +23,7 @@ REQUIRED_SCOPES: dict[str, str] = {
     "files:read": "files people attach",
     "files:write": "very long answers, sent as a file",
     "reactions:write": "the 'working on it' reaction",
+    "users:read": "knowing who wrote what in a thread",
 }
 _FIX_SCOPES = (
     "add it under OAuth & Permissions -> Bot Token Scopes (or recreate the app from "

@@ -13,14 +13,15 @@ from typing import Any
 
 from bot.attachments import InboundFile
 from bot.inbound import Inbound
+from bot.thread_context import ThreadReader
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
-COMMAND_WORDS = frozenset({"reset", "branch", "restore", "status", "help"})
-# Message subtypes that are people writing; everything else (edits, deletes, joins, bot
-# posts) is not a message to answer.
-_ANSWERABLE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+COMMAND_WORDS = frozenset({"reset", "branch", "restore", "summarize", "status", "help"})
+# Message subtypes that are someone (a person or a bot) writing; everything else (edits,
+# deletes, joins) is not a message.
+MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "bot_message"})
 
 Fetch = Callable[[str], Awaitable[bytes]]
 
@@ -42,7 +43,7 @@ def _malformed(event: dict[str, Any]) -> str | None:
     """What makes a message event unusable, if anything: the one check at the boundary,
     so nothing later meets a missing key or a value of the wrong type."""
     for name, pattern in (("user", _ID), ("channel", _ID), ("ts", _TS)):
-        value = event.get(name)
+        value = author(event) if name == "user" else event.get(name)
         if not isinstance(value, str) or not pattern.fullmatch(value):
             return f"{name} {value!r}"
     thread_ts = event.get("thread_ts")
@@ -53,14 +54,23 @@ def _malformed(event: dict[str, Any]) -> str | None:
     return None
 
 
-def is_from_a_person(event: dict[str, Any], bot_user_id: str) -> bool:
-    """A well-formed message, not from a bot (this one included), and not an edit, a delete
-    or a join."""
+def author(event: dict[str, Any]) -> Any:
+    """Who wrote a message: a person's user id, or a bot's id."""
+    return event.get("user") or event.get("bot_id")
+
+
+def is_from_bot(event: dict[str, Any]) -> bool:
+    return bool(event.get("bot_id")) or event.get("subtype") == "bot_message"
+
+
+def is_message(event: dict[str, Any], bot_user_id: str, bot_id: str) -> bool:
+    """A well-formed message by a person or another bot: not this bot's own, and not an
+    edit, a delete or a join."""
     subtype = event.get("subtype")
     if (
-        not (isinstance(subtype, str | None) and subtype in _ANSWERABLE_SUBTYPES)
-        or event.get("bot_id")
-        or event.get("user") in (None, bot_user_id)
+        not (isinstance(subtype, str | None) and subtype in MESSAGE_SUBTYPES)
+        or event.get("user") == bot_user_id
+        or (bot_id and event.get("bot_id") == bot_id)
     ):
         return False
     problem = _malformed(event)
@@ -101,23 +111,37 @@ def _files(event: dict[str, Any], fetch: Fetch) -> tuple[InboundFile, ...]:
 
 
 def message_inbound(
-    body: dict[str, Any], event: dict[str, Any], bot_user_id: str, fetch: Fetch
+    body: dict[str, Any],
+    event: dict[str, Any],
+    bot_user_id: str,
+    fetch: Fetch,
+    reader: ThreadReader,
 ) -> Inbound:
-    """A mention or thread message. `@bot reset` (a mention and one command word) is
-    that command; any other text is a turn."""
-    text = strip_mentions(event.get("text") or "", bot_user_id)
+    """A message of a conversation. Addressed to the bot (a mention, or anything in a
+    DM), `@bot reset` (a mention and one command word) is that command."""
+    raw = event.get("text") or ""
+    in_dm = event.get("channel_type") == "im"
+    addressed = in_dm or mentions(raw, bot_user_id)
+    text = strip_mentions(raw, bot_user_id)
     word = text.rstrip(".!").lower()
     command = word if word in COMMAND_WORDS else None
-    team_id = body.get("team_id") or event.get("team") or ""
     return Inbound(
         event_id=body["event_id"],
-        key=thread_key(team_id, event),
-        user_id=event["user"],
+        key=thread_key(team_of(body, event), event),
+        user_id=author(event),
         text="" if command else text,
         command=command,
         message_ref=event["ts"],
         files=_files(event, fetch),
+        addressed=addressed,
+        in_dm=in_dm,
+        from_bot=is_from_bot(event),
+        thread=reader,
     )
+
+
+def team_of(body: dict[str, Any], event: dict[str, Any]) -> str:
+    return str(body.get("team_id") or event.get("team") or "")
 
 
 def slash_command_inbound(body: dict[str, Any]) -> Inbound:
@@ -139,20 +163,27 @@ def slash_command_inbound(body: dict[str, Any]) -> Inbound:
     )
 
 
-SHORTCUT_COMMANDS = {"reset_thread": "reset", "branch_from_here": "branch"}
+SHORTCUT_COMMANDS = {
+    "reset_thread": "reset",
+    "branch_from_here": "branch",
+    "summarize_thread": "summarize",
+}
 
 
-def shortcut_inbound(body: dict[str, Any]) -> Inbound:
-    """A message shortcut: it carries the message, so the thread (and branch point)."""
+def shortcut_thread_ts(body: dict[str, Any]) -> str:
     message = body["message"]
+    return str(message.get("thread_ts") or message["ts"])
+
+
+def shortcut_inbound(body: dict[str, Any], reader: ThreadReader) -> Inbound:
+    """A message shortcut: it carries the message, so the thread (and branch point)."""
     channel = body["channel"]["id"]
     return Inbound(
         event_id=f"{body['callback_id']}-{body['trigger_id']}",
-        key=ThreadKey(
-            "slack", body["team"]["id"], channel, message.get("thread_ts") or message["ts"]
-        ),
+        key=ThreadKey("slack", body["team"]["id"], channel, shortcut_thread_ts(body)),
         user_id=body["user"]["id"],
         text="",
         command=SHORTCUT_COMMANDS[body["callback_id"]],
-        target_ref=message["ts"],
+        target_ref=body["message"]["ts"],
+        thread=reader,
     )

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.base import DelayedIndicator, LiveReply, render_reply
+from adapters.slack.client import Respond
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
     OpenedThread,
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 3_900  # Slack cuts chat.update text at 4,000; leave room for markers
 FILE_THRESHOLD = 12_000
 INDICATOR_DELAY_S = 0.5  # a reply quicker than this needs no "working on it"
-
-Respond = Callable[..., Awaitable[Any]]
+WORKING = "eyes"  # the reaction on a question being answered
+WAITING = "hourglass_flowing_sand"  # on one that waits behind others in its thread
 
 
 @dataclass
@@ -209,14 +210,18 @@ class SlackSink:
         self._target = target
         self._streaming = streaming
         self._edit_interval_s = edit_interval_s
+        self._waiting = False  # the WAITING reaction is up
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
+        if self._waiting:  # its turn has come
+            self._waiting = not await self._react(WAITING, False)
         return await render_reply(
             events,
             _SlackReply(self._target, self._streaming, self._edit_interval_s),
             DelayedIndicator(self._indicate, self._stop_indicating, INDICATOR_DELAY_S),
             private=self._private,
             notice=self._notice,
+            queued=self._queued,
             # Outside a thread (a slash command) every answer is for the asker alone.
             all_private=self._target.thread_ts is None,
         )
@@ -248,18 +253,31 @@ class SlackSink:
 
     async def _set_indicator(self, on: bool) -> bool:
         target = self._target
+        if not target.is_dm:
+            return await self._react(WORKING, on)
         try:
-            if target.is_dm:
-                await target.client.assistant_threads_setStatus(
-                    channel_id=target.channel,
-                    thread_ts=target.thread,
-                    status="is thinking…" if on else "",
-                )
-            else:
-                change = target.client.reactions_add if on else target.client.reactions_remove
-                await change(channel=target.channel, timestamp=str(target.question_ts), name="eyes")
+            await target.client.assistant_threads_setStatus(
+                channel_id=target.channel,
+                thread_ts=target.thread,
+                status="is thinking…" if on else "",
+            )
         except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
             log.info("progress indicator in %s: %s", target.channel, exc)
+            return False
+        return True
+
+    async def _queued(self) -> None:
+        if self._target.question_ts:
+            self._waiting = await self._react(WAITING, True)
+
+    async def _react(self, name: str, on: bool) -> bool:
+        """Add (or take away) a reaction on the question; whether that worked."""
+        target = self._target
+        change = target.client.reactions_add if on else target.client.reactions_remove
+        try:
+            await change(channel=target.channel, timestamp=str(target.question_ts), name=name)
+        except SlackApiError as exc:  # e.g. a missing scope: the reply comes all the same
+            log.info("reaction %s in %s: %s", name, target.channel, exc)
             return False
         return True
 
