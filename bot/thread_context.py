@@ -118,18 +118,22 @@ def _line(message: ThreadMessage) -> str:
 
 
 def render(messages: Sequence[ThreadMessage], label: str, budget: int) -> str:
-    """The context block for `messages` (oldest first), at most about `budget` characters:
-    the newest that fit, a line saying how many older ones were left out, and one saying
-    so when some could not be read. Empty when there is nothing to tell."""
+    """The context block for `messages` (oldest first), at most `budget` characters: the
+    newest that fit, a line saying how many older ones were left out, and one saying so
+    when some could not be read. Empty when there is nothing to tell (or no budget)."""
     readable = [m for m in messages if m.text is not None or m.files]
     hidden = len(messages) - len(readable)
+    # The tags, the label and up to two short notes take their share of the budget.
+    room = budget - len(label) - 2 * len(TAG) - 200
+    if room <= 0:
+        return ""
     lines: list[str] = []
     used = 0
     for message in reversed(readable):
         line = _line(message)
-        if used + len(line) + 1 > budget:
+        if used + len(line) + 1 > room:
             if not lines:  # the newest alone is too long: its beginning
-                lines.append(line[: max(budget - 1, 0)] + "…")
+                lines.append(line[: room - 1] + "…")
             break
         lines.append(line)
         used += len(line) + 1

@@ -304,19 +304,38 @@ async def chat(make_chat: AppFactory) -> Chat:
     return await make_chat()
 
 
+SlackFactory = Callable[..., Awaitable[SlackHarness]]
+
+
 @pytest.fixture
-async def slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackHarness]:
-    chat = await make_chat(
-        slack_bot_token=BOT_TOKEN,
-        slack_app_token=APP_TOKEN,
-        slack_api_url=fake_slack.api_url,
-        admins=frozenset({"slack:UADMIN"}),
-    )
-    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
-    chat.app.platforms[adapter.name] = adapter
-    await adapter.start()
-    yield SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
-    await adapter.stop()
+async def make_slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackFactory]:
+    """Start the Slack adapter on an app of the shared runtime; settings may be overridden."""
+    adapters: list[SlackAdapter] = []
+
+    async def make(**overrides: Any) -> SlackHarness:
+        chat = await make_chat(
+            **{
+                "slack_bot_token": BOT_TOKEN,
+                "slack_app_token": APP_TOKEN,
+                "slack_api_url": fake_slack.api_url,
+                "admins": frozenset({"slack:UADMIN"}),
+                **overrides,
+            }
+        )
+        adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
+        chat.app.platforms[adapter.name] = adapter
+        await adapter.start()
+        adapters.append(adapter)
+        return SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
+
+    yield make
+    for adapter in adapters:
+        await adapter.stop()
+
+
+@pytest.fixture
+async def slack(make_slack: SlackFactory) -> SlackHarness:
+    return await make_slack()
 
 
 @pytest.fixture(scope="session")
@@ -327,22 +346,42 @@ async def fake_discord() -> AsyncIterator[FakeDiscord]:
     await discord.stop()
 
 
+DiscordFactory = Callable[..., Awaitable[DiscordHarness]]
+
+
 @pytest.fixture
-async def discord_bot(
+async def make_discord(
     make_chat: AppFactory, fake_discord: FakeDiscord
-) -> AsyncIterator[DiscordHarness]:
-    chat = await make_chat(
-        discord_token=DISCORD_TOKEN,
-        discord_api_url=fake_discord.api_url,
-        discord_gateway_url=fake_discord.gateway_url,
-        discord_guild_ids=(int(GUILD_ID),),
-        discord_message_content=True,
-        admins=frozenset({f"discord:{ADMIN_ID}"}),
-    )
-    adapter = DiscordAdapter(
-        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
-    )
-    chat.app.platforms[adapter.name] = adapter
-    await adapter.start()
-    yield DiscordHarness(fake_discord, chat.app, adapter)
-    await adapter.stop()
+) -> AsyncIterator[DiscordFactory]:
+    """Start the Discord adapter on an app of the shared runtime; settings may be
+    overridden."""
+    adapters: list[DiscordAdapter] = []
+
+    async def make(**overrides: Any) -> DiscordHarness:
+        chat = await make_chat(
+            **{
+                "discord_token": DISCORD_TOKEN,
+                "discord_api_url": fake_discord.api_url,
+                "discord_gateway_url": fake_discord.gateway_url,
+                "discord_guild_ids": (int(GUILD_ID),),
+                "discord_message_content": True,
+                "admins": frozenset({f"discord:{ADMIN_ID}"}),
+                **overrides,
+            }
+        )
+        adapter = DiscordAdapter(
+            chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
+        )
+        chat.app.platforms[adapter.name] = adapter
+        await adapter.start()
+        adapters.append(adapter)
+        return DiscordHarness(fake_discord, chat.app, adapter)
+
+    yield make
+    for adapter in adapters:
+        await adapter.stop()
+
+
+@pytest.fixture
+async def discord_bot(make_discord: DiscordFactory) -> DiscordHarness:
+    return await make_discord()

@@ -456,6 +456,12 @@ class FakeDiscord(FakeServer):
             payload.update(content="", attachments=[], embeds=[])
         return payload
 
+    async def open_thread(self, channel_id: str, name: str, starter: Message | None) -> str:
+        """A person starts a thread (from `starter`, if given); returns its id."""
+        await self.connected()
+        thread = await self._thread(channel_id, name, starter.id if starter else None)
+        return str(thread["id"])
+
     def attachment(self, name: str, content_type: str, data: bytes) -> dict[str, Any]:
         attachment_id = snowflake()
         self._files[attachment_id] = (content_type, data)

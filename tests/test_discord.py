@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from adapters.discord import DiscordAdapter
-from tests.conftest import AppFactory, start_bot, stop_bot
+from tests.conftest import AppFactory, DiscordFactory, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import (
     ADMIN_ID,
@@ -299,37 +299,26 @@ async def test_attachments_reach_the_session_and_others_get_a_note(
 
 
 async def test_without_the_message_content_intent_mentions_and_commands_still_work(
-    make_chat: AppFactory, fake_discord: FakeDiscord, fake_model: FakeModel
+    make_discord: DiscordFactory, fake_model: FakeModel
 ) -> None:
-    chat = await make_chat(
-        discord_token=TOKEN,
-        discord_api_url=fake_discord.api_url,
-        discord_gateway_url=fake_discord.gateway_url,
-    )
-    adapter = DiscordAdapter(
-        chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
-    )
-    await adapter.start()
-    try:
-        bot = DiscordHarness(fake_discord, chat.app, adapter)
-        assert not fake_discord.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
-        assert fake_discord.synced["global"]  # no guilds configured: global commands
-        first = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> minimal intents")
-        await bot.dispatched(first.id)
-        thread = await bot.thread_of(first)
+    bot = await make_discord(discord_guild_ids=(), discord_message_content=False)
+    fake_discord = bot.fake
+    assert not fake_discord.identified[-1]["intents"] & MESSAGE_CONTENT_INTENT
+    assert fake_discord.synced["global"]  # no guilds configured: global commands
+    first = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> minimal intents")
+    await bot.dispatched(first.id)
+    thread = await bot.thread_of(first)
 
-        unreadable = await fake_discord.say(thread, "a follow-up the bot cannot read")
-        assert await bot.handled_as(unreadable) == "context"
-        mentioned = await fake_discord.say(thread, f"<@{BOT_ID}> a follow-up with a mention")
-        await bot.dispatched(mentioned.id)
-        assert bot.texts(thread) == ["echo: minimal intents", "echo: a follow-up with a mention"]
-        # The agent is told it missed a message, not shown a blank one.
-        request = fake_model.requests_with("a follow-up with a mention")[-1]
-        (context,) = [c for c in thread_contexts(request) if c]
-        assert "1 messages here I cannot read" in context
-        assert "a follow-up the bot cannot read" not in str(request)
-    finally:
-        await adapter.stop()
+    unreadable = await fake_discord.say(thread, "a follow-up the bot cannot read")
+    assert await bot.handled_as(unreadable) == "context"
+    mentioned = await fake_discord.say(thread, f"<@{BOT_ID}> a follow-up with a mention")
+    await bot.dispatched(mentioned.id)
+    assert bot.texts(thread) == ["echo: minimal intents", "echo: a follow-up with a mention"]
+    # The agent is told it missed a message, not shown a blank one.
+    request = fake_model.requests_with("a follow-up with a mention")[-1]
+    (context,) = [c for c in thread_contexts(request) if c]
+    assert "1 messages here I cannot read" in context
+    assert "a follow-up the bot cannot read" not in str(request)
 
 
 class _ZlibStream:

@@ -16,10 +16,9 @@ import pytest
 from adapters.slack import SlackAdapter
 from bot.http_server import HttpServer
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, start_bot, stop_bot
+from tests.conftest import AppFactory, SlackFactory, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import (
-    APP_TOKEN,
     BOT_TOKEN,
     SIGNING_SECRET,
     TEAM,
@@ -385,27 +384,14 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
 
 
-async def test_a_setting_can_require_mentions_in_bot_threads(
-    make_chat: AppFactory, fake_slack: FakeSlack
-) -> None:
-    chat = await make_chat(
-        slack_bot_token=BOT_TOKEN,
-        slack_app_token=APP_TOKEN,
-        slack_api_url=fake_slack.api_url,
-        slack_require_mention=True,
-    )
-    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
-    await adapter.start()
-    try:
-        slack = SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
-        ts, _ = await slack.say("hello")
-        _, events = fake_slack.user_message(slack.channel, "no mention", thread_ts=ts)
-        await fake_slack.push("events_api", events[0])
-        assert await slack.handled_as(events[0]["event_id"]) == "context"
-        await slack.say("with a mention", thread_ts=ts)
-        assert slack.texts(ts) == ["echo: hello", "echo: with a mention"]
-    finally:
-        await adapter.stop()
+async def test_a_setting_can_require_mentions_in_bot_threads(make_slack: SlackFactory) -> None:
+    slack = await make_slack(slack_require_mention=True)
+    ts, _ = await slack.say("hello")
+    _, events = slack.fake.user_message(slack.channel, "no mention", thread_ts=ts)
+    await slack.fake.push("events_api", events[0])
+    assert await slack.handled_as(events[0]["event_id"]) == "context"
+    await slack.say("with a mention", thread_ts=ts)
+    assert slack.texts(ts) == ["echo: hello", "echo: with a mention"]
 
 
 @pytest.mark.parametrize("streaming", [True, False])

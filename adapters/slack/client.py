@@ -25,7 +25,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 _JOINER = "\u2060"  # invisible; after the @ it keeps Slack from reading a mention
 _SPECIAL = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 _SUBTEAM = re.compile(r"<!subteam\^[^|>]*(?:\|@?([^>]*))?>")
-_PLAIN = re.compile(r"@(here|channel|everyone)\b")
+_PLAIN = re.compile(r"(?<![\w.+-])@(here|channel|everyone)\b")  # not in an address
 
 Respond = Callable[..., Awaitable[Any]]
 
