@@ -134,7 +134,7 @@ class App:
             clock=clock,
         )
         self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
-        context = ThreadContext(settings.thread_context_chars)
+        context = ThreadContext(settings.thread_context_chars, self.journal)
         self.commands = Commands(settings, self.sessions, self.journal, self.status, context)
         self.router = Router(
             settings=settings,

@@ -31,7 +31,7 @@ from bot.routing import Route, route
 from bot.runtime import RuntimeUnavailable
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
-from bot.thread_context import ThreadContext, framed, speaker_line
+from bot.thread_context import Arrival, ThreadContext, framed, speaker_line
 from bot.turns import Turn
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class Router:
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
+        # Numbered first thing, in the order messages come (bot/thread_context.py).
+        arrival = self._context.arrived(inbound.key) if inbound.key else None
         with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
             if not await self._for_the_bot(inbound):
                 return
@@ -109,7 +111,7 @@ class Router:
             assert task is not None
             self._active.add(task)
             try:
-                await self._dispatch(inbound, sink)
+                await self._dispatch(inbound, sink, arrival)
             finally:
                 self._active.discard(task)
 
@@ -144,7 +146,7 @@ class Router:
             if late:
                 await asyncio.wait(late, timeout=_STOPPING_S)
 
-    async def _dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
+    async def _dispatch(self, inbound: Inbound, sink: ReplySink, arrival: Arrival | None) -> None:
         parsed = self._commands.parse(inbound)
         refusal = self._access.refusal(inbound)
         if refusal is not None:
@@ -179,8 +181,8 @@ class Router:
             thread = claim.thread if first else await self._journal.start(turn_id)
             if parsed:
                 await self._command(turn_id, parsed, inbound, thread, sink)
-            elif thread is not None:
-                await self._turn(turn_id, inbound, thread, sink)
+            elif thread is not None and arrival is not None:
+                await self._turn(turn_id, inbound, thread, sink, arrival)
             else:  # adapters send nothing but commands without a thread
                 raise ValueError(f"a message outside any thread: {inbound.event_id}")
         except asyncio.CancelledError:
@@ -227,7 +229,12 @@ class Router:
         )
 
     async def _turn(
-        self, turn_id: int, inbound: Inbound, thread: ThreadRecord, sink: ReplySink
+        self,
+        turn_id: int,
+        inbound: Inbound,
+        thread: ThreadRecord,
+        sink: ReplySink,
+        arrival: Arrival,
     ) -> None:
         attachments, notes = await accept_files(inbound.files, self._settings.max_attachment_bytes)
         prompt = inbound.text.strip() or (FILES_ONLY_PROMPT if attachments else "")
@@ -247,7 +254,10 @@ class Router:
             )
             return
         started = time.perf_counter()
-        prompt = await self._framed(turn_id, inbound, thread, prompt)
+        reader = inbound.thread
+        if reader is not None:  # else one person at a terminal: nothing to read or name
+            block = await self._context.for_turn(reader, thread, turn_id, arrival)
+            prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
         turn = await self._sessions.start_turn(thread, prompt, attachments)
         async with aclosing(turn.events()) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
@@ -270,29 +280,10 @@ class Router:
             self._sessions.finish_turn(thread, turn, told), self._journal.finish(turn_id, outcome)
         )
         if told is not None:
-            self._context.told(thread.id, turn_id, told)
+            self._context.told(thread.id, turn_id, told, arrival)
         if self._context_full(turn):
             # Summarize+reset now, before the runtime would compact on the next turn.
             await self._checkpointer.checkpoint(thread, "context")
-
-    async def _framed(self, turn_id: int, inbound: Inbound, thread: ThreadRecord, text: str) -> str:
-        """The prompt: who wrote `text`, after what the agent has not yet been told of the
-        thread (the thread so far on first contact, else what was said since its last
-        answer, unless nothing can have been)."""
-        reader = inbound.thread
-        if reader is None:  # one person at a terminal: nothing to read, nobody to name
-            return text
-        block = ""
-        first = thread.first_contact
-        if first or thread.context_ref is not None:
-            since = self._context.in_step(thread.id, thread.context_ref)
-            if (
-                first
-                or since is None
-                or not await self._journal.quiet_between(thread.id, since, turn_id)
-            ):
-                block = await self._context.block(reader, thread.context_ref, first_contact=first)
-        return framed(block, speaker_line(await reader.speaker(), inbound.user_id, text))
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage

@@ -21,13 +21,18 @@ start and cheap to give again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+from bot.journal import Journal
+from bot.store import ThreadRecord
+from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
@@ -154,41 +159,85 @@ def framed(block: str, line: str) -> str:
     return f"{block}\n\n{line}" if block else line
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An inbound message's place among those of its thread this process has received:
+    its number, and the number of the one just before it (None: none, or forgotten)."""
+
+    seq: int
+    previous: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Told:
+    turn_id: int  # the journal entry of the turn
+    context_ref: str  # how far it told the agent the thread
+    seq: int  # its Arrival.seq
+
+
 class ThreadContext:
-    """Decides what of the thread a turn carries, and remembers which threads this
-    process has heard every message of since it last read them.
+    """Decides what of its thread a turn carries (see the module docstring).
 
     A thread's `context_ref` (in the store) is the position up to which the agent has
-    been told the thread. Reading the thread again costs a platform call (Slack limits
-    `conversations.replies` to one a minute for apps outside its Marketplace), so a turn
-    skips it when nothing can have been missed: the cursor was set by this process, and
-    the journal holds no message of the thread between that turn and this one (every
-    message of a conversation reaches the router, and is journaled). After a restart, a
-    thread is read again.
+    been told the thread; a turn reads what came after it. Reading costs a platform call
+    (Slack limits `conversations.replies` to one a minute for apps outside its
+    Marketplace), so a turn skips it when nothing can have been missed: this process set
+    the cursor, with the turn that came just before this one in the thread, and the
+    journal (where every replica records every message of a conversation) holds nothing
+    of the thread in between. After a restart, a thread is read again.
     """
 
-    def __init__(self, budget: int, remember: int = 10_000) -> None:
+    def __init__(self, budget: int, journal: Journal, remember: int = 10_000) -> None:
         self._budget = budget
+        self._journal = journal
         self._remember = remember
-        # Thread id -> (journal id of the turn that set its cursor, that cursor).
-        self._set_here: OrderedDict[int, tuple[int, str]] = OrderedDict()
+        self._seq = itertools.count(1)
+        self._last: OrderedDict[ThreadKey, int] = OrderedDict()  # the latest Arrival.seq
+        self._told: OrderedDict[int, _Told] = OrderedDict()  # by thread id
 
-    def in_step(self, thread_id: int, context_ref: str | None) -> int | None:
-        """The journal id of the entry that set the thread's cursor, if this process set
-        it and it is still the thread's; then only entries after it can be news."""
-        mark = self._set_here.get(thread_id)
-        return mark[0] if mark is not None and mark[1] == context_ref else None
+    def arrived(self, key: ThreadKey) -> Arrival:
+        """Number an inbound message of `key`'s thread; call at once, before any await, so
+        numbers follow arrival."""
+        previous = self._last.pop(key, None)
+        arrival = Arrival(next(self._seq), previous)
+        self._last[key] = arrival.seq
+        _trim(self._last, self._remember)
+        return arrival
 
-    def told(self, thread_id: int, turn_id: int, context_ref: str) -> None:
-        """The agent now knows the thread up to `context_ref` (set by entry `turn_id`)."""
-        self._set_here[thread_id] = (turn_id, context_ref)
-        self._set_here.move_to_end(thread_id)
-        while len(self._set_here) > self._remember:
-            self._set_here.popitem(last=False)
+    def told(self, thread_id: int, turn_id: int, context_ref: str, arrival: Arrival) -> None:
+        """The turn `turn_id` (which arrived as `arrival`) told the agent the thread up to
+        `context_ref`."""
+        self._told.pop(thread_id, None)
+        self._told[thread_id] = _Told(turn_id, context_ref, arrival.seq)
+        _trim(self._told, self._remember)
+
+    async def for_turn(
+        self, reader: ThreadReader, thread: ThreadRecord, turn_id: int, arrival: Arrival
+    ) -> str:
+        """The context block a turn carries: the thread so far on first contact, else
+        what was said since the cursor; empty when there is nothing (new) to tell, or
+        the thread has no cursor (a branch, or a thread older than this feature)."""
+        first = thread.first_contact
+        if not first and (
+            thread.context_ref is None or await self._nothing_new(thread, turn_id, arrival)
+        ):
+            return ""
+        return await self.block(reader, thread.context_ref, first_contact=first)
+
+    async def _nothing_new(self, thread: ThreadRecord, turn_id: int, arrival: Arrival) -> bool:
+        told = self._told.get(thread.id)
+        return (
+            told is not None
+            and told.context_ref == thread.context_ref
+            and arrival.previous == told.seq
+            and await self._journal.quiet_between(thread.id, told.turn_id, turn_id)
+        )
 
     async def block(self, reader: ThreadReader, after: str | None, *, first_contact: bool) -> str:
-        """The context block for a turn: the thread so far (`first_contact`), or what was
-        said since `after`, without the bot's own messages (the session has those)."""
+        """The context block for the thread so far (`first_contact`), or for what was said
+        since `after` without the bot's own messages (the session has those)."""
+        if self._budget <= 0:  # THREADPILOT_THREAD_CONTEXT_CHARS=0: the agent reads nothing
+            return ""
         try:
             messages = await reader.earlier(after)
         except ThreadUnreadable as exc:
@@ -202,3 +251,8 @@ class ThreadContext:
         """The whole thread up to the inbound message, the bot's messages included (for a
         summary). Raises ThreadUnreadable."""
         return render(await reader.earlier(None), WHOLE, self._budget)
+
+
+def _trim(kept: OrderedDict[Any, Any], size: int) -> None:
+    while len(kept) > size:
+        kept.popitem(last=False)

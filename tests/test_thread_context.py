@@ -116,6 +116,13 @@ async def test_what_was_said_in_between_comes_once_without_the_bots_own_answers(
     assert thread_contexts(fake_model.requests_with("third question")[-1]) == [*contexts, None]
     assert replies_calls(slack) == calls + 1
 
+    # A remark right before a mention, both delivered at once: still told.
+    _, events = slack.fake.user_message(slack.channel, "quick remark", user="U3", thread_ts=ts)
+    await slack.fake.push("events_api", events[0])
+    await slack.say("fourth question", thread_ts=ts)
+    request = fake_model.requests_with("fourth question")[-1]
+    assert said(thread_contexts(request)[-1]) == ["Alan <@U3>: quick remark"]
+
 
 async def test_two_people_in_one_thread_are_told_apart(
     slack: SlackHarness, fake_model: FakeModel
