@@ -240,8 +240,9 @@ class ThreadContext:
             return ""
         try:
             messages = await reader.earlier(after)
-        except ThreadUnreadable as exc:
-            log.warning("could not read the thread: %s", exc)
+        except Exception as exc:  # even a reader's bug must not cost the person their answer
+            bug = not isinstance(exc, ThreadUnreadable)
+            log.warning("could not read the thread: %s", exc, exc_info=bug)
             return f"<{TAG}>\n{UNREADABLE_NOTE}\n</{TAG}>"
         if not first_contact:
             messages = [m for m in messages if not m.by_bot]

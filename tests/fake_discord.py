@@ -415,17 +415,11 @@ class FakeDiscord(FakeServer):
 
     # --- what people do ---------------------------------------------------------------
 
-    async def say(
-        self,
-        channel_id: str,
-        content: str,
-        author: str = USER_ID,
-        attachments: list[dict[str, Any]] | None = None,
-        reply_to: Message | None = None,
-    ) -> Message:
-        """A person (or another bot) posts; dispatched as MESSAGE_CREATE."""
+    async def say(self, channel_id: str, content: str, **how: Any) -> Message:
+        """A person (or another bot) posts, as `post` (`how`: its options); dispatched
+        as MESSAGE_CREATE."""
         await self.connected()
-        message = self.post(channel_id, content, author, attachments, reply_to)
+        message = self.post(channel_id, content, **how)
         await self._dispatch("MESSAGE_CREATE", self._as_seen(message))
         return message
 

@@ -10,13 +10,13 @@ import re
 import uuid
 from pathlib import Path
 
-from bot.thread_context import SINCE, SO_FAR, ThreadMessage, render
+from bot.thread_context import SINCE, SO_FAR, UNREADABLE_NOTE, ThreadMessage, render
 from tests.conftest import DiscordFactory, SlackFactory, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import ADMIN_ID as GRACE
 from tests.fake_discord import BOT_ID, TEXT_CHANNEL, USER_ID
 from tests.fake_model import FakeModel, oriented, speakers, thread_contexts
-from tests.fake_slack import FakeSlack
+from tests.fake_slack import FakeSlack, Scripted
 from tests.slack_harness import SlackHarness
 
 _STAMP = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d UTC\] ")
@@ -239,3 +239,15 @@ def test_the_budget_keeps_the_newest_messages_and_says_how_many_were_left_out() 
     (long,) = [ThreadMessage("1", "U2", "Grace", "y" * 10_000, 1_800_000_000.0)]
     assert len(render([long], SINCE, 1000)) <= 1000
     assert render([], SINCE, 1000) == "" and render(messages, SINCE, 0) == ""
+
+
+async def test_a_thread_that_cannot_be_read_is_answered_without_it(
+    slack: SlackHarness, fake_model: FakeModel
+) -> None:
+    root, _ = slack.fake.user_message(slack.channel, "earlier words", user="U2")
+    slack.fake.script("conversations.replies", Scripted(error="not_in_channel"))
+    await slack.say("can you still help?", thread_ts=root)
+
+    assert slack.texts(root) == ["echo: can you still help?"]
+    request = fake_model.requests_with("can you still help?")[-1]
+    assert thread_contexts(request) == [UNREADABLE_NOTE]  # told, not left to guess
