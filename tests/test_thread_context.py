@@ -207,6 +207,23 @@ async def test_a_mention_in_a_discord_thread_brings_its_history_and_starter(
     assert speakers(request) == [f"ada <@{USER_ID}>"]
 
 
+async def test_ask_in_a_discord_thread_brings_what_was_said_there(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    thread = await fake.open_thread(TEXT_CHANNEL, "no starter", None)
+    fake.post(thread, "is the VPN down for anyone else?", author=GRACE)
+    ask = await fake.command("ask", thread, {"prompt": "what is going on?"})
+    await discord_bot.dispatched(ask.id)
+
+    request = fake_model.requests_with("what is going on?")[-1]
+    assert said(thread_contexts(request)[0]) == [
+        f"grace <@{GRACE}>: is the VPN down for anyone else?"
+    ]
+    assert speakers(request) == [f"ada <@{USER_ID}>"]
+    assert fake.responses(ask)[0].content == "echo: what is going on?"
+
+
 async def test_a_discord_mention_that_replies_brings_the_chain_it_answers(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
