@@ -11,7 +11,7 @@ from bot import local_model
 from bot.access import Access
 from bot.checkpoints import Checkpointer
 from bot.clock import Clock, system_clock
-from bot.commands import Commands
+from bot.command_handlers import CommandHandlers
 from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.journal import Journal
@@ -135,7 +135,7 @@ class App:
         )
         self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
         context = ThreadContext(settings.thread_context_chars, self.journal)
-        self.commands = Commands(settings, self.sessions, self.journal, self.status, context)
+        self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)
         self.router = Router(
             settings=settings,
             access=Access(settings, clock),

@@ -1,223 +1,88 @@
-"""Commands: the platform-neutral in-thread commands (reset, branch, restore, summarize,
-status, help).
+"""Commands: the catalogue of in-thread commands, the one place each is declared.
 
-Adapters only recognise their platform's command forms and set `Inbound.command`; what a
-command does is decided here. Commands never call the model, except `summarize`, which
-is a model call on a session of its own.
+Every form a command takes derives from its entry: Slack's mention words (`@bot reset`),
+`/threadpilot NAME`, slash commands and message shortcuts; Discord's slash commands and
+message commands; the help text; and the Slack app manifest, which a test holds to this
+catalogue. What a command does is its handler in bot/command_handlers.py. Adding a
+command is an entry here and a handler there.
+
+Commands never call the model, except `summarize`, which is a model call on a session
+of its own.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
 from dataclasses import dataclass
 
-from bot.config import Settings
 from bot.inbound import Inbound
-from bot.journal import Journal, UnknownMessage
-from bot.replies import CannotOpenThread, ErrorReply, FinalText, ReplyEvent, ReplySink
-from bot.sessions import SessionManager
-from bot.status import Status
-from bot.store import ThreadRecord
-from bot.thread_context import ThreadContext, ThreadUnreadable
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CommandCall:
-    name: str
-    args: str
-    inbound: Inbound
-    thread: ThreadRecord | None  # None: used where the platform named no thread
-    sink: ReplySink
-
-    @property
-    def in_thread(self) -> ThreadRecord:
-        """The thread, for commands that need one (`run` makes sure there is one)."""
-        if self.thread is None:
-            raise RuntimeError(f"{self.name} needs a thread")
-        return self.thread
-
-
-# A command's reply: one event, or a stream of them (a summary as the model writes it).
-Handler = Callable[[CommandCall], Awaitable[ReplyEvent] | AsyncGenerator[ReplyEvent, None]]
-
-SUMMARIZE_PROMPT = (
-    "Summarize the chat thread below for the people in it, in short bullet points under "
-    "the headings Decisions, Open questions and Who owes what (name people as the thread "
-    "does). Leave out a heading with nothing under it, and write nothing else."
-)
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
     name: str
-    summary: str
-    handler: Handler
+    summary: str  # one line: the help text, Discord's description, Slack's shortcut hint
     admin_only: bool = False
-    needs_thread: bool = True
-    # False: using it does not make the bot part of the thread (it is not answered there
-    # unasked afterwards).
-    joins_thread: bool = True
+    private: bool = False  # only the asker sees the answer
+    needs_thread: bool = True  # used outside a thread, it only says where it works
+    takes_target: bool = False  # used on a message, it acts at that message
+    joins_thread: bool = False  # using it makes the bot part of the thread
+    shortcut: str | None = None  # label of its message action (Slack shortcut, Discord app)
+    # A Slack slash command of its own, besides `/threadpilot NAME`. Slack does not tell a
+    # slash command which thread it was used in, so in-thread ones only say where to go.
+    slack_slash: bool = False
+
+    @property
+    def description(self) -> str:
+        """The summary as a sentence of its own (Discord's command list, Slack's menus)."""
+        return self.summary[:1].upper() + self.summary[1:]
 
 
-class Commands:
-    def __init__(
-        self,
-        settings: Settings,
-        sessions: SessionManager,
-        journal: Journal,
-        status: Status,
-        context: ThreadContext,
-    ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._journal = journal
-        self._status_source = status
-        self._context = context
-        self.table: dict[str, Command] = {
-            command.name: command
-            for command in (
-                Command("reset", "forget this conversation and start afresh", self._reset),
-                Command(
-                    "branch",
-                    "copy this conversation (up to a message, if you pick one) into a new thread",
-                    self._branch,
-                ),
-                Command("restore", "undo the last reset or checkpoint", self._restore),
-                Command(
-                    "summarize",
-                    "sum up this thread: decisions, open questions, who owes what",
-                    self._summarize,
-                    joins_thread=False,
-                ),
-                Command(
-                    "status",
-                    "the bot's health (admins only)",
-                    self._status,
-                    admin_only=True,
-                    needs_thread=False,
-                ),
-                Command("help", "this help", self._help, needs_thread=False),
-            )
-        }
+COMMANDS = (
+    Command(
+        "reset",
+        "forget this conversation and start afresh",
+        joins_thread=True,
+        shortcut="Reset this thread",
+        slack_slash=True,
+    ),
+    Command(
+        "branch",
+        "copy this conversation (up to a message, if you pick one) into a new thread",
+        takes_target=True,
+        joins_thread=True,
+        shortcut="Branch from here",
+        slack_slash=True,
+    ),
+    Command("restore", "undo the last reset or checkpoint", joins_thread=True),
+    Command(
+        "summarize",
+        "sum up this thread: decisions, open questions, who owes what",
+        shortcut="Summarize this thread",
+    ),
+    Command(
+        "status",
+        "the bot's health (admins only)",
+        admin_only=True,
+        private=True,
+        needs_thread=False,
+    ),
+    Command("help", "what I do, and my commands", private=True, needs_thread=False),
+)
+BY_NAME = {command.name: command for command in COMMANDS}
 
-    def parse(self, inbound: Inbound) -> tuple[Command, str] | None:
-        """The command an inbound message asks for, with its arguments, if any.
 
-        Text starting with `/name` is a command only for known names, so a message
-        like "/etc/hosts is empty" still reaches the agent.
-        """
-        if inbound.command is not None:
-            name, args = inbound.command, inbound.text
-        elif inbound.text.startswith("/"):
-            name, _, args = inbound.text[1:].partition(" ")
-        else:
-            return None
-        command = self.table.get(name.strip().lower())
-        return (command, args.strip()) if command else None
+def parse(inbound: Inbound) -> tuple[Command, str] | None:
+    """The command an inbound message asks for, with its arguments, if any.
 
-    async def run(self, command: Command, call: CommandCall) -> AsyncGenerator[ReplyEvent, None]:
-        if command.admin_only and not self._settings.is_admin(
-            call.inbound.platform, call.inbound.user_id
-        ):
-            log.warning(
-                "refused %s to %s:%s in %s",
-                command.name,
-                call.inbound.platform,
-                call.inbound.user_id,
-                call.inbound.key,
-            )
-            yield FinalText(f"Sorry, `{command.name}` is for admins only.", private=True)
-            return
-        if command.needs_thread and call.inbound.key is None:
-            yield FinalText(
-                f"`{command.name}` works on a thread: use it inside the thread itself "
-                "(mention me with the command there, or use the message shortcut).",
-                private=True,
-            )
-            return
-        reply = command.handler(call)
-        if isinstance(reply, AsyncGenerator):
-            async with aclosing(reply) as events:
-                async for event in events:
-                    yield event
-        else:
-            yield await reply
-
-    async def _reset(self, call: CommandCall) -> ReplyEvent:
-        # Nothing said before the reset reaches the new session, not even as thread context.
-        reader = call.inbound.thread
-        position = reader.position if reader else None
-        await self._sessions.reset(call.in_thread, cause="reset", context_ref=position)
-        return FinalText(
-            "Started afresh: I no longer remember anything said above this message. "
-            "Say `restore` to undo."
-        )
-
-    async def _restore(self, call: CommandCall) -> ReplyEvent:
-        if await self._sessions.restore(call.in_thread) is None:
-            days = self._settings.restore_period_s / 86400
-            return ErrorReply(
-                f"There is no earlier conversation to restore here (resets can be undone "
-                f"for {days:g} days)."
-            )
-        return FinalText("Restored: I remember the conversation as it was before the last reset.")
-
-    async def _branch(self, call: CommandCall) -> ReplyEvent:
-        try:
-            point = await self._journal.fork_point(call.in_thread, call.inbound.target_ref)
-        except UnknownMessage:
-            return ErrorReply(
-                "I can't branch from that message: it is not part of my conversation in "
-                "this thread (or too old)."
-            )
-        if point is None:
-            return ErrorReply("There is nothing to branch yet: we have not talked here.")
-        try:
-            opened = await call.sink.open_thread(call.args or "Branch", call.in_thread.key)
-        except CannotOpenThread as exc:
-            return ErrorReply(str(exc))
-        await self._sessions.branch(call.in_thread, opened.key, point)
-        return FinalText(
-            f"Branched into {opened.link}: it remembers this conversation up to that point, "
-            "and from now on the two threads go their own ways."
-        )
-
-    async def _summarize(self, call: CommandCall) -> AsyncGenerator[ReplyEvent, None]:
-        reader, key = call.inbound.thread, call.inbound.key
-        if reader is None or key is None:
-            yield ErrorReply("I can't read this conversation, so I can't summarize it.")
-            return
-        try:
-            transcript = await self._context.transcript(reader)
-        except ThreadUnreadable:
-            yield ErrorReply(
-                "I couldn't read this thread (I may not be a member of this channel, or its "
-                "service is busy). Please invite me or try again in a minute."
-            )
-            return
-        if not transcript:
-            yield ErrorReply("There is nothing in this thread to summarize yet.")
-            return
-        prompt = f"{SUMMARIZE_PROMPT}\n\n{transcript}"
-        async with (
-            self._sessions.scratch_turn(key, prompt) as turn,
-            aclosing(turn.events()) as events,
-        ):
-            async for event in events:
-                yield event
-
-    async def _status(self, call: CommandCall) -> ReplyEvent:
-        return FinalText(await self._status_source.text(), private=True)
-
-    async def _help(self, call: CommandCall) -> ReplyEvent:
-        lines = [
-            "I am a GitHub Copilot agent with one conversation per thread: everything said "
-            "in this thread is my context, and nothing from other threads is.",
-            "Commands:",
-        ]
-        lines += [f"  {c.name} - {c.summary}" for c in self.table.values()]
-        return FinalText("\n".join(lines))
+    Adapters set `Inbound.command` for their platform's command forms; text starting with
+    `/name` is a command too, but only for known names, so that "/etc/hosts is empty"
+    still reaches the agent.
+    """
+    if inbound.command is not None:
+        name, args = inbound.command, inbound.text
+    elif inbound.text.startswith("/"):
+        name, _, args = inbound.text[1:].partition(" ")
+    else:
+        return None
+    command = BY_NAME.get(name.strip().lower())
+    return (command, args.strip()) if command else None

@@ -20,7 +20,8 @@ from contextlib import aclosing
 from bot.access import Access
 from bot.attachments import accept_files
 from bot.checkpoints import Checkpointer
-from bot.commands import Command, CommandCall, Commands
+from bot.command_handlers import CommandCall, CommandHandlers
+from bot.commands import Command, parse
 from bot.config import Settings
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
@@ -79,7 +80,7 @@ class Router:
         store: Store,
         journal: Journal,
         sessions: SessionManager,
-        commands: Commands,
+        commands: CommandHandlers,
         checkpointer: Checkpointer,
         context: ThreadContext,
         metrics: Metrics,
@@ -147,7 +148,7 @@ class Router:
                 await asyncio.wait(late, timeout=_STOPPING_S)
 
     async def _dispatch(self, inbound: Inbound, sink: ReplySink, arrival: Arrival | None) -> None:
-        parsed = self._commands.parse(inbound)
+        parsed = parse(inbound)
         refusal = self._access.refusal(inbound)
         if refusal is not None:
             await self._refuse(inbound, refusal, sink)

@@ -74,7 +74,7 @@ async def test_console_chat_in_threads_with_help_and_status(
             "console again",
         ]
 
-        assert "restore - " in await term.ask("/help", "help - this help")
+        assert "restore - " in await term.ask("/help", "help - what I do, and my commands")
         status = await term.ask("/status", "store:")
         assert "Copilot CLI 1.0.102" in status and "console: 2 / 2 / 2" in status
         assert "idle sweep: next" in status

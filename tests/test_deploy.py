@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from adapters.discord.doctor import invite_url
-from adapters.slack.adapter import SLASH_COMMANDS
 from adapters.slack.doctor import REQUIRED_SCOPES
-from adapters.slack.events import SHORTCUT_COMMANDS
+from adapters.slack.events import SLASH_COMMANDS
+from bot.commands import COMMANDS
 from bot.config import Settings
 from bot.copilot_cli import VERSION as CLI_VERSION
 
@@ -25,9 +25,12 @@ def test_the_slack_manifest_declares_what_the_adapter_listens_for() -> None:
     manifest = yaml.safe_load((DEPLOY / "slack-app-manifest.yml").read_text())
     features, settings = manifest["features"], manifest["settings"]
 
-    assert {c["command"] for c in features["slash_commands"]} == set(SLASH_COMMANDS)
-    shortcuts = {s["callback_id"] for s in features["shortcuts"] if s["type"] == "message"}
-    assert shortcuts == set(SHORTCUT_COMMANDS)
+    # Its slash commands and shortcuts are the command catalogue's.
+    slash = {c["command"]: c for c in features["slash_commands"]}
+    assert set(slash) == set(SLASH_COMMANDS)
+    assert [
+        (s["type"], s["callback_id"], s["name"], s["description"]) for s in features["shortcuts"]
+    ] == [("message", c.name, c.shortcut, c.description) for c in COMMANDS if c.shortcut]
     events = set(settings["event_subscriptions"]["bot_events"])
     assert {"app_mention", "message.channels", "message.im", "assistant_thread_started"} <= events
     # What `threadpilot doctor` checks a live app for is what the manifest asks for.

@@ -12,6 +12,7 @@ import discord
 import pytest
 
 from adapters.discord import DiscordAdapter
+from bot.commands import COMMANDS
 from tests.conftest import AppFactory, DiscordFactory, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import (
@@ -40,8 +41,14 @@ async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
     (thread,) = [t for t in fake.threads_of(TEXT_CHANNEL) if t["name"] == "what is a thread"]
     assert fake.responses(interaction)[0].content == f"Answering in <#{thread['id']}>."
     assert discord_bot.texts(thread["id"])[-1] == "A thread is a conversation."
-    assert fake.synced[GUILD_ID]  # commands synced to the configured guild
-    assert {c["name"] for c in fake.synced[GUILD_ID]} >= {"ask", "reset", "Branch from here"}
+    # The command catalogue, synced to the configured guild: a slash command each, and a
+    # message command for each message action.
+    synced = {(c["name"], c.get("type", 1)) for c in fake.synced[GUILD_ID]}
+    assert synced == {
+        ("ask", 1),
+        *((c.name, 1) for c in COMMANDS),
+        *((c.shortcut, 3) for c in COMMANDS if c.shortcut),
+    }
 
 
 async def test_follow_ups_in_the_thread_continue_the_conversation(

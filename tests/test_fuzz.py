@@ -161,7 +161,7 @@ def slack_deliveries(harness: SlackHarness) -> st.SearchStrategy[tuple[str, dict
     )
     shortcut = st.builds(
         fake.message_action,
-        st.sampled_from(["reset_thread", "branch_from_here", "unknown_shortcut"]),
+        st.sampled_from(["reset", "branch", "unknown_shortcut"]),
         st.sampled_from([harness.channel, harness.dm, "C\u00e9"]),
         shortcut_message,
     )

@@ -120,7 +120,9 @@ async def test_every_command_works_as_a_mention_word(
 ) -> None:
     ts, _ = await slack.say("the secret is plum")
     await slack.say("help", thread_ts=ts)
-    assert "restore - undo" in slack.texts(ts)[-1]
+    assert slack.texts(ts) == ["echo: the secret is plum"]  # help is for the asker only
+    (help_text,) = [e for e in slack.fake.ephemeral if e.get("thread_ts") == ts]
+    assert "restore - undo" in help_text["text"] and help_text["user"] == "U1"
 
     await slack.say("reset", thread_ts=ts)
     assert "Started afresh" in slack.texts(ts)[-1]
@@ -190,9 +192,9 @@ async def test_shortcuts_reset_the_thread_and_branch_from_a_message(
     await slack.say("chapter three", thread_ts=ts, mention=False)
     chapter_one_answer = slack.replies(ts)[0]
 
-    payload = slack.fake.shortcut("branch_from_here", slack.channel, chapter_one_answer)
+    payload = slack.fake.shortcut("branch", slack.channel, chapter_one_answer)
     await slack.fake.push("interactive", payload)
-    await slack.dispatched(f"branch_from_here-{payload['trigger_id']}")
+    await slack.dispatched(f"branch-{payload['trigger_id']}")
     branch_ts = slack.fake.top_level(slack.channel)[-1].ts
     assert slack.texts(ts)[-1].startswith("Branched into")
 
@@ -200,9 +202,9 @@ async def test_shortcuts_reset_the_thread_and_branch_from_a_message(
     request = fake_model.requests_with("what came after chapter one?")[-1]
     assert user_texts(request) == ["chapter one", "what came after chapter one?"]
 
-    payload = slack.fake.shortcut("reset_thread", slack.channel, slack.replies(ts)[-1])
+    payload = slack.fake.shortcut("reset", slack.channel, slack.replies(ts)[-1])
     await slack.fake.push("interactive", payload)
-    await slack.dispatched(f"reset_thread-{payload['trigger_id']}")
+    await slack.dispatched(f"reset-{payload['trigger_id']}")
     assert "Started afresh" in slack.texts(ts)[-1]
 
 
@@ -356,10 +358,10 @@ async def test_http_mode_takes_slash_commands_and_shortcuts(
     assert "branch - copy" in slack.fake.ephemeral[-1]["text"]
 
     ts, _ = slack.fake.user_message(slack.channel, "a message to act on")
-    shortcut = slack.fake.shortcut("reset_thread", slack.channel, slack.fake.messages[-1])
+    shortcut = slack.fake.shortcut("reset", slack.channel, slack.fake.messages[-1])
     body = form({"payload": json.dumps(shortcut)})
     assert (await slack.fake.deliver_http(url, body, FORM))[0] == 200
-    await slack.dispatched(f"reset_thread-{shortcut['trigger_id']}")
+    await slack.dispatched(f"reset-{shortcut['trigger_id']}")
     assert "Started afresh" in slack.texts(ts)[-1]
 
 

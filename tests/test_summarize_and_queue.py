@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from bot.commands import SUMMARIZE_PROMPT
+from bot.command_handlers import SUMMARIZE_PROMPT
 from bot.thread_key import ThreadKey
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import ADMIN_ID, BOT_ID, TEXT_CHANNEL, USER_ID
@@ -43,10 +43,10 @@ async def test_the_slack_shortcut_summarizes_a_thread_the_bot_was_never_part_of(
     fake_model.script(lambda body: SUMMARIZE_PROMPT in last_user_text(body), Reply(text=SUMMARY))
 
     payload = fake.shortcut(
-        "summarize_thread", slack.channel, next(m for m in fake.messages if m.ts == root)
+        "summarize", slack.channel, next(m for m in fake.messages if m.ts == root)
     )
     await fake.push("interactive", payload)
-    await slack.dispatched(f"summarize_thread-{payload['trigger_id']}")
+    await slack.dispatched(f"summarize-{payload['trigger_id']}")
 
     assert slack.texts(root) == [SUMMARY]  # posted in the thread, for everyone
     given = transcript(fake_model)
@@ -93,7 +93,7 @@ async def test_the_discord_message_command_summarizes_a_thread(
     last = fake.post(thread, "db pool is exhausted, raising it", author=USER_ID)
     fake_model.script(lambda body: SUMMARIZE_PROMPT in last_user_text(body), Reply(text=SUMMARY))
 
-    command = await fake.command("Summarize", thread, target=last)
+    command = await fake.command("Summarize this thread", thread, target=last)
     await discord_bot.dispatched(command.id)
 
     assert fake.responses(command)[0].content == SUMMARY

@@ -1,8 +1,9 @@
 """DiscordAdapter: a discord.py Client with application commands, wired to the router.
 
-- Slash commands `/ask`, `/reset`, `/branch`, `/restore`, `/status`, `/help`, and the
-  message command "Branch from here". Every interaction is deferred first thing, well
-  inside Discord's 3 seconds, and then answered by editing that response and following up.
+- The slash command `/ask`, and every command of the catalogue (bot/commands.py) as a
+  slash command, and as a message command where it has a message action. Every
+  interaction is deferred first thing, well inside Discord's 3 seconds, and then answered
+  by editing that response and following up.
 - Every message of a conversation (a thread, a DM), and every message that mentions the
   bot, goes to the router, which decides whether it is for the bot. A mention it answers
   in a channel gets a thread started from that message. With the privileged
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import discord
@@ -28,6 +30,7 @@ from discord import app_commands
 from adapters.discord.events import files_of, key_of, started_key, strip_mentions, thread_name
 from adapters.discord.history import DiscordThread
 from adapters.discord.sink import ChannelSurface, DiscordSink, InteractionSurface, Messageable
+from bot.commands import BY_NAME, COMMANDS, Command
 from bot.config import Settings
 from bot.inbound import Inbound
 from bot.router import Router
@@ -35,8 +38,6 @@ from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
-# Commands whose answer only the asker sees.
-_PRIVATE = frozenset({"status", "help"})
 _CONNECT_TIMEOUT_S = 60
 CANNOT_ANSWER_HERE = "I can't answer in this channel."
 # Discord sent a command the bot does not have in that form: the registration is stale.
@@ -191,6 +192,8 @@ class DiscordAdapter:
     # --- application commands -----------------------------------------------------------
 
     def _register_commands(self) -> None:
+        """`/ask`, and every command of the catalogue: a slash command each, and a message
+        command for those with a message action."""
         everywhere = app_commands.AppCommandContext(guild=True, dm_channel=True)
         self.tree.add_command(
             app_commands.Command(
@@ -200,36 +203,23 @@ class DiscordAdapter:
                 allowed_contexts=everywhere,
             )
         )
-        for name, description in (
-            ("reset", "Forget this thread's conversation and start afresh"),
-            ("branch", "Copy this thread's conversation into a new thread"),
-            ("restore", "Undo the last reset of this thread"),
-            ("summarize", "Sum up this thread: decisions, open questions, who owes what"),
-            ("status", "The bot's health (admins only)"),
-            ("help", "What the bot does, and its commands"),
-        ):
+        for command in COMMANDS:
             self.tree.add_command(
                 app_commands.Command(
-                    name=name,
-                    description=description,
-                    callback=self._command,
+                    name=command.name,
+                    description=command.description,
+                    callback=self._slash_command,
                     allowed_contexts=everywhere,
                 )
             )
-        self.tree.add_command(
-            app_commands.ContextMenu(
-                name="Branch from here",
-                callback=self._branch_from_here,
-                allowed_contexts=app_commands.AppCommandContext(guild=True),
-            )
-        )
-        self.tree.add_command(
-            app_commands.ContextMenu(
-                name="Summarize",
-                callback=self._summarize_here,
-                allowed_contexts=app_commands.AppCommandContext(guild=True),
-            )
-        )
+            if command.shortcut:
+                self.tree.add_command(
+                    app_commands.ContextMenu(
+                        name=command.shortcut,
+                        callback=self._message_command(command),
+                        allowed_contexts=app_commands.AppCommandContext(guild=True),
+                    )
+                )
 
     @app_commands.describe(prompt="What to ask")
     async def _ask(self, interaction: discord.Interaction, prompt: str) -> None:
@@ -262,25 +252,23 @@ class DiscordAdapter:
         )
         await self._router.dispatch(inbound, self._sink(surface, channel))
 
-    async def _command(self, interaction: discord.Interaction) -> None:
-        command = interaction.command
-        assert command is not None
-        await self._run_command(interaction, command.name)
+    async def _slash_command(self, interaction: discord.Interaction) -> None:
+        assert interaction.command is not None
+        await self._run_command(interaction, BY_NAME[interaction.command.name])
 
-    async def _branch_from_here(
-        self, interaction: discord.Interaction, message: discord.Message
-    ) -> None:
-        await self._run_command(interaction, "branch", target_ref=str(message.id))
+    def _message_command(
+        self, command: Command
+    ) -> Callable[[discord.Interaction, discord.Message], Coroutine[Any, Any, None]]:
+        async def used_on(interaction: discord.Interaction, message: discord.Message) -> None:
+            target = str(message.id) if command.takes_target else None
+            await self._run_command(interaction, command, target_ref=target)
 
-    async def _summarize_here(
-        self, interaction: discord.Interaction, message: discord.Message
-    ) -> None:
-        await self._run_command(interaction, "summarize")
+        return used_on
 
     async def _run_command(
-        self, interaction: discord.Interaction, name: str, target_ref: str | None = None
+        self, interaction: discord.Interaction, command: Command, target_ref: str | None = None
     ) -> None:
-        private = name in _PRIVATE or key_of(interaction.channel) is None
+        private = command.private or key_of(interaction.channel) is None
         await interaction.response.defer(ephemeral=private, thinking=True)
         channel = interaction.channel
         if not isinstance(channel, Messageable):
@@ -293,7 +281,7 @@ class DiscordAdapter:
             platform="discord",
             user_id=str(interaction.user.id),
             text="",
-            command=name,
+            command=command.name,
             target_ref=target_ref,
             in_dm=isinstance(channel, discord.DMChannel),
             thread=(

@@ -19,7 +19,8 @@ from slack_bolt.app.async_app import AsyncApp
 
 from adapters.slack.client import Respond, SlackClient, defusing
 from adapters.slack.events import (
-    SHORTCUT_COMMANDS,
+    SHORTCUTS,
+    SLASH_COMMANDS,
     author,
     is_message,
     mentions,
@@ -39,7 +40,6 @@ from bot.thread_key import ThreadKey
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-SLASH_COMMANDS = ("/reset", "/branch", "/threadpilot")
 # Subscribed (see deploy/slack-app-manifest.yml) but nothing to do: acknowledged only.
 _QUIET_EVENTS = ("assistant_thread_started", "assistant_thread_context_changed")
 
@@ -123,7 +123,7 @@ class SlackAdapter:
             self.app.event(event)(self._ignore)
         for command in SLASH_COMMANDS:
             self.app.command(command)(self._on_slash_command)
-        for callback_id in SHORTCUT_COMMANDS:
+        for callback_id in SHORTCUTS:
             self.app.shortcut(callback_id)(self._on_shortcut)
 
     async def _ignore(self) -> None:

@@ -12,13 +12,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.attachments import InboundFile
+from bot.commands import BY_NAME, COMMANDS
 from bot.inbound import Inbound
 from bot.thread_context import ThreadReader
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
-COMMAND_WORDS = frozenset({"reset", "branch", "restore", "summarize", "status", "help"})
+COMMAND_WORDS = frozenset(BY_NAME)
+# Message shortcuts: a command's name is its callback id.
+SHORTCUTS = frozenset(command.name for command in COMMANDS if command.shortcut)
+# Slash commands: `/threadpilot NAME`, and some commands' own.
+SLASH_COMMANDS = ("/threadpilot", *(f"/{c.name}" for c in COMMANDS if c.slack_slash))
 # Message subtypes that are someone (a person or a bot) writing; everything else (edits,
 # deletes, joins) is not a message.
 MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "bot_message"})
@@ -145,8 +150,8 @@ def team_of(body: dict[str, Any], event: dict[str, Any]) -> str:
 
 
 def slash_command_inbound(body: dict[str, Any]) -> Inbound:
-    """`/reset`, `/branch`, or `/threadpilot status|help`: Slack does not say which thread
-    a slash command was used in, so the core gets none."""
+    """`/threadpilot NAME`, or a command's own slash command: Slack does not say which
+    thread a slash command was used in, so the core gets none."""
     name = body["command"].lstrip("/")
     text = (body.get("text") or "").strip()
     if name == "threadpilot":
@@ -163,13 +168,6 @@ def slash_command_inbound(body: dict[str, Any]) -> Inbound:
     )
 
 
-SHORTCUT_COMMANDS = {
-    "reset_thread": "reset",
-    "branch_from_here": "branch",
-    "summarize_thread": "summarize",
-}
-
-
 def shortcut_thread_ts(body: dict[str, Any]) -> str:
     message = body["message"]
     return str(message.get("thread_ts") or message["ts"])
@@ -183,7 +181,7 @@ def shortcut_inbound(body: dict[str, Any], reader: ThreadReader) -> Inbound:
         key=ThreadKey("slack", body["team"]["id"], channel, shortcut_thread_ts(body)),
         user_id=body["user"]["id"],
         text="",
-        command=SHORTCUT_COMMANDS[body["callback_id"]],
+        command=body["callback_id"],
         target_ref=body["message"]["ts"],
         thread=reader,
     )
