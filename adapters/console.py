@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TextIO
 
-from bot.inbound import Inbound
+from bot.inbound import Dispatcher, Inbound
 from bot.replies import (
     ErrorReply,
     FinalText,
@@ -29,7 +29,6 @@ from bot.replies import (
     ToolFinished,
     ToolStarted,
 )
-from bot.router import Router
 from bot.thread_key import ThreadKey
 
 WORKSPACE = "local"
@@ -103,7 +102,7 @@ class ConsoleAdapter:
 
     def __init__(
         self,
-        router: Router,
+        router: Dispatcher,
         lines: AsyncIterator[str],
         out: TextIO = sys.stdout,
         *,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from bot.inbound import FileUnavailable, InboundFile
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 # Text that is not text/*: common in code and configuration.
@@ -30,21 +32,6 @@ TEXT_TYPES = frozenset(
 )
 
 log = logging.getLogger(__name__)
-
-
-class FileUnavailable(Exception):
-    """The platform would not hand over a file (gone, refused, unreachable): adapters'
-    `fetch` raises this rather than their client library's errors."""
-
-
-@dataclass(frozen=True, slots=True)
-class InboundFile:
-    """A file attached to an inbound message, not yet downloaded."""
-
-    name: str
-    mime_type: str
-    size: int
-    fetch: Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,14 @@ A short note in the thread says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 
 from bot.config import Settings
 from bot.metrics import Metrics
-from bot.replies import Notice, Platform, single
 from bot.sessions import SessionManager
 from bot.store import ThreadRecord
+from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ class Checkpointer:
         sessions: SessionManager,
         settings: Settings,
         metrics: Metrics,
-        platforms: dict[str, Platform],
+        tell: Callable[[ThreadKey, str], Awaitable[None]],  # posts a note into a thread
     ) -> None:
         self._sessions = sessions
         self._settings = settings
         self._metrics = metrics
-        self._platforms = platforms
+        self._tell = tell
 
     async def checkpoint(self, thread: ThreadRecord, cause: str) -> ThreadRecord | None:
         """Summarize and reset the thread's session; the caller holds its lane.
@@ -76,14 +77,11 @@ class Checkpointer:
         return fresh
 
     async def _note(self, thread: ThreadRecord, cause: str) -> None:
-        platform = self._platforms.get(thread.key.platform)
-        if platform is None:
-            return
         text = (
             f"Checkpoint: I summarized our conversation {_REASONS[cause]} and carry on from "
             "that summary. Say `restore` to go back to the full conversation."
         )
         try:
-            await platform.sink(thread.key).render(single(Notice(text)))
+            await self._tell(thread.key, text)
         except Exception as exc:  # the checkpoint itself is done; only the note is missing
             self._metrics.error("checkpoint note", f"{thread.key}: {exc}")

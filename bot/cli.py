@@ -19,7 +19,9 @@ from bot.copilot_cli import VERSION, CliNotFound, install_cli
 from bot.local_model import WEAK_MODEL_NOTE, LocalModelUnavailable
 
 if TYPE_CHECKING:
-    from bot.app import ModelSource
+    from bot.inbound import Dispatcher
+    from bot.model_choice import ModelSource
+    from bot.replies import Platform
 
 log = logging.getLogger("threadpilot")
 
@@ -51,42 +53,41 @@ async def _serve(settings: Settings, console: bool) -> None:
     from bot.app import App
     from bot.http_server import HttpServer
 
+    def platforms(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
+        made: list[Platform] = []
+        if settings.slack_bot_token and not console:
+            made.append(SlackAdapter(dispatcher, settings))
+        if settings.discord_token and not console:
+            made.append(DiscordAdapter(dispatcher, settings))
+        if not made:
+            made.append(ConsoleAdapter(dispatcher, stdin_lines(), interactive=sys.stdin.isatty()))
+        return made
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = await App.start(settings)
-    settings = app.settings  # with the model chosen
-    http = HttpServer(app, settings.http_port)
-    platforms: list[SlackAdapter | DiscordAdapter] = []
-    if settings.slack_bot_token and not console:
-        slack = SlackAdapter(app.router, settings)
-        if not slack.socket_mode:
-            slack.mount(http.web_app)
-        platforms.append(slack)
-    if settings.discord_token and not console:
-        platforms.append(DiscordAdapter(app.router, settings))
-    choice = _choice(console, [p.name for p in platforms], app.model_source)
-    _announce(app.model_source, choice, terminal=not platforms)
+    app = await App.start(settings, platforms)
+    http = HttpServer(app, app.settings.http_port)
+    terminal = app.platforms.get(ConsoleAdapter.name)
+    _announce(app.model_source, _choice(console, list(app.platforms)), terminal is not None)
     started: list[SlackAdapter | DiscordAdapter] = []
     try:
         await http.start()
-        for platform in platforms:
-            app.platforms[platform.name] = platform
-            await platform.start()
-            started.append(platform)
-        terminal = None
-        if not platforms:
-            terminal = ConsoleAdapter(app.router, stdin_lines(), interactive=sys.stdin.isatty())
-            app.platforms[terminal.name] = terminal
+        for platform in app.platforms.values():
+            if isinstance(platform, SlackAdapter) and not platform.socket_mode:
+                platform.mount(http.web_app)
+            if isinstance(platform, SlackAdapter | DiscordAdapter):
+                await platform.start()
+                started.append(platform)
         app.scheduler.start()
         await app.tell_interrupted()
-        if terminal is None:
-            await stop.wait()
-        else:
+        if isinstance(terminal, ConsoleAdapter):
             await _first(terminal.run(), stop.wait())  # /quit, end of input, or a signal
+        else:
+            await stop.wait()
         log.info("stopping")
-        await app.router.drain(settings.shutdown_grace_s)
+        await app.router.drain(app.settings.shutdown_grace_s)
     finally:
         for platform in started:
             await platform.stop()
@@ -94,21 +95,20 @@ async def _serve(settings: Settings, console: bool) -> None:
         await app.close()
 
 
-def _choice(console: bool, platforms: list[str], model: ModelSource) -> str:
-    """What runs and why, in one line."""
+def _choice(console: bool, platforms: list[str]) -> str:
+    """Where it runs and why, in one line."""
     if console:
-        where = "console (asked for)"
-    elif platforms:
+        return "console (asked for)"
+    if platforms != ["console"]:
         tokens = {"slack": "SLACK_BOT_TOKEN", "discord": "DISCORD_TOKEN"}
-        where = f"{' and '.join(platforms)} ({', '.join(tokens[p] for p in platforms)} set)"
-    else:
-        where = "console (no SLACK_BOT_TOKEN or DISCORD_TOKEN)"
-    return f"threadpilot: {where}; model: {model.description}"
+        return f"{' and '.join(platforms)} ({', '.join(tokens[p] for p in platforms)} set)"
+    return "console (no SLACK_BOT_TOKEN or DISCORD_TOKEN)"
 
 
-def _announce(model: ModelSource, choice: str, terminal: bool) -> None:
-    """The choice, and a plain word on the embedded model: to the console's reader, else
-    to the log."""
+def _announce(model: ModelSource, where: str, terminal: bool) -> None:
+    """What runs on which model, and a plain word on the embedded model: to the console's
+    reader, else to the log."""
+    choice = f"threadpilot: {where}; model: {model.description}"
     if terminal:
         print(choice, flush=True)
         if model.local is not None:

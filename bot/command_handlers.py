@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 from bot.commands import COMMANDS, Command
 from bot.config import Settings
-from bot.inbound import Inbound
+from bot.inbound import Inbound, ThreadUnreadable
 from bot.journal import Journal, UnknownMessage
 from bot.replies import CannotOpenThread, ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import ThreadRecord
-from bot.thread_context import ThreadContext, ThreadUnreadable
+from bot.thread_context import ThreadContext
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,75 @@
-"""Inbound: one message or command from a chat platform, as the core sees it."""
+"""What adapters hand the core: an inbound message or command, the files and thread it
+comes with, and the `Dispatcher` they hand it to.
+
+Adapters program against this module and bot/replies.py alone (and the catalogue of
+commands); none of it touches the Copilot runtime or the store.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from bot.attachments import InboundFile
-from bot.thread_context import ThreadReader
+from bot.replies import ReplySink
 from bot.thread_key import ThreadKey
+
+
+class FileUnavailable(Exception):
+    """The platform would not hand over a file (gone, refused, unreachable): adapters'
+    `fetch` raises this rather than their client library's errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundFile:
+    """A file attached to an inbound message, not yet downloaded."""
+
+    name: str
+    mime_type: str
+    size: int
+    fetch: Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadMessage:
+    """One message of a thread as the platform shows it.
+
+    `text` is None where the platform does not let the bot read it (Discord without the
+    Message Content intent). `ref` and `at` are the platform's reference and time (epoch
+    seconds); `by_bot` marks this bot's own messages.
+    """
+
+    ref: str
+    author_id: str
+    author_name: str
+    text: str | None
+    at: float
+    files: tuple[str, ...] = ()
+    by_bot: bool = False
+
+
+class ThreadUnreadable(Exception):
+    """The platform would not hand over the thread (no access, an outage, a rate limit):
+    readers raise this rather than their client library's errors."""
+
+
+class ThreadReader(Protocol):
+    """What an adapter lets the core read of the conversation an inbound message is in."""
+
+    @property
+    def position(self) -> str:
+        """Where the inbound message sits in the thread: the platform reference that
+        `earlier` reads up to, and the cursor the core keeps for the next read."""
+        ...
+
+    async def speaker(self) -> str:
+        """The display name of the inbound message's author."""
+        ...
+
+    async def earlier(self, after: str | None) -> Sequence[ThreadMessage]:
+        """The thread's messages before this one (and after the position `after`, if
+        given), oldest first. Raises ThreadUnreadable."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +111,12 @@ class Inbound:
             if self.key is None:
                 raise ValueError("an inbound without a thread key must name its platform")
             object.__setattr__(self, "platform", self.key.platform)
+
+
+class Dispatcher(Protocol):
+    """The core, as adapters see it: where inbound messages go (bot/router.py)."""
+
+    async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
+        """Handle one inbound message completely (answer, keep, or ignore it); never
+        raises for a bad message."""
+        ...

@@ -9,7 +9,8 @@
 
 All of it within THREADPILOT_THREAD_CONTEXT_CHARS: past that the oldest messages are left
 out, with one line saying how many. Adapters read their platform's thread (a
-`ThreadReader` on the inbound message); this module decides what of it the agent gets.
+`ThreadReader` on the inbound message, bot/inbound.py); this module decides what of it
+the agent gets.
 
 Where it goes (measured with CLI 1.0.102): the SDK's `on_session_start` hook adds its
 `additionalContext` ahead of the conversation, but the runtime does not keep it: it asks
@@ -28,8 +29,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
+from bot.inbound import ThreadMessage, ThreadReader, ThreadUnreadable
 from bot.journal import Journal
 from bot.store import ThreadRecord
 from bot.thread_key import ThreadKey
@@ -46,48 +48,6 @@ SO_FAR = "Earlier in this thread, before you were asked (oldest first):"
 SINCE = "Said in this thread since your last answer (oldest first):"
 WHOLE = "The thread (oldest first):"
 UNREADABLE_NOTE = "I could not read what was said in this thread before this message."
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadMessage:
-    """One message of a thread as the platform shows it.
-
-    `text` is None where the platform does not let the bot read it (Discord without the
-    Message Content intent). `ref` and `at` are the platform's reference and time (epoch
-    seconds); `by_bot` marks this bot's own messages.
-    """
-
-    ref: str
-    author_id: str
-    author_name: str
-    text: str | None
-    at: float
-    files: tuple[str, ...] = ()
-    by_bot: bool = False
-
-
-class ThreadUnreadable(Exception):
-    """The platform would not hand over the thread (no access, an outage, a rate limit):
-    readers raise this rather than their client library's errors."""
-
-
-class ThreadReader(Protocol):
-    """What an adapter lets the core read of the conversation an inbound message is in."""
-
-    @property
-    def position(self) -> str:
-        """Where the inbound message sits in the thread: the platform reference that
-        `earlier` reads up to, and the cursor the core keeps for the next read."""
-        ...
-
-    async def speaker(self) -> str:
-        """The display name of the inbound message's author."""
-        ...
-
-    async def earlier(self, after: str | None) -> Sequence[ThreadMessage]:
-        """The thread's messages before this one (and after the position `after`, if
-        given), oldest first. Raises ThreadUnreadable."""
-        ...
 
 
 def orientation(platform: str) -> str | None:

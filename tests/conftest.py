@@ -20,17 +20,17 @@ import pytest
 
 from adapters.discord import DiscordAdapter
 from adapters.slack import SlackAdapter
-from bot.app import App
-from bot.attachments import InboundFile
+from bot.app import App, PlatformFactory
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.copilot_cli import find_cli
-from bot.inbound import Inbound
+from bot.inbound import Dispatcher, Inbound, InboundFile
 from bot.replies import (
     ErrorReply,
     FinalText,
     Notice,
     OpenedThread,
+    Platform,
     ReplyEvent,
     TextDelta,
     TextRestart,
@@ -137,16 +137,25 @@ class RecordingPlatform:
         return self.posted.setdefault(key, RecordingSink())
 
 
+def recording(_dispatcher: Dispatcher, _settings: Settings) -> list[Platform]:
+    """The platforms of an app whose tests talk to the router directly."""
+    return [RecordingPlatform()]
+
+
 class Chat:
     """A test's view of one app: unique thread keys, a `say` helper, and the notes the
-    core posted unasked (`platform`)."""
+    core posted unasked (`platform`, for an app made with `recording`)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.platform = RecordingPlatform()
-        app.platforms[self.platform.name] = self.platform
         self._channel = uuid.uuid4().hex[:10]
         self._ids = itertools.count(1)
+
+    @property
+    def platform(self) -> RecordingPlatform:
+        platform = self.app.platforms["slack"]
+        assert isinstance(platform, RecordingPlatform)
+        return platform
 
     def key(self, thread: str, platform: str = "slack") -> ThreadKey:
         return ThreadKey(platform, "T01", f"C{self._channel}", thread)
@@ -285,10 +294,12 @@ async def make_chat(
     """Build a Chat on the shared runtime with a fresh store; settings may be overridden."""
     apps: list[App] = []
 
-    async def make(clock: Clock = system_clock, **overrides: Any) -> Chat:
+    async def make(
+        clock: Clock = system_clock, platforms: PlatformFactory = recording, **overrides: Any
+    ) -> Chat:
         settings = make_settings(tmp_path, fake_model.base_url, **overrides)
         store = await Store.open(tmp_path / f"threadpilot-{len(apps)}.db", clock)
-        app = App(settings, runtime, store, clock)
+        app = App(settings, runtime, store, platforms=platforms, clock=clock)
         apps.append(app)
         return Chat(app)
 
@@ -312,18 +323,22 @@ async def make_slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncItera
     """Start the Slack adapter on an app of the shared runtime; settings may be overridden."""
     adapters: list[SlackAdapter] = []
 
+    def slack_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
+        return [SlackAdapter(dispatcher, settings, edit_interval_s=0.05)]
+
     async def make(**overrides: Any) -> SlackHarness:
         chat = await make_chat(
+            platforms=slack_adapter,
             **{
                 "slack_bot_token": BOT_TOKEN,
                 "slack_app_token": APP_TOKEN,
                 "slack_api_url": fake_slack.api_url,
                 "admins": frozenset({"slack:UADMIN"}),
                 **overrides,
-            }
+            },
         )
-        adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
-        chat.app.platforms[adapter.name] = adapter
+        adapter = chat.app.platforms["slack"]
+        assert isinstance(adapter, SlackAdapter)
         await adapter.start()
         adapters.append(adapter)
         return SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
@@ -357,8 +372,12 @@ async def make_discord(
     overridden."""
     adapters: list[DiscordAdapter] = []
 
+    def discord_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
+        return [DiscordAdapter(dispatcher, settings, edit_interval_s=0.05, guild_ready_timeout=0.1)]
+
     async def make(**overrides: Any) -> DiscordHarness:
         chat = await make_chat(
+            platforms=discord_adapter,
             **{
                 "discord_token": DISCORD_TOKEN,
                 "discord_api_url": fake_discord.api_url,
@@ -367,12 +386,10 @@ async def make_discord(
                 "discord_message_content": True,
                 "admins": frozenset({f"discord:{ADMIN_ID}"}),
                 **overrides,
-            }
+            },
         )
-        adapter = DiscordAdapter(
-            chat.app.router, chat.app.settings, edit_interval_s=0.05, guild_ready_timeout=0.1
-        )
-        chat.app.platforms[adapter.name] = adapter
+        adapter = chat.app.platforms["discord"]
+        assert isinstance(adapter, DiscordAdapter)
         await adapter.start()
         adapters.append(adapter)
         return DiscordHarness(fake_discord, chat.app, adapter)

@@ -15,7 +15,7 @@ from bot.router import EMPTY_PROMPT
 from bot.runtime import CopilotRuntime
 from bot.store import Store
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, Chat, make_settings
+from tests.conftest import AppFactory, Chat, make_settings, recording
 from tests.fake_model import FakeModel, Reply, ToolCall, user_texts
 
 
@@ -155,7 +155,9 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
     settings = make_settings(tmp_path, fake_model.base_url, tools=("view",))
     runtime = CopilotRuntime(settings, cli_path)
     await runtime.start()
-    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    chat = Chat(
+        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
+    )
     try:
         key = chat.key("tools")
         workspace = runtime.workspace(key.slug)
@@ -202,7 +204,9 @@ async def test_without_credentials_a_turn_fails_fast_with_a_clear_message(
     settings = Settings(_env_file=None, data_dir=tmp_path, turn_timeout_s=60)  # type: ignore[call-arg]
     runtime = CopilotRuntime(settings, cli_path)
     await runtime.start()
-    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    chat = Chat(
+        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
+    )
     try:
         async with asyncio.timeout(30):  # well inside the 60 s turn timeout
             sink = await chat.say("no-credentials", "hello?")

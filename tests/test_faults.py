@@ -15,7 +15,7 @@ from bot.router import STORE_FAILING
 from bot.runtime import CopilotRuntime
 from bot.store import Store
 from bot.turns import RUNTIME_STOPPED_MESSAGE
-from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, stop_bot
+from tests.conftest import AppFactory, Chat, make_settings, reap, recording, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import FakeSlack
 
@@ -81,7 +81,9 @@ async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
     settings = make_settings(tmp_path, fake_model.base_url)
     runtime = CopilotRuntime(settings, cli_path)
     await runtime.start()
-    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    chat = Chat(
+        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
+    )
     try:
         await chat.say("crash", "before the crash: remember 99")
         gate = asyncio.Event()

@@ -14,7 +14,7 @@ from bot.checkpoints import SUMMARY_PROMPT
 from bot.replies import ErrorReply, FinalText
 from bot.runtime import CopilotRuntime
 from bot.store import Store
-from tests.conftest import AppFactory, Chat, FakeClock, make_settings
+from tests.conftest import AppFactory, Chat, FakeClock, make_settings, recording
 from tests.fake_model import FakeModel, Reply, system_text, user_texts
 
 IDLE_TIMEOUT, MARGIN = 1800, 120
@@ -140,7 +140,9 @@ async def small_window(
     settings = make_settings(tmp_path, fake_model.base_url, provider_max_prompt_tokens=1000)
     runtime = CopilotRuntime(settings, cli_path)
     await runtime.start()
-    chat = Chat(App(settings, runtime, await Store.open(tmp_path / "db.sqlite")))
+    chat = Chat(
+        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
+    )
     yield chat
     await chat.app.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.app import App
 from bot.runtime import CopilotRuntime
 from bot.store import Store
-from tests.conftest import AppFactory, Chat, make_settings
+from tests.conftest import AppFactory, Chat, make_settings, recording
 from tests.fake_model import FakeModel, user_texts
 
 
@@ -19,7 +19,14 @@ async def test_a_thread_resumes_its_history_after_a_full_restart(
     async def start() -> Chat:
         runtime = CopilotRuntime(settings, cli_path)
         await runtime.start()
-        return Chat(App(settings, runtime, await Store.open(tmp_path / "threadpilot.db")))
+        return Chat(
+            App(
+                settings,
+                runtime,
+                await Store.open(tmp_path / "threadpilot.db"),
+                platforms=recording,
+            )
+        )
 
     first = await start()
     key = first.key("1714900000.000100")

@@ -10,7 +10,8 @@ import re
 import uuid
 from pathlib import Path
 
-from bot.thread_context import SINCE, SO_FAR, UNREADABLE_NOTE, ThreadMessage, render
+from bot.inbound import ThreadMessage
+from bot.thread_context import SINCE, SO_FAR, UNREADABLE_NOTE, render
 from tests.conftest import DiscordFactory, SlackFactory, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import ADMIN_ID as GRACE

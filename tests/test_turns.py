@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 
-from bot.attachments import InboundFile
+from bot.inbound import InboundFile
 from bot.replies import FinalText, TextDelta, Usage
 from bot.router import FILES_ONLY_PROMPT
 from tests.conftest import AppFactory, Chat

@@ -32,8 +32,7 @@ from adapters.discord.history import DiscordThread
 from adapters.discord.sink import ChannelSurface, DiscordSink, InteractionSurface, Messageable
 from bot.commands import BY_NAME, COMMANDS, Command
 from bot.config import Settings
-from bot.inbound import Inbound
-from bot.router import Router
+from bot.inbound import Dispatcher, Inbound
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class DiscordAdapter:
 
     def __init__(
         self,
-        router: Router,
+        router: Dispatcher,
         settings: Settings,
         *,
         edit_interval_s: float = 1.0,

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import discord
 
-from bot.attachments import FileUnavailable, InboundFile
+from bot.inbound import FileUnavailable, InboundFile
 from bot.thread_key import ThreadKey
 
 DM_WORKSPACE = "@me"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import aiohttp
 import discord
 
-from bot.thread_context import ThreadMessage, ThreadUnreadable
+from bot.inbound import ThreadMessage, ThreadUnreadable
 
 _LIMIT = 200  # newest messages read: two history pages
 _CHAIN = 20  # replies followed back from a mention

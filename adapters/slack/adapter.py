@@ -31,10 +31,8 @@ from adapters.slack.events import (
 )
 from adapters.slack.history import SlackHistory, SlackThread
 from adapters.slack.sink import SlackSink, StreamingSupport, Target
-from bot.attachments import FileUnavailable
 from bot.config import Settings
-from bot.inbound import Inbound
-from bot.router import Router
+from bot.inbound import Dispatcher, FileUnavailable, Inbound
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,9 @@ _QUIET_EVENTS = ("assistant_thread_started", "assistant_thread_context_changed")
 class SlackAdapter:
     name = "slack"
 
-    def __init__(self, router: Router, settings: Settings, edit_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, router: Dispatcher, settings: Settings, edit_interval_s: float = 1.0
+    ) -> None:
         if settings.slack_bot_token is None:
             raise ValueError("SLACK_BOT_TOKEN is not set")
         self._router = router

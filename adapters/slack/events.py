@@ -11,10 +11,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.attachments import InboundFile
 from bot.commands import BY_NAME, COMMANDS
-from bot.inbound import Inbound
-from bot.thread_context import ThreadReader
+from bot.inbound import Inbound, InboundFile, ThreadReader
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)

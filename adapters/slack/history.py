@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import MESSAGE_SUBTYPES, author
-from bot.thread_context import ThreadMessage, ThreadUnreadable
+from bot.inbound import ThreadMessage, ThreadUnreadable
 
 log = logging.getLogger(__name__)
 
