@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.inbound import FileUnavailable, InboundFile
+from bot.errors import FileUnavailable
+from bot.inbound import InboundFile
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 # Text that is not text/*: common in code and configuration.

@@ -14,9 +14,10 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from bot import logs
-from bot.config import ConfigError, Settings, load_settings
-from bot.copilot_cli import VERSION, CliNotFound, install_cli
-from bot.local_model import WEAK_MODEL_NOTE, LocalModelUnavailable
+from bot.config import Settings, load_settings
+from bot.copilot_cli import VERSION, install_cli
+from bot.errors import ThreadpilotError
+from bot.local_model import WEAK_MODEL_NOTE
 
 if TYPE_CHECKING:
     from bot.inbound import Dispatcher
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_serve(settings, console=True))
         else:
             asyncio.run(_serve(settings, console=False))
-    except (ConfigError, CliNotFound, LocalModelUnavailable) as exc:
+    except ThreadpilotError as exc:  # raised on purpose, written for the reader
         print(f"threadpilot: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from bot.commands import COMMANDS, Command
 from bot.config import Settings
-from bot.inbound import Inbound, ThreadUnreadable
-from bot.journal import Journal, UnknownMessage
-from bot.replies import CannotOpenThread, ErrorReply, FinalText, ReplyEvent, ReplySink
+from bot.errors import CannotOpenThread, ThreadUnreadable, UnknownMessage
+from bot.inbound import Inbound
+from bot.journal import Journal
+from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import ThreadRecord

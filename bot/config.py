@@ -15,16 +15,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.errors import ConfigError
+
 PLATFORMS = ("slack", "discord", "console")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are threadpilot, a helpful assistant that lives in a team chat thread. "
     "Answer clearly and concisely."
 )
-
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
 
 
 def _split_list(value: object) -> object:

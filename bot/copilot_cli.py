@@ -8,13 +8,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from bot.errors import CliNotFound
+
 PACKAGE = "@github/copilot"
 # Pinned with github-copilot-sdk 1.0.25 in pyproject.toml: both speak protocol version 3.
 VERSION = "1.0.102"
-
-
-class CliNotFound(Exception):
-    pass
 
 
 def installed_version(cli_dir: Path) -> str | None:

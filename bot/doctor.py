@@ -17,7 +17,8 @@ import aiohttp
 
 from bot import local_model
 from bot.config import Settings
-from bot.copilot_cli import VERSION, CliNotFound, find_cli, installed_version
+from bot.copilot_cli import VERSION, find_cli, installed_version
+from bot.errors import CliNotFound
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,6 @@ from bot.replies import ReplySink
 from bot.thread_key import ThreadKey
 
 
-class FileUnavailable(Exception):
-    """The platform would not hand over a file (gone, refused, unreachable): adapters'
-    `fetch` raises this rather than their client library's errors."""
-
-
 @dataclass(frozen=True, slots=True)
 class InboundFile:
     """A file attached to an inbound message, not yet downloaded."""
@@ -46,11 +41,6 @@ class ThreadMessage:
     at: float
     files: tuple[str, ...] = ()
     by_bot: bool = False
-
-
-class ThreadUnreadable(Exception):
-    """The platform would not hand over the thread (no access, an outage, a rate limit):
-    readers raise this rather than their client library's errors."""
 
 
 class ThreadReader(Protocol):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.clock import Clock, system_clock
+from bot.errors import UnknownMessage
 from bot.store import Store, ThreadRecord, select_thread_by_id, statement, upsert_thread
 from bot.thread_key import ThreadKey
 
@@ -43,10 +44,6 @@ class ForkPoint:
     turn_id: int
     session_id: str
     to_event_id: str | None
-
-
-class UnknownMessage(LookupError):
-    """A platform message this thread's journal does not know (or no longer does)."""
 
 
 class Journal:

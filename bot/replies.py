@@ -102,11 +102,6 @@ async def single(event: ReplyEvent) -> AsyncIterator[ReplyEvent]:
     yield event
 
 
-class CannotOpenThread(Exception):
-    """Raised by `open_thread` where the platform has no room for one (a DM, say); the
-    message is shown to the person who asked."""
-
-
 class ReplySink(Protocol):
     """An adapter's handle on the thread an inbound message came from."""
 

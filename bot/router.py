@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -23,13 +22,13 @@ from bot.checkpoints import Checkpointer
 from bot.command_handlers import CommandCall, CommandHandlers
 from bot.commands import Command, parse
 from bot.config import Settings
+from bot.errors import RuntimeUnavailable, StoreError
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
 from bot.replies import ErrorReply, FinalText, Notice, Queued, ReplyEvent, ReplySink, single
 from bot.routing import Route, route
-from bot.runtime import RuntimeUnavailable
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
 from bot.thread_context import Arrival, ThreadContext, framed, speaker_line
@@ -58,6 +57,11 @@ STORE_FAILING = (
 INTERNAL_ERROR = (
     "Sorry, something went wrong on my side while handling that. "
     "Please try again; if it keeps happening, tell an admin."
+)
+# What people read when handling their message failed, by what failed (else INTERNAL_ERROR).
+FAILURE_WORDS: tuple[tuple[type[Exception], str], ...] = (
+    (RuntimeUnavailable, RESTARTING),
+    (StoreError, STORE_FAILING),
 )
 
 
@@ -297,11 +301,9 @@ class Router:
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
         self._metrics.error("router", repr(exc))
-        message = INTERNAL_ERROR
-        if isinstance(exc, RuntimeUnavailable):
-            message = RESTARTING
-        elif isinstance(exc, sqlite3.Error):
-            message = STORE_FAILING
+        message = next(
+            (words for kind, words in FAILURE_WORDS if isinstance(exc, kind)), INTERNAL_ERROR
+        )
         refs: list[str] = []
         try:
             refs = await sink.render(single(ErrorReply(message)))

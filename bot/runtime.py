@@ -1,7 +1,9 @@
 """CopilotRuntime: the one CopilotClient of the process, and the session configuration.
 
 Every session is created and resumed with the options built in `_session_options`, so
-model, provider, system message, tools and permissions are decided in one place.
+model, provider, system message, tools and permissions are decided in one place. Every
+request to the runtime goes through here, and the SDK's errors become threadpilot's
+(bot/errors.py) here and nowhere else.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from copilot import CopilotClient, CopilotSession, RuntimeConnection
-from copilot._jsonrpc import JsonRpcError  # the SDK exports no public error type for RPC failures
 from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject, SessionsForkRequest
 
-from bot import sdk_timestamps
+from bot import compat
 from bot.config import Settings
+from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
 from bot.tool_policy import ToolPolicy
 
 log = logging.getLogger(__name__)
-sdk_timestamps.install()
+compat.install_fast_timestamps()
 
 # Variables the CLI child (and any tool it runs) must not inherit.
 _PRIVATE_ENV = (
@@ -41,14 +44,6 @@ _PRIVATE_ENV = (
 )
 
 
-class SessionNotFound(Exception):
-    """The runtime holds no such session: never persisted, deleted, or dropped by it."""
-
-
-class RuntimeUnavailable(RuntimeError):
-    """The CLI process stopped unexpectedly and is being restarted."""
-
-
 class RuntimeStopped:
     """Put into the event queue of every turn in flight when the CLI process dies."""
 
@@ -57,8 +52,19 @@ RUNTIME_STOPPED = RuntimeStopped()
 _RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
-def is_session_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, JsonRpcError) and "Session not found" in exc.message
+@contextmanager
+def _translated(session_id: str) -> Iterator[None]:
+    """The SDK's errors of a request about `session_id`, as threadpilot's."""
+    try:
+        yield
+    except compat.RpcError as exc:
+        if compat.session_missing(exc):
+            raise SessionNotFound(session_id) from exc
+        raise AgentRuntimeError(f"the Copilot runtime refused a request: {exc.message}") from exc
+    except RuntimeError as exc:
+        if compat.session_missing(exc):
+            raise SessionNotFound(session_id) from exc
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +193,7 @@ class CopilotRuntime:
 
     async def _supervise(self, client: CopilotClient) -> None:
         """Wait for the CLI process to end; if nobody asked it to, restart it."""
-        process = getattr(client, "_process", None)  # the SDK keeps its child private
+        process = compat.cli_process(client)
         if process is None:
             return
         code = await asyncio.to_thread(process.wait)
@@ -214,10 +220,8 @@ class CopilotRuntime:
                 return
 
     def _pid(self) -> int | None:
-        # The SDK keeps its child process private; the pid is only for status and metrics.
-        process = getattr(self._client, "_process", None)
-        pid = getattr(process, "pid", None)
-        return pid if isinstance(pid, int) else None
+        process = compat.cli_process(self._client)
+        return process.pid if process is not None else None
 
     @property
     def auth_mode(self) -> str:
@@ -323,10 +327,11 @@ class CopilotRuntime:
     ) -> CopilotSession:
         """A new session; `summary` seeds its system message, `orientation` is given at
         its start; `tools=False` leaves out every tool (THREADPILOT_TOOLS included)."""
-        return await self.client.create_session(
-            session_id=session_id,
-            **self._session_options(summary, workspace, orientation, tools),
-        )
+        with _translated(session_id):
+            return await self.client.create_session(
+                session_id=session_id,
+                **self._session_options(summary, workspace, orientation, tools),
+            )
 
     async def resume(
         self,
@@ -335,21 +340,29 @@ class CopilotRuntime:
         summary: str | None = None,
         orientation: str | None = None,
     ) -> CopilotSession:
-        try:
+        with _translated(session_id):
             return await self.client.resume_session(
                 session_id, **self._session_options(summary, workspace, orientation, True)
             )
-        except JsonRpcError as exc:
-            if is_session_not_found(exc):
-                raise SessionNotFound(session_id) from exc
-            raise
+
+    async def send(
+        self, session: CopilotSession, prompt: str, attachments: Sequence[dict[str, Any]]
+    ) -> str:
+        """Send a message on a live session; the id of the message."""
+        with _translated(session.session_id):
+            return await session.send(
+                prompt,
+                attachments=list(attachments) or None,  # type: ignore[arg-type]
+            )
 
     async def fork(self, session_id: str, to_event_id: str | None = None) -> str:
         """Copy a session's persisted history (before `to_event_id`) into a new session."""
-        result = await self.client.rpc.sessions.fork(
-            SessionsForkRequest(session_id=session_id, to_event_id=to_event_id)
-        )
+        with _translated(session_id):
+            result = await self.client.rpc.sessions.fork(
+                SessionsForkRequest(session_id=session_id, to_event_id=to_event_id)
+            )
         return result.session_id
 
     async def delete(self, session_id: str) -> None:
-        await self.client.delete_session(session_id)
+        with _translated(session_id):
+            await self.client.delete_session(session_id)

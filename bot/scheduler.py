@@ -23,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.checkpoints import Checkpointer
 from bot.clock import Clock
 from bot.config import Settings
+from bot.errors import SessionNotFound
 from bot.journal import Journal
 from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime
@@ -146,11 +147,11 @@ class Scheduler:
         for session_id in await self._store.expired_sessions(now - self._settings.restore_period_s):
             try:
                 await self._runtime.delete(session_id)
-            except Exception as exc:
-                if "not found" not in str(exc):  # e.g. the runtime is down: next time
-                    self._metrics.error("housekeeping", f"deleting {session_id}: {exc}")
-                    continue
-                # Never created in the runtime (reset before its first message).
+            except SessionNotFound:
+                pass  # never created in the runtime (reset before its first message)
+            except Exception as exc:  # e.g. the runtime is down: next time
+                self._metrics.error("housekeeping", f"deleting {session_id}: {exc}")
+                continue
             await self._store.mark_deleted(session_id)
             deleted += 1
         pruned = await self._journal.prune(now - self._settings.journal_retention_s)

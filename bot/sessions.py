@@ -20,10 +20,11 @@ from copilot.session_events import SessionCompactionCompleteData, SessionEvent
 from bot.attachments import Attachment
 from bot.clock import Clock, system_clock
 from bot.config import Settings
+from bot.errors import SessionNotFound
 from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
 from bot.metrics import Metrics
-from bot.runtime import CopilotRuntime, SessionNotFound
+from bot.runtime import CopilotRuntime
 from bot.store import Store, ThreadRecord
 from bot.thread_context import orientation
 from bot.thread_key import ThreadKey

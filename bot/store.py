@@ -1,10 +1,10 @@
-"""Store: the SQLite database (aiosqlite, WAL) holding threads and the sessions they have had.
+"""Store: the SQLite database (WAL) holding threads and the sessions they have had.
 
-Every operation is a small synchronous function run in aiosqlite's database thread as one
-transaction (`Store.run`). Operations that arrive while a commit is in progress are
+Every operation is a small synchronous function run in the store's one database thread
+as one transaction (`Store.run`). Operations that arrive while a commit is in progress are
 committed together with the next one (group commit): one round trip to the database
 thread for many turns instead of several per turn. The turn journal lives in the same
-database; its queries are in bot/journal.py.
+database; its queries are in bot/journal.py. SQLite's errors become StoreError here.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from bot.clock import Clock, system_clock
+from bot.errors import StoreError
 from bot.migrations import MIGRATIONS
 from bot.thread_key import ThreadKey
 
@@ -127,6 +127,14 @@ def statement(sql: str, params: tuple[Any, ...] = ()) -> Work[None]:
     return work
 
 
+def _translated(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        error = StoreError(f"the database refused it: {exc}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
 def _settle(batch: list[tuple[Work[Any], asyncio.Future[Any]]], outcomes: list[Any]) -> None:
     for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():  # the caller gave up waiting
@@ -134,7 +142,32 @@ def _settle(batch: list[tuple[Work[Any], asyncio.Future[Any]]], outcomes: list[A
         if ok:
             future.set_result(value)
         else:
-            future.set_exception(value)
+            future.set_exception(_translated(value))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode: transactions are begun and committed explicitly in _apply.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Apply the migrations the database has not had yet, each with its version number
+    in one transaction."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this threadpilot "
+            f"({len(MIGRATIONS)}); upgrade threadpilot or restore an older backup"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        log.info("store migrated to schema version %d", number)
 
 
 def _apply(
@@ -165,10 +198,14 @@ def _apply(
 
 
 class Store:
-    """One connection to `<data dir>/threadpilot.db`. Open with `await Store.open(path)`."""
+    """One connection to `<data dir>/threadpilot.db`, used only from the store's own
+    thread. Open with `await Store.open(path)`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, clock: Clock) -> None:
-        self.db = db
+    def __init__(
+        self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, path: Path, clock: Clock
+    ) -> None:
+        self._conn = conn
+        self._thread = thread
         self.path = path
         self._clock = clock
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
@@ -178,16 +215,18 @@ class Store:
     @classmethod
     async def open(cls, path: Path, clock: Clock = system_clock) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: transactions are begun and committed explicitly in _apply.
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db, path, clock)
-        await store._migrate()
-        return store
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadpilot-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(thread, _connect, path)
+            await loop.run_in_executor(thread, _migrate, conn, path)
+        except sqlite3.Error as exc:
+            thread.shutdown(wait=False)
+            raise _translated(exc) from exc
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(conn, thread, path, clock)
 
     @property
     def is_open(self) -> bool:
@@ -197,13 +236,15 @@ class Store:
         self._open = False
         if self._flusher is not None:
             await self._flusher
-        await self.db.close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        self._thread.shutdown(wait=False)
 
     async def run(self, work: Work[T]) -> T:
         """Run `work` in the database thread as one transaction; return its result.
 
         Its writes are committed (with those of concurrent operations) before this
-        returns; if it raises, its writes are rolled back and the error is raised here.
+        returns; if it raises, its writes are rolled back and the error is raised here
+        (SQLite's as StoreError).
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((work, future))
@@ -215,28 +256,11 @@ class Store:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
-            # aiosqlite has no public call for running a function in its thread;
-            # _execute is how its own methods do it (pinned in pyproject.toml).
-            await self.db._execute(_apply, self.db._conn, batch, loop)  # type: ignore[no-untyped-call]
-
-    async def _migrate(self) -> None:
-        version = await self.schema_version()
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"{self.path} has schema version {version}, newer than this threadpilot "
-                f"({len(MIGRATIONS)}); upgrade threadpilot or restore an older backup"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # BEGIN...COMMIT makes the migration and its version number one transaction.
-            await self.db.executescript(
-                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
-            log.info("store migrated to schema version %d", number)
+            await loop.run_in_executor(self._thread, _apply, self._conn, batch, loop)
 
     async def schema_version(self) -> int:
-        async with self.db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        (version,) = await self.run(lambda conn: conn.execute("PRAGMA user_version").fetchone())
+        return int(version)
 
     # --- threads ---------------------------------------------------------------------
 

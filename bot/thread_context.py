@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.inbound import ThreadMessage, ThreadReader, ThreadUnreadable
+from bot.errors import ThreadUnreadable
+from bot.inbound import ThreadMessage, ThreadReader
 from bot.journal import Journal
 from bot.store import ThreadRecord
 from bot.thread_key import ThreadKey

@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from copilot import CopilotSession
-from copilot._jsonrpc import JsonRpcError
 from copilot.session_events import (
     AssistantMessageData,
     AssistantMessageDeltaData,
@@ -33,12 +32,7 @@ from bot.replies import (
     ToolStarted,
     Usage,
 )
-from bot.runtime import (
-    CopilotRuntime,
-    RuntimeStopped,
-    SessionNotFound,
-    is_session_not_found,
-)
+from bot.runtime import CopilotRuntime, RuntimeStopped
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +108,9 @@ class Turn:
         self._unsubscribe = self._session.on(self._queue.put_nowait)
         self._runtime.watch(self._queue)
         try:
-            self._message_id = await self._session.send(
-                self._prompt,
-                attachments=self._attachments or None,  # type: ignore[arg-type]
+            self._message_id = await self._runtime.send(
+                self._session, self._prompt, self._attachments
             )
-        except JsonRpcError as exc:
-            self.close()
-            if is_session_not_found(exc):
-                raise SessionNotFound(self._session.session_id) from exc
-            raise
         except BaseException:
             self.close()
             raise

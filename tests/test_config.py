@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import AliasChoices
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import Settings, load_settings
+from bot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

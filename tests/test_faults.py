@@ -13,7 +13,7 @@ from pathlib import Path
 from bot.app import App
 from bot.router import STORE_FAILING
 from bot.runtime import CopilotRuntime
-from bot.store import Store
+from bot.store import Store, statement
 from bot.turns import RUNTIME_STOPPED_MESSAGE
 from tests.conftest import AppFactory, Chat, make_settings, reap, recording, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
@@ -165,10 +165,8 @@ async def test_a_full_disk_is_reported_in_the_thread_and_nothing_is_corrupted(
     assert kept.text == "echo: remember the number 42"
     store = chat.app.store
     # What a full disk does to SQLite: the database may not grow past its present pages.
-    async with store.db.execute("PRAGMA page_count") as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
-    await store.db.execute(f"PRAGMA max_page_count = {row[0]}")
+    (pages,) = await store.run(lambda conn: conn.execute("PRAGMA page_count").fetchone())
+    await store.run(statement(f"PRAGMA max_page_count = {pages}"))
 
     refused = None
     for n in range(200):  # new threads fill the free pages until a write is refused
@@ -184,7 +182,7 @@ async def test_a_full_disk_is_reported_in_the_thread_and_nothing_is_corrupted(
 
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    await store.db.execute("PRAGMA max_page_count = 1000000")  # space freed
+    await store.run(statement("PRAGMA max_page_count = 1000000"))  # space freed
     after = await chat.say("kept", "what number did I mention?")
     assert after.errors == [] and after.text == "echo: what number did I mention?"
     request = fake_model.requests_with("what number did I mention?")[-1]

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM_LIBRARIES = ("slack_bolt", "slack_sdk", "discord")
-CORE_ONLY = ("copilot", "aiosqlite", "bot.store", "bot.router", "bot.runtime", "bot.sessions")
+CORE_ONLY = ("copilot", "bot.store", "bot.router", "bot.runtime", "bot.sessions")
 
 
 def imported_by(*modules: str) -> set[str]:

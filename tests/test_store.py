@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import StoreError
 from bot.journal import Journal, TurnOutcome
 from bot.migrations import MIGRATIONS
-from bot.store import Store
+from bot.store import Store, statement
 from bot.thread_key import ThreadKey
 
 KEY = ThreadKey("discord", "111", "222", "333")
@@ -24,8 +25,8 @@ async def test_opening_migrates_once_in_wal_mode(tmp_path: Path) -> None:
     reopened = await Store.open(tmp_path / "db.sqlite")
     try:
         assert await reopened.schema_version() == len(MIGRATIONS)
-        async with reopened.db.execute("PRAGMA journal_mode") as cursor:
-            assert (await cursor.fetchone())[0] == "wal"  # type: ignore[index]
+        mode = await reopened.run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone())
+        assert mode[0] == "wal"
         again = await reopened.ensure_thread(KEY)
         assert again == thread and again.session_id == "discord-111-222-333-g1"
     finally:
@@ -50,9 +51,9 @@ async def test_a_write_waits_out_another_writer_instead_of_failing(tmp_path: Pat
 
 async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "db.sqlite")
-    await store.db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    await store.run(statement(f"PRAGMA user_version = {len(MIGRATIONS) + 1}"))
     await store.close()
-    with pytest.raises(RuntimeError, match="newer than this threadpilot"):
+    with pytest.raises(StoreError, match="newer than this threadpilot"):
         await Store.open(tmp_path / "db.sqlite")
 
 
@@ -76,9 +77,11 @@ async def test_unfinished_journal_entries_become_interrupted_at_start(tmp_path: 
         assert await journal.recover() == [KEY]  # two entries, one thread
         statuses = [await journal.status(f"discord:{n}") for n in (1, 2, 3)]
         assert statuses == ["interrupted", "interrupted", "done"]
-        async with store.db.execute(
-            "SELECT reply_refs FROM turns WHERE event_id = 'discord:3'"
-        ) as cursor:
-            assert (await cursor.fetchone())[0] == '["m1"]'  # type: ignore[index]
+        refs = await store.run(
+            lambda conn: conn.execute(
+                "SELECT reply_refs FROM turns WHERE event_id = 'discord:3'"
+            ).fetchone()
+        )
+        assert refs[0] == '["m1"]'
     finally:
         await store.close()

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import discord
 
-from bot.inbound import FileUnavailable, InboundFile
+from bot.errors import FileUnavailable
+from bot.inbound import InboundFile
 from bot.thread_key import ThreadKey
 
 DM_WORKSPACE = "@me"

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import aiohttp
 import discord
 
-from bot.inbound import ThreadMessage, ThreadUnreadable
+from bot.errors import ThreadUnreadable
+from bot.inbound import ThreadMessage
 
 _LIMIT = 200  # newest messages read: two history pages
 _CHAIN = 20  # replies followed back from a mention

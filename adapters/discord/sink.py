@@ -19,11 +19,8 @@ import discord
 
 from adapters.base import DelayedIndicator, LiveReply, render_reply
 from adapters.discord.events import key_of, thread_name
-from bot.replies import (
-    CannotOpenThread,
-    OpenedThread,
-    ReplyEvent,
-)
+from bot.errors import CannotOpenThread
+from bot.replies import OpenedThread, ReplyEvent
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)

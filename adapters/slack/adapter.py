@@ -32,7 +32,8 @@ from adapters.slack.events import (
 from adapters.slack.history import SlackHistory, SlackThread
 from adapters.slack.sink import SlackSink, StreamingSupport, Target
 from bot.config import Settings
-from bot.inbound import Dispatcher, FileUnavailable, Inbound
+from bot.errors import FileUnavailable
+from bot.inbound import Dispatcher, Inbound
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)

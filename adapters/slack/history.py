@@ -15,7 +15,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.events import MESSAGE_SUBTYPES, author
-from bot.inbound import ThreadMessage, ThreadUnreadable
+from bot.errors import ThreadUnreadable
+from bot.inbound import ThreadMessage
 
 log = logging.getLogger(__name__)
 
