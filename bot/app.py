@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 from bot.access import Access
-from bot.checkpoints import Checkpointer
 from bot.clock import Clock, system_clock
 from bot.command_handlers import CommandHandlers
 from bot.config import Settings
@@ -23,6 +22,7 @@ from bot.scheduler import Scheduler
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import Store
+from bot.summary_reset import SummaryReset
 from bot.thread_context import ThreadContext
 from bot.thread_key import ThreadKey
 
@@ -66,14 +66,14 @@ class App:
         self.journal = Journal(store, clock)
         self.sessions = SessionManager(runtime, store, settings, self.metrics, clock)
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
-        self.checkpointer = Checkpointer(self.sessions, settings, self.metrics, self.tell)
+        self.summary_reset = SummaryReset(self.sessions, settings, self.metrics, self.tell)
         self.scheduler = Scheduler(
             settings=settings,
             runtime=runtime,
             store=store,
             journal=self.journal,
             sessions=self.sessions,
-            checkpointer=self.checkpointer,
+            summary_reset=self.summary_reset,
             metrics=self.metrics,
             clock=clock,
         )
@@ -87,7 +87,7 @@ class App:
             journal=self.journal,
             sessions=self.sessions,
             commands=self.commands,
-            checkpointer=self.checkpointer,
+            summary_reset=self.summary_reset,
             context=context,
             metrics=self.metrics,
         )

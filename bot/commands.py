@@ -53,7 +53,9 @@ COMMANDS = (
         shortcut="Branch from here",
         slack_slash=True,
     ),
-    Command("restore", "undo the last reset or checkpoint", joins_thread=True),
+    Command(
+        "restore", "undo the last reset (yours, or a summary reset of mine)", joins_thread=True
+    ),
     Command(
         "summarize",
         "sum up this thread: decisions, open questions, who owes what",

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     reset_margin_s: int = Field(120, ge=0, alias="THREADPILOT_RESET_MARGIN_S")
     context_reset_ratio: float = Field(0.75, gt=0, lt=1, alias="THREADPILOT_CONTEXT_RESET_RATIO")
     max_live_sessions: int = Field(50, ge=1, alias="THREADPILOT_MAX_LIVE_SESSIONS")
-    checkpoint_notes: bool = Field(True, alias="THREADPILOT_CHECKPOINT_NOTES")
+    summary_reset_notes: bool = Field(True, alias="THREADPILOT_SUMMARY_RESET_NOTES")
     restore_period_s: int = Field(7 * 86400, ge=0, alias="THREADPILOT_RESTORE_PERIOD_S")
     journal_retention_s: int = Field(30 * 86400, gt=0, alias="THREADPILOT_JOURNAL_RETENTION_S")
     turn_timeout_s: float = Field(300, gt=0, alias="THREADPILOT_TURN_TIMEOUT_S")

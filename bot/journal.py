@@ -69,7 +69,7 @@ class Journal:
         def work(conn: sqlite3.Connection) -> Claim | None:
             thread = upsert_thread(conn, key, now) if key else None
             row = conn.execute(
-                "INSERT INTO turns (event_id, thread_id, kind, status, user_ref, received_at, "
+                "INSERT INTO turns (event_id, thread_id, kind, state, user_ref, received_at, "
                 "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING "
                 "RETURNING id",
                 (
@@ -92,7 +92,7 @@ class Journal:
         now = self._clock()
         await self._store.run(
             statement(
-                "INSERT INTO turns (event_id, thread_id, kind, status, user_ref, received_at, "
+                "INSERT INTO turns (event_id, thread_id, kind, state, user_ref, received_at, "
                 "finished_at) VALUES (?, ?, 'context', 'done', ?, ?, ?) "
                 "ON CONFLICT (event_id) DO NOTHING",
                 (event_id, thread_id, user_ref, now, now),
@@ -115,7 +115,7 @@ class Journal:
 
         def work(conn: sqlite3.Connection) -> ThreadRecord | None:
             (thread_id,) = conn.execute(
-                "UPDATE turns SET status = 'running', started_at = ? WHERE id = ? "
+                "UPDATE turns SET state = 'running', started_at = ? WHERE id = ? "
                 "RETURNING thread_id",
                 (now, turn_id),
             ).fetchone()
@@ -126,7 +126,7 @@ class Journal:
     async def finish(self, turn_id: int, outcome: TurnOutcome) -> None:
         await self._store.run(
             statement(
-                "UPDATE turns SET status = ?, finished_at = ?, reply_refs = ?, session_id = ?, "
+                "UPDATE turns SET state = ?, finished_at = ?, reply_refs = ?, session_id = ?, "
                 "user_event_id = ?, answer_event_id = ?, error = ? WHERE id = ?",
                 (
                     "done" if outcome.ok else "failed",
@@ -145,7 +145,7 @@ class Journal:
         """The entry was stopped before it finished (the bot is shutting down)."""
         await self._store.run(
             statement(
-                "UPDATE turns SET status = 'interrupted', finished_at = ? WHERE id = ?",
+                "UPDATE turns SET state = 'interrupted', finished_at = ? WHERE id = ?",
                 (self._clock(), turn_id),
             )
         )
@@ -202,7 +202,7 @@ class Journal:
             lambda conn: (
                 conn.execute(
                     "DELETE FROM turns WHERE received_at < ? "
-                    "AND status NOT IN ('received', 'running')",
+                    "AND state NOT IN ('received', 'running')",
                     (received_before,),
                 ).rowcount
             )
@@ -215,19 +215,11 @@ class Journal:
 
         def work(conn: sqlite3.Connection) -> list[ThreadKey]:
             rows = conn.execute(
-                "UPDATE turns SET status = 'interrupted', finished_at = ? "
-                "WHERE status IN ('received', 'running') RETURNING thread_id",
+                "UPDATE turns SET state = 'interrupted', finished_at = ? "
+                "WHERE state IN ('received', 'running') RETURNING thread_id",
                 (now,),
             ).fetchall()
             ids = sorted({row[0] for row in rows if row[0] is not None})
             return [select_thread_by_id(conn, thread_id).key for thread_id in ids]
 
         return await self._store.run(work)
-
-    async def status(self, event_id: str) -> str | None:
-        row = await self._store.run(
-            lambda conn: conn.execute(
-                "SELECT status FROM turns WHERE event_id = ?", (event_id,)
-            ).fetchone()
-        )
-        return str(row[0]) if row else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
-from types import TracebackType
 
 
 class Ticket:
@@ -45,18 +44,6 @@ class Ticket:
         else:
             # Leaving before our turn: whoever is behind us still waits for the job ahead.
             self._ahead.add_done_callback(lambda _: self._done.set_result(None))
-
-    async def __aenter__(self) -> Ticket:
-        await self.ready()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class Lanes:

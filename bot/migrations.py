@@ -75,4 +75,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE threads ADD COLUMN context_ref TEXT;  -- platform position; NULL: not yet
     """,
+    # 3: one word, one meaning: a thread's session is new or active (its session_state);
+    # a journal entry is received, running, done, failed or interrupted (its state).
+    """
+    ALTER TABLE threads RENAME COLUMN status TO session_state;
+    ALTER TABLE turns RENAME COLUMN status TO state;
+    DROP INDEX turns_status;
+    CREATE INDEX turns_state ON turns (state);
+    """,
 )

@@ -57,7 +57,7 @@ class FinalText:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A short note from the bot itself (a checkpoint, ...), not from the agent."""
+    """A short note from the bot itself (a summary reset, ...), not from the agent."""
 
     text: str
 
@@ -127,5 +127,5 @@ class Platform(Protocol):
 
     def sink(self, key: ThreadKey) -> ReplySink:
         """A sink posting into an existing thread, for messages nobody asked for
-        (checkpoint notes)."""
+        (summary reset notes)."""
         ...

@@ -18,7 +18,6 @@ from contextlib import aclosing
 
 from bot.access import Access
 from bot.attachments import accept_files
-from bot.checkpoints import Checkpointer
 from bot.command_handlers import CommandCall, CommandHandlers
 from bot.commands import Command, parse
 from bot.config import Settings
@@ -31,6 +30,7 @@ from bot.replies import ErrorReply, FinalText, Notice, Queued, ReplyEvent, Reply
 from bot.routing import Route, route
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
+from bot.summary_reset import SummaryReset
 from bot.thread_context import Arrival, ThreadContext, framed, speaker_line
 from bot.turns import Turn
 
@@ -85,7 +85,7 @@ class Router:
         journal: Journal,
         sessions: SessionManager,
         commands: CommandHandlers,
-        checkpointer: Checkpointer,
+        summary_reset: SummaryReset,
         context: ThreadContext,
         metrics: Metrics,
     ) -> None:
@@ -96,7 +96,7 @@ class Router:
         self._journal = journal
         self._sessions = sessions
         self._commands = commands
-        self._checkpointer = checkpointer
+        self._summary_reset = summary_reset
         self._metrics = metrics
         self._draining = False
         self._active: set[asyncio.Task[object]] = set()
@@ -288,7 +288,7 @@ class Router:
             self._context.told(thread.id, turn_id, told, arrival)
         if self._context_full(turn):
             # Summarize+reset now, before the runtime would compact on the next turn.
-            await self._checkpointer.checkpoint(thread, "context")
+            await self._summary_reset.run(thread, "context")
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage

@@ -137,9 +137,16 @@ class CopilotRuntime:
     def unwatch(self, queue: asyncio.Queue[Any]) -> None:
         self._watching.discard(queue)
 
-    async def running(self) -> None:
-        """Wait until the runtime is up (again)."""
-        await self._up.wait()
+    async def running(self, timeout_s: float) -> None:
+        """Wait until the runtime is up (it may be restarting after its CLI died); raise
+        RuntimeUnavailable if it is not within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._up.wait()
+        except TimeoutError:
+            raise RuntimeUnavailable(
+                f"the Copilot runtime is not up after {timeout_s:g}s"
+            ) from None
 
     async def start(self) -> None:
         if self._client is None:

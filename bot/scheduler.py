@@ -20,7 +20,6 @@ from datetime import datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.checkpoints import Checkpointer
 from bot.clock import Clock
 from bot.config import Settings
 from bot.errors import SessionNotFound
@@ -29,6 +28,7 @@ from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
+from bot.summary_reset import SummaryReset
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _PARALLEL_CHECKPOINTS = 4
 
 
 @dataclass(slots=True)
-class JobStatus:
+class JobReport:
     name: str
     next_run: datetime | None = None
     last_run: float | None = None
@@ -54,7 +54,7 @@ class Scheduler:
         store: Store,
         journal: Journal,
         sessions: SessionManager,
-        checkpointer: Checkpointer,
+        summary_reset: SummaryReset,
         metrics: Metrics,
         clock: Clock,
     ) -> None:
@@ -63,15 +63,15 @@ class Scheduler:
         self._store = store
         self._journal = journal
         self._sessions = sessions
-        self._checkpointer = checkpointer
+        self._summary_reset = summary_reset
         self._metrics = metrics
         self._clock = clock
         self._aps: AsyncIOScheduler | None = None
         # Often enough that a session is reset within half the margin of its deadline.
         self.sweep_interval_s = max(1, min(60, settings.reset_margin_s // 2))
-        self._status = {
-            "idle sweep": JobStatus("idle sweep"),
-            "housekeeping": JobStatus("housekeeping"),
+        self._reports = {
+            "idle sweep": JobReport("idle sweep"),
+            "housekeeping": JobReport("housekeeping"),
         }
 
     def start(self) -> None:
@@ -96,21 +96,21 @@ class Scheduler:
             self._aps.shutdown(wait=False)
             self._aps = None
 
-    def jobs(self) -> list[JobStatus]:
+    def jobs(self) -> list[JobReport]:
         """Each job's next run (None when the scheduler is not running) and last result."""
-        for status in self._status.values():
-            job = self._aps.get_job(status.name) if self._aps else None
-            status.next_run = job.next_run_time if job else None
-        return list(self._status.values())
+        for report in self._reports.values():
+            job = self._aps.get_job(report.name) if self._aps else None
+            report.next_run = job.next_run_time if job else None
+        return list(self._reports.values())
 
     async def _run(self, name: str, job: Callable[[], Awaitable[str]]) -> None:
-        status = self._status[name]
-        status.last_run = self._clock()
+        report = self._reports[name]
+        report.last_run = self._clock()
         try:
-            status.last_result = await job()
+            report.last_result = await job()
         except Exception as exc:
             log.exception("scheduled %s failed", name)
-            status.last_result = f"failed: {exc}"
+            report.last_result = f"failed: {exc}"
             self._metrics.error(name, str(exc))
 
     async def idle_sweep(self) -> str:
@@ -120,14 +120,14 @@ class Scheduler:
         idle = await self._store.idle_threads(self._sessions.live_thread_ids(), cutoff)
         gate = asyncio.Semaphore(_PARALLEL_CHECKPOINTS)
 
-        async def checkpoint(thread: ThreadRecord) -> bool:
+        async def reset(thread: ThreadRecord) -> bool:
             async with gate:
-                return await self._checkpoint_if_idle(thread, cutoff)
+                return await self._reset_if_idle(thread, cutoff)
 
-        done = await asyncio.gather(*(checkpoint(thread) for thread in idle))
+        done = await asyncio.gather(*(reset(thread) for thread in idle))
         return f"{sum(done)} of {len(idle)} idle sessions summarized and reset"
 
-    async def _checkpoint_if_idle(self, thread: ThreadRecord, cutoff: float) -> bool:
+    async def _reset_if_idle(self, thread: ThreadRecord, cutoff: float) -> bool:
         ticket = self._sessions.join(thread.key)
         try:
             if not ticket.first:  # a message is being answered: not idle after all
@@ -136,7 +136,7 @@ class Scheduler:
             current = await self._store.thread_by_id(thread.id)
             if current.last_activity >= cutoff or not self._sessions.is_live(current):
                 return False
-            return await self._checkpointer.checkpoint(current, "idle") is not None
+            return await self._summary_reset.run(current, "idle") is not None
         finally:
             ticket.release()
 

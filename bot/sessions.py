@@ -89,7 +89,9 @@ class SessionManager:
     async def start_turn(
         self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
     ) -> Turn:
-        """Send `prompt` on the thread's session; iterate the returned turn's events."""
+        """Send `prompt` on the thread's session; iterate the returned turn's events.
+        A runtime that is restarting is waited for, up to the turn timeout."""
+        await self._runtime.running(self._turn_timeout_s)
         turn = self._turn(await self._session(thread), prompt, attachments)
         try:
             await turn.send()
@@ -182,7 +184,7 @@ class SessionManager:
         await self._disconnect(thread.id)
         workspace = self._runtime.workspace(thread.key.slug)
         seed = (thread.session_id, workspace, thread.summary, orientation(thread.key.platform))
-        if thread.status == "new":
+        if thread.session_state == "new":
             session = await self._runtime.create(*seed)
             await self._store.mark_active(thread.id)
         else:

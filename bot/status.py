@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bot.metrics import Metrics, RecentError
 from bot.runtime import CopilotRuntime, RuntimeInfo
-from bot.scheduler import JobStatus, Scheduler
+from bot.scheduler import JobReport, Scheduler
 from bot.sessions import SessionManager
 from bot.store import Store
 
@@ -25,7 +25,7 @@ class StatusReport:
     sessions: dict[str, PlatformSessions]
     turns_running: int
     turns_queued: int
-    jobs: list[JobStatus]
+    jobs: list[JobReport]
     lifecycle: dict[str, int]  # resets by cause, restores, branches
     compactions: int  # by the runtime itself, since start
     recent_errors: list[RecentError]

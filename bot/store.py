@@ -35,7 +35,7 @@ class ThreadRecord:
     key: ThreadKey
     session_id: str
     generation: int
-    status: str
+    session_state: str  # 'new': not yet created in the runtime; 'active'
     last_activity: float
     summary: str | None
     parent_id: int | None
@@ -46,13 +46,13 @@ class ThreadRecord:
     @property
     def first_contact(self) -> bool:
         """Never had a session, nor been told of its thread: read it from the start."""
-        return self.status == "new" and self.generation == 1 and self.context_ref is None
+        return self.session_state == "new" and self.generation == 1 and self.context_ref is None
 
 
 # A thread's summary is the one its current session was seeded with.
 _SELECT_THREAD = (
     "SELECT t.id, t.platform, t.workspace, t.channel, t.thread, t.session_id, t.generation, "
-    "t.status, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
+    "t.session_state, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
     "t.context_limit, t.context_ref "
     "FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
 )
@@ -69,7 +69,7 @@ def _thread(row: sqlite3.Row) -> ThreadRecord:
         key=ThreadKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
         session_id=row["session_id"],
         generation=row["generation"],
-        status=row["status"],
+        session_state=row["session_state"],
         last_activity=row["last_activity"],
         summary=row["summary"],
         parent_id=row["parent_id"],
@@ -277,7 +277,9 @@ class Store:
 
     async def mark_active(self, thread_id: int) -> None:
         """The thread's current session now exists in the runtime: resume it from now on."""
-        await self.run(statement("UPDATE threads SET status = 'active' WHERE id = ?", (thread_id,)))
+        await self.run(
+            statement("UPDATE threads SET session_state = 'active' WHERE id = ?", (thread_id,))
+        )
 
     async def touch(
         self, thread_id: int, context_tokens: int, context_limit: int, context_ref: str | None
@@ -325,7 +327,7 @@ class Store:
                 (session_id, thread.id, generation, summary, now),
             )
             conn.execute(
-                "UPDATE threads SET session_id = ?, generation = ?, status = 'new', "
+                "UPDATE threads SET session_id = ?, generation = ?, session_state = 'new', "
                 "context_tokens = 0, context_limit = 0, last_activity = ?, "
                 "context_ref = COALESCE(?, context_ref) WHERE id = ?",
                 (session_id, generation, now, context_ref, thread.id),
@@ -363,7 +365,7 @@ class Store:
                 (row[0],),
             )
             conn.execute(
-                "UPDATE threads SET session_id = ?, status = 'active', context_tokens = 0, "
+                "UPDATE threads SET session_id = ?, session_state = 'active', context_tokens = 0, "
                 "context_limit = 0, last_activity = ? WHERE id = ?",
                 (row[0], now, thread.id),
             )
@@ -386,7 +388,7 @@ class Store:
         def work(conn: sqlite3.Connection) -> ThreadRecord:
             cursor = conn.execute(
                 "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
-                "status, created_at, last_activity, parent_id, branch_turn_id) "
+                "session_state, created_at, last_activity, parent_id, branch_turn_id) "
                 "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
                 (*_key_params(key), session_id, now, now, parent.id, branch_turn_id),
             )
@@ -453,7 +455,8 @@ class Store:
         """Per platform: (threads, threads whose session exists in the runtime)."""
         rows = await self.run(
             lambda conn: conn.execute(
-                "SELECT platform, COUNT(*), SUM(status = 'active') FROM threads GROUP BY platform"
+                "SELECT platform, COUNT(*), SUM(session_state = 'active') FROM threads "
+                "GROUP BY platform"
             ).fetchall()
         )
         return {row[0]: (row[1], row[2] or 0) for row in rows}

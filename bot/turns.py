@@ -46,22 +46,22 @@ RUNTIME_STOPPED_MESSAGE = (
 
 def describe_error(error: SessionErrorData) -> str:
     """A runtime error, worded for the person in the thread."""
-    status = error.status_code
+    code = error.status_code  # the provider's HTTP status
     if "No GitHub OAuth token" in error.message:
         return (
             "I have no model credentials yet. An admin needs to set GITHUB_TOKEN or a "
             "model provider (THREADPILOT_PROVIDER_BASE_URL)."
         )
-    if status == 429:
+    if code == 429:
         return "The model provider is rate-limiting requests right now. Please try again shortly."
-    if status in (401, 403):
+    if code in (401, 403):
         return (
             "The model provider refused the bot's credentials. "
             "An admin needs to check the provider configuration."
         )
-    if status is not None and status >= 500:
+    if code is not None and code >= 500:
         return (
-            f"The model provider failed to answer (HTTP {status}), even after retrying. "
+            f"The model provider failed to answer (HTTP {code}), even after retrying. "
             "Please try again in a moment."
         )
     if error.message.startswith("Failed to get response from the AI model"):

@@ -137,6 +137,17 @@ class RecordingPlatform:
         return self.posted.setdefault(key, RecordingSink())
 
 
+async def journal_state(store: Store, event_id: str) -> str | None:
+    """Where the journal entry of a delivery is: received, running, done, failed or
+    interrupted (None: no entry)."""
+    row = await store.run(
+        lambda conn: conn.execute(
+            "SELECT state FROM turns WHERE event_id = ?", (event_id,)
+        ).fetchone()
+    )
+    return str(row[0]) if row else None
+
+
 def recording(_dispatcher: Dispatcher, _settings: Settings) -> list[Platform]:
     """The platforms of an app whose tests talk to the router directly."""
     return [RecordingPlatform()]
@@ -189,8 +200,8 @@ class Chat:
         await self.app.router.dispatch(inbound, sink)
         return sink
 
-    async def journal_status(self, sink: RecordingSink, platform: str = "slack") -> str | None:
-        return await self.app.journal.status(f"{platform}:{sink.event_id}")
+    async def journal_state(self, sink: RecordingSink, platform: str = "slack") -> str | None:
+        return await journal_state(self.app.store, f"{platform}:{sink.event_id}")
 
     async def thread(self, name: str) -> ThreadRecord:
         record = await self.app.store.thread(self.key(name))

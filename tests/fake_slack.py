@@ -241,7 +241,7 @@ class FakeSlack(FakeServer):
         return message
 
     def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
-        text = args.get("text") or ""
+        text = _shown(args)
         if len(text) > 40_000:
             return {"ok": False, "error": "msg_too_long"}
         message = self._post(args, text)
@@ -249,7 +249,7 @@ class FakeSlack(FakeServer):
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._message(args["ts"])
-        text = args.get("text") or ""
+        text = _shown(args)
         if message is None:
             return {"ok": False, "error": "message_not_found"}
         if len(text) > 4_000:  # chat.update text is capped at 4,000 characters
@@ -266,21 +266,21 @@ class FakeSlack(FakeServer):
             args.get("recipient_team_id") and args.get("recipient_user_id")
         ):
             return {"ok": False, "error": "missing_recipient_user_id"}
-        message = self._post(args, args.get("markdown_text") or "", streaming=True)
+        message = self._post(args, _streamed(args), streaming=True)
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._message(args["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.show(message.text + (args.get("markdown_text") or ""))
+        message.show(message.text + _streamed(args))
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
         message = self._message(args["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.show(message.text + (args.get("markdown_text") or ""))
+        message.show(message.text + _streamed(args))
         message.streaming = False
         return {"channel": message.channel, "ts": message.ts}
 
@@ -326,7 +326,7 @@ class FakeSlack(FakeServer):
         return {"permalink": f"https://fake.slack.com/archives/{args['channel']}/p{ts}"}
 
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.ephemeral.append(dict(args))
+        self.ephemeral.append({**args, "text": _shown(args)})
         return {"message_ts": self.new_ts()}
 
     def _reactions_add(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -578,6 +578,19 @@ class FakeSlack(FakeServer):
             session.post(url, data=body.encode(), headers=headers) as response,
         ):
             return response.status, await response.text()
+
+
+def _shown(args: dict[str, Any]) -> str:
+    """What a posted or edited message shows: its Markdown, else its mrkdwn text."""
+    return str(args.get("markdown_text") or args.get("text") or "")
+
+
+def _streamed(args: dict[str, Any]) -> str:
+    """The text a stream call adds: its `markdown_text`, and its markdown_text chunks."""
+    chunks = args.get("chunks") or []
+    chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
+    texts = [c.get("text") or "" for c in chunks if c.get("type") == "markdown_text"]
+    return str(args.get("markdown_text") or "") + "".join(texts)
 
 
 def form(payload: dict[str, Any]) -> str:

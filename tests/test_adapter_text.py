@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
-from adapters.base import Pacer, split_text
+from adapters.live_reply import Pacer
+from adapters.slack.events import mentions, strip_mentions
 from adapters.slack.mrkdwn import to_mrkdwn
+from adapters.text import split_text
 
 FENCE = "```python\n" + "\n".join(f"print({i})" for i in range(30)) + "\n```"
 
@@ -86,3 +88,9 @@ async def test_pacer_flushes_at_most_once_per_interval_and_once_after_the_last_c
     await pacer.settle()
     assert len(flushed) == 2 and flushed[1] - flushed[0] >= 0.2
     assert loop.time() - flushed[1] >= 0.2  # a final edit may follow now
+
+
+def test_the_bots_mention_is_found_and_stripped_in_both_of_slacks_forms() -> None:
+    for text in ("<@UBOT> hello", "<@UBOT|threadpilot> hello"):
+        assert mentions(text, "UBOT") and strip_mentions(text, "UBOT") == "hello"
+    assert not mentions("<@UBOTX> hello", "UBOT") and not mentions("@UBOT hello", "UBOT")

@@ -80,7 +80,7 @@ async def test_console_chat_in_threads_with_help_and_status(
         assert "idle sweep: next" in status
 
 
-async def test_console_reset_restore_branch_and_checkpoint_note(
+async def test_console_reset_restore_branch_and_summary_reset_note(
     tmp_path: Path, fake_model: FakeModel, cli_path: Path
 ) -> None:
     async with console(tmp_path, fake_model, cli_path) as term:
@@ -102,8 +102,8 @@ async def test_console_reset_restore_branch_and_checkpoint_note(
         # A message that fills the context window past the ratio: summarize+reset.
         await term.send("/thread long")
         await term.send("long " * 720)  # ~780 of the 1000 tokens
-        await term.expect("~ Checkpoint: I summarized our conversation")
-        await term.ask("after the checkpoint", "echo: after the checkpoint")
-        request = fake_model.requests_with("after the checkpoint")[-1]
-        assert user_texts(request) == ["after the checkpoint"]
+        await term.expect("~ I summarized our conversation")
+        await term.ask("after the summary reset", "echo: after the summary reset")
+        request = fake_model.requests_with("after the summary reset")[-1]
+        assert user_texts(request) == ["after the summary reset"]
         assert "Summary of it so far" in system_text(request)

@@ -31,8 +31,8 @@ async def test_a_model_500_becomes_an_error_and_the_thread_recovers(
     assert len(fake_model.requests_with("fail with 500")) > 1  # the CLI retried first
     after = await chat.say("flaky", "are you back?")
     assert after.errors == [] and after.text == "echo: are you back?"
-    assert await chat.journal_status(sink) == "failed"
-    assert await chat.journal_status(after) == "done"
+    assert await chat.journal_state(sink) == "failed"
+    assert await chat.journal_state(after) == "done"
 
 
 async def test_a_stream_that_breaks_off_is_retried_and_the_half_answer_withdrawn(
@@ -95,7 +95,7 @@ async def test_a_repeated_delivery_is_answered_once(chat: Chat, fake_model: Fake
     replay = await chat.say("dupes", "only once please", event_id="Ev-dup")  # afterwards
 
     assert original.text == "echo: only once please"
-    assert await chat.journal_status(original) == "done"
+    assert await chat.journal_state(original) == "done"
     assert retry.rendered == replay.rendered == 0
     assert len(fake_model.requests_with("only once please")) == 1
 
@@ -211,6 +211,6 @@ async def test_without_credentials_a_turn_fails_fast_with_a_clear_message(
         async with asyncio.timeout(30):  # well inside the 60 s turn timeout
             sink = await chat.say("no-credentials", "hello?")
         assert len(sink.errors) == 1 and "no model credentials" in sink.errors[0]
-        assert await chat.journal_status(sink) == "failed"
+        assert await chat.journal_state(sink) == "failed"
     finally:
         await chat.app.close()

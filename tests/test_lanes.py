@@ -14,11 +14,14 @@ async def test_one_job_at_a_time_per_key_in_join_order_and_keys_in_parallel() ->
     hold_first = asyncio.Event()
 
     async def job(name: str, ticket: Ticket, hold: asyncio.Event | None = None) -> None:
-        async with ticket:
+        await ticket.ready()
+        try:
             log.append(f"start {name}")
             if hold is not None:
                 await hold.wait()
             log.append(f"end {name}")
+        finally:
+            ticket.release()
 
     tasks = []
     for name in ("a1", "a2", "a3"):
@@ -57,8 +60,9 @@ async def test_a_waiter_that_gives_up_does_not_let_the_next_job_jump_the_queue()
     second.release()  # what `finally` does for a cancelled job
 
     async def run_third() -> None:
-        async with third:
-            log.append("third runs")
+        await third.ready()
+        log.append("third runs")
+        third.release()
 
     task = asyncio.create_task(run_third())
     await asyncio.sleep(0)  # one loop step: a wrongly released job would run now

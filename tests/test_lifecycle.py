@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from bot.app import App
-from bot.checkpoints import SUMMARY_PROMPT
 from bot.replies import ErrorReply, FinalText
 from bot.runtime import CopilotRuntime
 from bot.store import Store
+from bot.summary_reset import SUMMARY_PROMPT
 from tests.conftest import AppFactory, Chat, FakeClock, make_settings, recording
 from tests.fake_model import FakeModel, Reply, system_text, user_texts
 
@@ -48,7 +48,7 @@ async def test_an_idle_session_is_summarized_and_reset_before_the_timeout(
     assert await chat.app.scheduler.idle_sweep() == "1 of 1 idle sessions summarized and reset"
 
     after = await chat.thread("idle")
-    assert after.generation == before.generation + 1 and after.status == "new"
+    assert after.generation == before.generation + 1 and after.session_state == "new"
     assert after.summary == "SUMMARY: likes teal, lives in Lisbon"
     assert not chat.app.sessions.is_live(after) and not chat.app.sessions.is_live(before)
     # The summary request went to the model but nothing of it to the thread: only a note.
@@ -58,7 +58,7 @@ async def test_an_idle_session_is_summarized_and_reset_before_the_timeout(
         "and I live in Lisbon",
     ]
     notes = chat.platform.posted[chat.key("idle")]
-    assert len(notes.events) == 1 and notes.notices[0].startswith("Checkpoint:")
+    assert len(notes.events) == 1 and notes.notices[0].startswith("I summarized our conversation")
     assert "restore" in notes.notices[0]
 
     reply = await chat.say("idle", "where do I live?")
@@ -83,7 +83,7 @@ async def test_the_scheduler_runs_the_idle_sweep_by_itself(
     note = chat.platform.sink(chat.key("scheduled"))
     await asyncio.wait_for(note.done.wait(), 30)
 
-    assert note.notices[0].startswith("Checkpoint:")
+    assert note.notices[0].startswith("I summarized our conversation")
     assert (await chat.thread("scheduled")).generation == 2
     sweep = next(job for job in chat.app.scheduler.jobs() if job.name == "idle sweep")
     assert sweep.last_run == clock.now and sweep.next_run is not None
@@ -115,16 +115,16 @@ async def test_without_a_summary_nothing_is_reset_and_nothing_lost(
     assert await chat.app.scheduler.idle_sweep() == "0 of 1 idle sessions summarized and reset"
 
     assert (await chat.thread("no-summary")).generation == 1
-    assert chat.app.metrics.recent_errors[-1].where == "checkpoint"
+    assert chat.app.metrics.recent_errors[-1].where == "summary reset"
     await chat.say("no-summary", "what was the hint?")
     texts = user_texts(fake_model.requests_with("what was the hint?")[-1])
     assert texts[0] == "the password hint is 'blue'" and texts[-1] == "what was the hint?"
 
 
-async def test_checkpoint_notes_can_be_turned_off(
+async def test_summary_reset_notes_can_be_turned_off(
     make_chat: AppFactory, clock: FakeClock, fake_model: FakeModel
 ) -> None:
-    chat = await make_chat(clock=clock, checkpoint_notes=False)
+    chat = await make_chat(clock=clock, summary_reset_notes=False)
     await chat.say("quiet", "hello")
     script_summary(fake_model, "SUMMARY: said hello")
     clock.advance(IDLE_TIMEOUT)
@@ -157,7 +157,11 @@ async def test_filling_the_context_resets_at_the_end_of_the_turn(
     assert reply.text.startswith("echo: long long")  # the turn itself was answered
     after = await chat.thread("full")
     assert after.generation == 2 and after.summary == "SUMMARY: a long message about longness"
-    assert chat.platform.posted[chat.key("full")].notices[0].startswith("Checkpoint:")
+    assert (
+        chat.platform.posted[chat.key("full")]
+        .notices[0]
+        .startswith("I summarized our conversation")
+    )
     await chat.say("full", "short follow-up")
     request = fake_model.requests_with("short follow-up")[-1]
     assert user_texts(request) == ["short follow-up"]
@@ -217,7 +221,7 @@ async def test_reset_forgets_and_restore_brings_it_back(chat: Chat, fake_model: 
     assert (await chat.thread("undo")).session_id == before.key.session_id(3)
 
 
-async def test_restore_after_a_checkpoint_brings_back_the_full_conversation(
+async def test_restore_after_a_summary_reset_brings_back_the_full_conversation(
     chat: Chat, clock: FakeClock, fake_model: FakeModel
 ) -> None:
     await chat.say("full-again", "detail one")
@@ -258,7 +262,7 @@ async def test_housekeeping_deletes_expired_sessions_and_prunes_the_journal(
     clock.advance(7200)
     # Received before the cut-off: the first message and the reset (not the restore).
     assert (await chat.app.scheduler.housekeeping()).endswith("2 journal entries pruned")
-    assert await chat.journal_status(first) is None
+    assert await chat.journal_state(first) is None
     # The thread itself and its current session are untouched.
     assert (await chat.say("tidy", "still here?")).text == "echo: still here?"
 
@@ -310,7 +314,7 @@ async def test_a_branch_at_an_earlier_message_leaves_out_the_later_turns(
     assert len(user_texts(fake_model.requests_with("chapter four")[-1])) == 4
 
 
-async def test_a_branch_from_before_a_checkpoint_forks_the_retired_session(
+async def test_a_branch_from_before_a_summary_reset_forks_the_retired_session(
     chat: Chat, clock: FakeClock, fake_model: FakeModel
 ) -> None:
     await chat.say("old-branch", "fact A")
@@ -318,7 +322,7 @@ async def test_a_branch_from_before_a_checkpoint_forks_the_retired_session(
     script_summary(fake_model, "SUMMARY: facts A and B")
     clock.advance(IDLE_TIMEOUT)
     await chat.app.scheduler.idle_sweep()
-    await chat.say("old-branch", "fact C, after the checkpoint")
+    await chat.say("old-branch", "fact C, after the summary reset")
 
     # The retired session's last turn: the summary request that came after it stays out.
     reply = await chat.say("old-branch", "", command="branch", target_ref=last_before.refs[0])

@@ -62,4 +62,4 @@ async def test_first_run_without_credentials_answers_with_the_embedded_model(
     assert message["model"] == MODEL
     assert str(message["content"]).strip() == answer
     with sqlite3.connect(data_dir / "threadpilot.db") as db:
-        assert db.execute("SELECT kind, status FROM turns").fetchall() == [("turn", "done")]
+        assert db.execute("SELECT kind, state FROM turns").fetchall() == [("turn", "done")]

@@ -42,7 +42,7 @@ async def test_a_thread_resumes_its_history_after_a_full_restart(
         request = fake_model.requests_with("which word?")[-1]
         assert user_texts(request) == ["remember the word pineapple", "which word?"]
         thread = await second.app.store.thread(key)
-        assert thread is not None and thread.generation == 1 and thread.status == "active"
+        assert thread is not None and thread.generation == 1 and thread.session_state == "active"
         # A redelivery of the first message after the restart is not answered again.
         replay = await second.say(key, "remember the word pineapple", event_id=said.event_id)
         assert replay.rendered == 0

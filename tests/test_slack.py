@@ -138,10 +138,10 @@ async def test_every_command_works_as_a_mention_word(
 
     await slack.say("branch", thread_ts=ts)
     reply = slack.texts(ts)[-1]
-    assert reply.startswith("Branched into <https://fake.slack.com/archives/")
+    assert reply.startswith("Branched into [a new thread](https://fake.slack.com/archives/")
     branch_root = slack.fake.top_level(slack.channel)[-1]
     origin = f"https://fake.slack.com/archives/{slack.channel}/p{ts.replace('.', '')}"
-    assert f"a branch of <{origin}|this thread>" in branch_root.text
+    assert f"a branch of [this thread]({origin})" in branch_root.text
     assert branch_root.ts.replace(".", "") in reply  # links both ways
 
     # Status: for admins only, and only they see it (ephemeral).
@@ -255,8 +255,8 @@ async def test_files_reach_the_session_and_unsupported_ones_get_a_note(
     ts, _ = await slack.say("summarize the attachment", files=files)
 
     texts = slack.texts(ts)
-    assert texts[0].startswith(":information_source: I can't read `tool.exe`")
-    assert texts[1].startswith(":information_source: I couldn't download `gone.txt`")
+    assert texts[0].startswith("ℹ️ I can't read `tool.exe`")
+    assert texts[1].startswith("ℹ️ I couldn't download `gone.txt`")
     assert texts[2] == "echo: summarize the attachment"
     content = fake_model.requests_with("summarize the attachment")[-1]["messages"][-1]["content"]
     assert "meeting at noon" in str(content) and "MZ" not in str(content)
@@ -277,7 +277,7 @@ async def test_an_empty_mention_a_huge_message_and_a_binary_file_get_clear_repli
     binary = [slack.fake.add_file("blob.bin", "application/octet-stream", bytes(range(256)))]
     ts, _ = await slack.say("", files=binary)
     assert slack.texts(ts) == [
-        ":information_source: I can't read `blob.bin` (application/octet-stream): "
+        "ℹ️ I can't read `blob.bin` (application/octet-stream): "
         "I take text files and images (PNG, JPEG, GIF, WebP)."
     ]
 
@@ -300,14 +300,14 @@ async def test_a_socket_mode_disconnect_mid_turn_reconnects_and_the_answer_compl
     assert slack.texts(ts)[-1] == "echo: after the reconnect"
 
 
-async def test_a_checkpoint_note_is_posted_in_the_slack_thread(
+async def test_a_summary_reset_note_is_posted_in_the_slack_thread(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
     ts, _ = await slack.say("something to remember")
     thread = await slack.app.store.thread(ThreadKey("slack", TEAM, slack.channel, ts))
     assert thread is not None
-    await slack.app.checkpointer.checkpoint(thread, "idle")
-    assert slack.texts(ts)[-1].startswith(":information_source: Checkpoint: I summarized")
+    await slack.app.summary_reset.run(thread, "idle")
+    assert slack.texts(ts)[-1].startswith("ℹ️ I summarized")
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.client import SlackClient
 from adapters.slack.sink import SlackSink, StreamingSupport, Target
 from bot.replies import (
     ErrorReply,
@@ -29,9 +29,7 @@ FENCED = "```python\n" + "\n".join(f"value_{i} = {i}" for i in range(300)) + "\n
 
 @pytest.fixture
 def client(fake_slack: FakeSlack) -> AsyncWebClient:
-    client = AsyncWebClient(token=BOT_TOKEN, base_url=fake_slack.api_url)
-    client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
-    return client
+    return SlackClient(BOT_TOKEN, fake_slack.api_url)  # the adapter's
 
 
 def target(client: AsyncWebClient, channel: str | None = None) -> Target:
@@ -86,17 +84,19 @@ async def test_a_very_long_answer_goes_up_as_a_file(
     assert refs[-1].startswith("file:F")
 
 
-async def test_without_streaming_the_answer_is_edited_in_and_converted_to_mrkdwn(
+async def test_streamed_or_edited_in_the_same_markdown_reaches_slack_the_same(
     client: AsyncWebClient, fake_slack: FakeSlack
 ) -> None:
     text = "# Result\n\n**Bold** and *italic*, see [docs](https://example.com).\n\n- one\n- two"
-    where = target(client)
-    await SlackSink(where, StreamingSupport(available=False), 0.01).render(stream(answer(text)))
-
-    (reply,) = fake_slack.replies(where.channel, str(where.thread_ts))
-    assert reply.text == (
-        "*Result*\n\n*Bold* and _italic_, see <https://example.com|docs>.\n\n• one\n• two"
-    )
+    shown = []
+    for streaming in (True, False):
+        where = target(client)
+        sink = SlackSink(where, StreamingSupport(available=streaming), 0.01)
+        await sink.render(stream(answer(text)))
+        (reply,) = fake_slack.replies(where.channel, str(where.thread_ts))
+        shown.append(reply.text)
+    assert shown == [text, text]  # Markdown both ways: Slack renders it one way
+    assert not any("text" in c.args for c in fake_slack.calls if c.method.startswith("chat."))
 
 
 async def test_edits_come_at_most_once_a_second_and_the_final_text_is_exact(
@@ -187,7 +187,7 @@ async def test_errors_and_notices_reach_the_thread(
         stream([Notice("I left out `x.zip`."), TextDelta("Partial"), ErrorReply("Model down.")])
     )
     texts = [m.text for m in fake_slack.replies(where.channel, str(where.thread_ts))]
-    assert texts == [":information_source: I left out `x.zip`.", "Partial\n\n⚠️ Model down."]
+    assert texts == ["ℹ️ I left out `x.zip`.", "Partial\n\n⚠️ Model down."]
 
 
 async def test_a_slow_reply_shows_a_reaction_until_it_is_done(

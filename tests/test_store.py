@@ -13,6 +13,7 @@ from bot.journal import Journal, TurnOutcome
 from bot.migrations import MIGRATIONS
 from bot.store import Store, statement
 from bot.thread_key import ThreadKey
+from tests.conftest import journal_state
 
 KEY = ThreadKey("discord", "111", "222", "333")
 
@@ -65,7 +66,7 @@ async def test_unfinished_journal_entries_become_interrupted_at_start(tmp_path: 
     finished = await journal.claim("discord:3", KEY, "turn", start=True)
     assert queued and running and finished
     assert await journal.claim("discord:3", KEY, "turn") is None
-    assert await journal.status("discord:3") == "running"
+    assert await journal_state(store, "discord:3") == "running"
     thread = await journal.start(running.turn_id)
     assert thread.key == KEY == finished.thread.key
     await journal.finish(finished.turn_id, TurnOutcome(ok=True, reply_refs=["m1"]))
@@ -75,7 +76,7 @@ async def test_unfinished_journal_entries_become_interrupted_at_start(tmp_path: 
     journal = Journal(store)
     try:
         assert await journal.recover() == [KEY]  # two entries, one thread
-        statuses = [await journal.status(f"discord:{n}") for n in (1, 2, 3)]
+        statuses = [await journal_state(store, f"discord:{n}") for n in (1, 2, 3)]
         assert statuses == ["interrupted", "interrupted", "done"]
         refs = await store.run(
             lambda conn: conn.execute(

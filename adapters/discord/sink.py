@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 
 import discord
 
-from adapters.base import DelayedIndicator, LiveReply, render_reply
 from adapters.discord.events import key_of, thread_name
+from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
 from bot.errors import CannotOpenThread
 from bot.replies import OpenedThread, ReplyEvent
 from bot.thread_key import ThreadKey

@@ -29,12 +29,17 @@ MESSAGE_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "bot_messa
 Fetch = Callable[[str], Awaitable[bytes]]
 
 
+def _mention(bot_user_id: str) -> re.Pattern[str]:
+    """The bot's mention in Slack's text: `<@UBOT>`, or `<@UBOT|name>`."""
+    return re.compile(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>")
+
+
 def mentions(text: str, bot_user_id: str) -> bool:
-    return f"<@{bot_user_id}>" in text
+    return _mention(bot_user_id).search(text) is not None
 
 
 def strip_mentions(text: str, bot_user_id: str) -> str:
-    return re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", "", text).strip()
+    return _mention(bot_user_id).sub("", text).strip()
 
 
 # Slack's ids (channels, users, teams) and message timestamps ("1714900000.123456").

@@ -4,21 +4,26 @@ While a turn runs: a progress indicator (the assistant status in DMs, a reaction
 question elsewhere) if the first reply takes a moment; text streamed into one message
 with chat.startStream/appendStream/stopStream, or, where Slack refuses that, a message
 edited with chat.update; tool activity shown as it happens. Edits never come faster than
-one a second per thread. The final answer replaces the preview exactly: in Slack mrkdwn,
-split at paragraph boundaries past 4,000 characters, and as a file past 12,000.
+one a second per thread. The final answer replaces the preview exactly, split at
+paragraph boundaries past 4,000 characters, and as a file past 12,000.
+
+Everything goes as Markdown (`markdown_text`), streamed or not, so an answer renders the
+same either way; only replies through a response URL, which takes no Markdown, are
+converted to Slack's mrkdwn.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.base import DelayedIndicator, LiveReply, render_reply
+from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
 from adapters.slack.client import Respond
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
@@ -80,12 +85,12 @@ class SlackSurface:
 
     async def edit(self, text: str) -> None:
         target = self._target
-        await target.client.chat_update(channel=target.channel, ts=str(self.ts), text=text)
+        await target.client.chat_update(channel=target.channel, ts=str(self.ts), markdown_text=text)
 
     async def post(self, text: str) -> str:
         target = self._target
         response = await target.client.chat_postMessage(
-            channel=target.channel, thread_ts=target.thread_ts, text=text
+            channel=target.channel, thread_ts=target.thread_ts, markdown_text=text
         )
         return str(response["ts"])
 
@@ -102,9 +107,10 @@ class SlackSurface:
 
 
 class _SlackReply(LiveReply):
-    """The reply grows by chat.startStream/appendStream/stopStream where Slack streams
-    (Markdown, tool activity as task updates); else in a message edited with chat.update
-    (mrkdwn, tool activity under it)."""
+    """The reply grows in a stream (slack_sdk's chat_stream helper: chat.startStream,
+    appendStream, stopStream) where Slack streams, with tool activity as task updates;
+    else in a message edited with chat.update, tool activity under it. The pacing is
+    LiveReply's, so the helper holds nothing back (buffer_size=1)."""
 
     def __init__(self, target: Target, streaming: StreamingSupport, interval: float) -> None:
         self._surface_: SlackSurface = SlackSurface(target)
@@ -113,12 +119,13 @@ class _SlackReply(LiveReply):
             limit=MESSAGE_LIMIT,
             file_threshold=FILE_THRESHOLD,
             interval=interval,
-            formatter=to_mrkdwn,
         )
         self._target = target
         self._streaming = streaming
-        self._stream = False
-        self._streamed = 0  # characters of `text` appended to the stream
+        self._stream: AsyncChatStream | None = None
+        # Characters of `text` handed to the stream (one that failed to go out is sent
+        # again by the helper with the next call).
+        self._streamed = 0
         self._shown: dict[str, str] = {}  # tool call id -> status shown in the stream
 
     def _tool_chunks(self) -> list[dict[str, str]]:
@@ -134,73 +141,68 @@ class _SlackReply(LiveReply):
         target = self._target
         if self._streaming.available and target.thread_ts:
             text = self.text[:MESSAGE_LIMIT]
-            try:
-                response = await target.client.chat_startStream(
-                    channel=target.channel,
-                    thread_ts=target.thread,
-                    markdown_text=text or None,
-                    chunks=self._tool_chunks() or None,
-                    recipient_team_id=target.team_id,
-                    recipient_user_id=target.user_id,
-                )
+            stream = await target.client.chat_stream(
+                channel=target.channel,
+                thread_ts=target.thread,
+                recipient_team_id=target.team_id,
+                recipient_user_id=target.user_id,
+                buffer_size=1,
+            )
+            try:  # the first append starts the stream
+                await stream.append(markdown_text=text, chunks=self._tool_chunks())
             except SlackApiError as exc:
                 log.info("chat.startStream refused (%s): editing a message instead", exc)
                 self._streaming.available = False
             else:
-                self._stream, self._streamed = True, len(text)
-                self._surface_.ts = str(response["ts"])
+                self._stream, self._streamed = stream, len(text)
+                self._surface_.ts = str(stream.ts)
                 return self._surface_.ts
         return await super()._open()
 
     async def _flush(self) -> None:
-        if not self._stream:
+        if self._stream is None:
             return await super()._flush()
         new = self.text[self._streamed : MESSAGE_LIMIT]
         chunks = self._tool_chunks()
         if new or chunks:
-            await self._stream_call(
-                self._target.client.chat_appendStream, markdown_text=new or None,
-                chunks=chunks or None,
-            )  # fmt: skip
+            await self._calling(self._stream.append(markdown_text=new, chunks=chunks or None))
             self._streamed += len(new)
         return None
 
     async def restart(self, text: str) -> None:
-        if self._stream and not text.startswith(self.text[: self._streamed]):
+        if self._stream is not None and not text.startswith(self.text[: self._streamed]):
             # A stream only grows: end it, and edit the message from here on.
-            await self._stream_call(self._target.client.chat_stopStream)
-            self._stream = False
+            await self._calling(self._stream.stop())
+            self._stream = None
             self._pacer.edited()
         await super().restart(text)
 
     async def _last(self, first: str, whole: bool) -> str:
-        if not self._stream:
+        if self._stream is None:
             return await super()._last(first, whole)
         streamed = self.text[: self._streamed]
         if whole and first.startswith(streamed):  # the stream was the answer's beginning
-            await self._stream_call(
-                self._target.client.chat_stopStream,
-                markdown_text=first[self._streamed :] or None,
-                chunks=self._tool_chunks() or None,
-            )
+            rest = first[self._streamed :] or None
+            await self._calling(self._stream.stop(markdown_text=rest, chunks=self._tool_chunks()))
         else:  # it ran past the first part: stop it, then edit it to that
-            await self._stream_call(self._target.client.chat_stopStream)
+            await self._calling(self._stream.stop())
             self._pacer.edited()
             await self._pacer.settle()
-            await self._replace(self._format(first))
+            await self._replace(first)
         return str(self.ref)
 
     async def _fail(self, warning: str) -> str:
-        if not self._stream:
+        if self._stream is None:
             return await super()._fail(warning)
-        await self._stream_call(self._target.client.chat_stopStream, markdown_text=f"\n\n{warning}")
+        await self._calling(self._stream.stop(markdown_text=f"\n\n{warning}"))
         return str(self.ref)
 
-    async def _stream_call(self, method: Callable[..., Awaitable[Any]], **kwargs: Any) -> None:
+    async def _calling(self, call: Awaitable[Any]) -> None:
+        """A stream call whose failure leaves the answer to the final text."""
         try:
-            await method(channel=self._target.channel, ts=str(self.ref), **kwargs)
+            await call
         except SlackApiError as exc:
-            log.warning("%s in %s failed: %s", method.__name__, self._target.channel, exc)
+            log.warning("streaming into %s failed: %s", self._target.channel, exc)
 
 
 class SlackSink:
@@ -227,14 +229,14 @@ class SlackSink:
         )
 
     async def _notice(self, text: str) -> str:
-        return await SlackSurface(self._target).post(f":information_source: {to_mrkdwn(text)}")
+        return await SlackSurface(self._target).post(f"ℹ️ {text}")
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         client = self._target.client
         origin_link = await self._permalink(origin.channel, origin.thread)
         response = await client.chat_postMessage(
             channel=origin.channel,
-            text=f":herb: *{to_mrkdwn(title)}*: a branch of <{origin_link}|this thread>.",
+            markdown_text=f"🌿 **{title}**: a branch of [this thread]({origin_link}).",
         )
         key = ThreadKey("slack", origin.workspace, origin.channel, response["ts"])
         return OpenedThread(
@@ -289,12 +291,13 @@ class SlackSink:
         """Only for the asker: via the response URL, else an ephemeral message."""
         target = self._target
         if target.respond is not None:
+            # A response URL takes no Markdown: the one place mrkdwn remains.
             await target.respond(text=to_mrkdwn(text), response_type="ephemeral")
             return ["ephemeral"]
         response = await target.client.chat_postEphemeral(
             channel=target.channel,
             user=str(target.user_id),
             thread_ts=target.thread_ts,
-            text=to_mrkdwn(text),
+            markdown_text=text,
         )
         return [f"ephemeral:{response.get('message_ts', '')}"]

@@ -1,14 +1,21 @@
-"""What the chat adapters share: splitting long answers, and pacing message edits."""
+"""The live reply: one answer as it streams into a chat, shared by the adapters.
+
+A message grows at a paced rate while the model writes (`Pacer`: at most one edit per
+interval), with the tools at work shown under it; then the exact final answer, split into
+more messages past a platform's limit or sent as a file; a "working on it" sign when the
+first reply takes a moment (`DelayedIndicator`); and `render_reply`, which shows a whole
+reply stream that way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+from adapters.text import split_text
 from bot.replies import (
     ErrorReply,
     FinalText,
@@ -22,83 +29,6 @@ from bot.replies import (
 )
 
 log = logging.getLogger(__name__)
-
-_FENCE = re.compile(r"^\s*(```|~~~)")
-
-
-def _blocks(text: str) -> list[tuple[str, bool]]:
-    """Paragraphs and fenced code blocks, in order, each with whether it is a fence."""
-    blocks: list[tuple[str, bool]] = []
-    lines: list[str] = []
-    fence: str | None = None
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if fence is not None:
-            lines.append(line)
-            if match and match.group(1) == fence and not line.strip().strip(fence[0]):
-                blocks.append(("\n".join(lines), True))
-                lines, fence = [], None
-        elif match:
-            if lines:
-                blocks.append(("\n".join(lines), False))
-            lines, fence = [line], match.group(1)
-        elif line.strip():
-            lines.append(line)
-        elif lines:
-            blocks.append(("\n".join(lines), False))
-            lines = []
-    if lines:
-        blocks.append(("\n".join(lines), fence is not None))
-    return blocks
-
-
-def _hard_split(text: str, limit: int) -> list[str]:
-    """Split a paragraph at line breaks, else spaces, else anywhere."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n ") if text[cut : cut + 1] in ("\n", " ") else text[cut:]
-    return [*pieces, text] if text else pieces
-
-
-def _split_fence(block: str, limit: int) -> list[str]:
-    """A code block too long for one message: several blocks, each fenced again."""
-    first, *rest = block.split("\n")
-    closing = rest.pop() if rest and _FENCE.match(rest[-1]) else first.strip()[:3]
-    room = limit - len(first) - len(closing) - 2
-    pieces = _hard_split("\n".join(rest), max(room, 1))
-    return [f"{first}\n{piece}\n{closing}" for piece in pieces]
-
-
-def split_text(text: str, limit: int) -> list[str]:
-    """Split `text` into messages of at most `limit` characters, at paragraph boundaries.
-
-    A fenced code block is never cut: it moves whole to the next message, or, when it is
-    longer than a message, is split into several blocks that are each fenced again.
-    """
-    if len(text) <= limit:
-        return [text]
-    messages: list[str] = []
-    current = ""
-    for block, is_fence in _blocks(text):
-        pieces = [block]
-        if len(block) > limit:
-            pieces = _split_fence(block, limit) if is_fence else _hard_split(block, limit)
-        for piece in pieces:
-            candidate = f"{current}\n\n{piece}" if current else piece
-            if len(candidate) <= limit:
-                current = candidate
-            else:
-                messages.append(current)
-                current = piece
-    if current:
-        messages.append(current)
-    return messages
 
 
 class DelayedIndicator:

@@ -1,4 +1,4 @@
-"""Checkpoints: summarize+reset, so a thread never silently loses its context.
+"""Summary resets: summarize and reset, so a thread never silently loses its context.
 
 Before the runtime's idle timer or its own compaction can drop anything, the session is
 asked for a summary (not shown in the thread), retired (restorable for a while), and the
@@ -26,14 +26,14 @@ SUMMARY_PROMPT = (
     "Reply with the summary only."
 )
 
-# Checkpoint causes: why the note says it happened.
+# Why a summary reset happened, as its note says.
 _REASONS = {
     "idle": "after a quiet spell",
     "context": "because it was filling my memory",
 }
 
 
-class Checkpointer:
+class SummaryReset:
     def __init__(
         self,
         sessions: SessionManager,
@@ -46,7 +46,7 @@ class Checkpointer:
         self._metrics = metrics
         self._tell = tell
 
-    async def checkpoint(self, thread: ThreadRecord, cause: str) -> ThreadRecord | None:
+    async def run(self, thread: ThreadRecord, cause: str) -> ThreadRecord | None:
         """Summarize and reset the thread's session; the caller holds its lane.
 
         Returns the thread as it now is, or None when no summary could be had (the
@@ -59,29 +59,29 @@ class Checkpointer:
                     pass
         except Exception as exc:
             log.exception("summarizing %s failed", thread.key)
-            self._metrics.error("checkpoint", f"no summary for {thread.key}: {exc!r}")
+            self._metrics.error("summary reset", f"no summary for {thread.key}: {exc!r}")
             return None
         if turn.error is not None or not turn.answer.strip():
-            self._metrics.error("checkpoint", f"no summary for {thread.key}: {turn.error}")
+            self._metrics.error("summary reset", f"no summary for {thread.key}: {turn.error}")
             return None
         fresh = await self._sessions.reset(thread, cause, turn.answer, turn.user_event_id)
         log.info(
-            "checkpoint (%s) of %s: %s -> %s",
+            "summary reset (%s) of %s: %s -> %s",
             cause,
             thread.key,
             thread.session_id,
             fresh.session_id,
         )
-        if self._settings.checkpoint_notes:
+        if self._settings.summary_reset_notes:
             await self._note(thread, cause)
         return fresh
 
     async def _note(self, thread: ThreadRecord, cause: str) -> None:
         text = (
-            f"Checkpoint: I summarized our conversation {_REASONS[cause]} and carry on from "
+            f"I summarized our conversation {_REASONS[cause]} and carry on from "
             "that summary. Say `restore` to go back to the full conversation."
         )
         try:
             await self._tell(thread.key, text)
-        except Exception as exc:  # the checkpoint itself is done; only the note is missing
-            self._metrics.error("checkpoint note", f"{thread.key}: {exc}")
+        except Exception as exc:  # the reset itself is done; only the note is missing
+            self._metrics.error("summary reset note", f"{thread.key}: {exc}")
