@@ -1,7 +1,7 @@
 """Scheduler: the bot's timed jobs (APScheduler), and what they last did.
 
 - idle sweep: every live session idle for THREADPILOT_IDLE_TIMEOUT_S minus
-  THREADPILOT_RESET_MARGIN_S gets summarize+reset, well before the runtime's own idle
+  THREADPILOT_RESET_MARGIN_S gets a summary reset, well before the runtime's own idle
   timer (set to twice the timeout) could drop it.
 - housekeeping: retired sessions past the restore period leave the runtime's state;
   journal entries past their retention are pruned.

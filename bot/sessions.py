@@ -204,7 +204,7 @@ class SessionManager:
         return session
 
     def _watch(self, session_id: str, event: SessionEvent) -> None:
-        # Compaction is the bot's job (summarize+reset); when the runtime does it anyway
+        # Compaction is the bot's job (a summary reset); when the runtime does it anyway
         # (a turn that outgrew the window by itself), it is recorded and that is all.
         if isinstance(event.data, SessionCompactionCompleteData):
             self._metrics.compactions.inc()
