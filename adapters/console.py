@@ -99,6 +99,7 @@ class ConsoleSink:
 class ConsoleAdapter:
     name = "console"
     connected = True  # a terminal is always there
+    trouble = None
 
     def __init__(
         self,

@@ -77,7 +77,9 @@ class App:
             metrics=self.metrics,
             clock=clock,
         )
-        self.status = Status(runtime, store, self.sessions, self.scheduler, self.metrics)
+        self.status = Status(
+            runtime, store, self.sessions, self.scheduler, self.metrics, troubles=self.troubles
+        )
         context = ThreadContext(settings.thread_context_chars, self.journal)
         self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)
         self.router = Router(
@@ -143,6 +145,10 @@ class App:
                 await self.tell(key, INTERRUPTED)
             except Exception as exc:
                 log.warning("could not tell %s about its interrupted answer: %s", key, exc)
+
+    def troubles(self) -> dict[str, str]:
+        """What keeps each platform from working fully while it serves."""
+        return {n: p.trouble for n, p in self.platforms.items() if p.trouble is not None}
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: the runtime, the store, and every platform's connection."""

@@ -64,8 +64,14 @@ class HttpServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         checks = self._app.readiness()
         ready = all(checks.values())
+        # Troubles (Discord commands not registered, say) are reported, but do not make
+        # the bot unready: it serves all the same, and Slack's HTTP events must arrive.
         return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
+            {
+                "status": "ready" if ready else "not ready",
+                "checks": checks,
+                "troubles": self._app.troubles(),
+            },
             status=200 if ready else 503,
         )
 

@@ -125,6 +125,12 @@ class Platform(Protocol):
         """Whether it can currently reach its chat service (for /readyz)."""
         ...
 
+    @property
+    def trouble(self) -> str | None:
+        """What keeps it from working fully while it serves (for admins: the log, /readyz
+        and `status`), or None."""
+        ...
+
     def sink(self, key: ThreadKey) -> ReplySink:
         """A sink posting into an existing thread, for messages nobody asked for
         (summary reset notes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.metrics import Metrics, RecentError
@@ -30,6 +31,7 @@ class StatusReport:
     compactions: int  # by the runtime itself, since start
     recent_errors: list[RecentError]
     store_bytes: int
+    troubles: dict[str, str]  # by platform: what keeps it from working fully
 
 
 class Status:
@@ -40,7 +42,10 @@ class Status:
         sessions: SessionManager,
         scheduler: Scheduler,
         metrics: Metrics,
+        *,
+        troubles: Callable[[], dict[str, str]],
     ) -> None:
+        self._troubles = troubles
         self._runtime = runtime
         self._store = store
         self._sessions = sessions
@@ -63,6 +68,7 @@ class Status:
             compactions=self._metrics.compactions_total(),
             recent_errors=list(self._metrics.recent_errors)[-5:],
             store_bytes=self._store.size_bytes(),
+            troubles=self._troubles(),
         )
 
     async def text(self) -> str:
@@ -99,6 +105,7 @@ def format_status(report: StatusReport) -> str:
         f"last {_when(job.last_run)}: {job.last_result}"
         for job in report.jobs
     ]
+    lines += [f"trouble: {platform}: {trouble}" for platform, trouble in report.troubles.items()]
     lines.append("recent errors:" if report.recent_errors else "recent errors: none")
     lines += [f"  {_when(e.at)} {e.where}: {e.message}" for e in report.recent_errors]
     lines.append(f"store: {_mib(report.store_bytes)}")

@@ -131,6 +131,7 @@ class RecordingPlatform:
 
     def __init__(self) -> None:
         self.connected = True
+        self.trouble: str | None = None
         self.posted: dict[ThreadKey, RecordingSink] = {}
 
     def sink(self, key: ThreadKey) -> RecordingSink:
@@ -384,9 +385,15 @@ async def make_discord(
     adapters: list[DiscordAdapter] = []
 
     def discord_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
-        return [DiscordAdapter(dispatcher, settings, edit_interval_s=0.05, guild_ready_timeout=0.1)]
+        return [
+            DiscordAdapter(
+                dispatcher, settings, edit_interval_s=0.05, guild_ready_timeout=0.1,
+                sync_retry_s=(0.1,),
+            )
+        ]  # fmt: skip
 
-    async def make(**overrides: Any) -> DiscordHarness:
+    async def make(*, commands_synced: bool = True, **overrides: Any) -> DiscordHarness:
+        """`commands_synced`: wait until the slash commands are registered."""
         chat = await make_chat(
             platforms=discord_adapter,
             **{
@@ -402,6 +409,8 @@ async def make_discord(
         adapter = chat.app.platforms["discord"]
         assert isinstance(adapter, DiscordAdapter)
         await adapter.start()
+        if commands_synced:
+            await asyncio.wait_for(adapter.commands_synced.wait(), 30)
         adapters.append(adapter)
         return DiscordHarness(fake_discord, chat.app, adapter)
 

@@ -530,3 +530,24 @@ async def test_a_burst_of_429s_on_every_route_while_threads_answer_at_once(
         or (r.name.startswith("adapters") and r.levelno >= logging.WARNING)
     ]
     assert complaints == []
+
+
+async def test_a_failed_command_sync_is_reported_and_retried_while_mentions_are_served(
+    make_discord: DiscordFactory, fake_discord: FakeDiscord
+) -> None:
+    fake_discord.broken_syncs = 1_000  # Discord answers what discord.py cannot read
+    try:
+        bot = await make_discord(commands_synced=False)  # it starts all the same
+        adapter = bot.adapter
+        await fake_discord.wait_for(lambda: adapter.trouble is not None)
+
+        message = await fake_discord.say(TEXT_CHANNEL, f"<@{BOT_ID}> still there?")
+        await bot.dispatched(message.id)
+        assert bot.texts(await bot.thread_of(message)) == ["echo: still there?"]
+        assert "trouble: discord: slash commands not registered" in await bot.app.status.text()
+        assert all(bot.app.readiness().values())  # serving: troubles do not make it unready
+        assert "slash commands not registered" in bot.app.troubles()["discord"]
+    finally:
+        fake_discord.broken_syncs = 0
+    await asyncio.wait_for(adapter.commands_synced.wait(), 30)  # retried, and registered
+    assert adapter.trouble is None and bot.app.troubles() == {}

@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.conftest import start_bot
-from tests.fake_discord import GATEWAY_MESSAGE_CONTENT, FakeDiscord
+import pytest
+
+from tests.conftest import DiscordFactory, start_bot
+from tests.fake_discord import GATEWAY_MESSAGE_CONTENT, GUILD_ID, FakeDiscord
 from tests.fake_model import FakeModel
 from tests.fake_slack import FakeSlack
+
+
+@pytest.fixture(autouse=True)
+async def commands_registered(make_discord: DiscordFactory) -> None:
+    """A bot has registered its commands in the server, as one would have."""
+    await make_discord()
 
 
 async def doctor(
@@ -78,6 +86,15 @@ async def test_doctor_is_all_good_when_everything_is_there_and_names_bad_tokens(
     assert (code, lines[-1]) == (0, "All good."), lines
     assert "ok      slack: every scope the bot uses is granted" in lines
     assert "ok      discord: the Message Content intent is on" in lines
+    assert f"ok      discord: every command is registered in the server {GUILD_ID}" in lines
+
+    registered = fake_discord.synced.pop(GUILD_ID)  # as before any bot ever started
+    try:
+        code, lines = await doctor(tmp_path, fake_model, cli_path, **env)
+    finally:
+        fake_discord.synced[GUILD_ID] = registered
+    (missing,) = [line for line in lines if line.startswith("PROBLEM")]
+    assert code == 1 and f"not registered in the server {GUILD_ID}: Branch from here" in missing
 
     env.update(SLACK_BOT_TOKEN="xoxb-revoked", DISCORD_TOKEN="revoked")
     code, lines = await doctor(tmp_path, fake_model, cli_path, **env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from unittest import mock
@@ -35,6 +36,10 @@ async def test_healthz_answers_while_the_process_lives(http: str) -> None:
 async def test_readyz_needs_the_runtime_the_store_and_every_platform(http: str, chat: Chat) -> None:
     status, body = await get(f"{http}/readyz")
     assert status == 200 and '"slack connected": true' in body and '"runtime": true' in body
+
+    chat.platform.trouble = "slash commands not registered"  # serving, degraded: still ready
+    status, body = await get(f"{http}/readyz")
+    assert status == 200 and json.loads(body)["troubles"] == {"slack": chat.platform.trouble}
 
     chat.platform.connected = False  # e.g. Slack's socket dropped
     status, body = await get(f"{http}/readyz")

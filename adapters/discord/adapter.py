@@ -19,8 +19,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import discord
@@ -38,6 +40,7 @@ from bot.thread_key import ThreadKey
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 60
+_SYNC_RETRY_S = (5.0, 15.0, 60.0, 300.0)
 CANNOT_ANSWER_HERE = "I can't answer in this channel."
 # Discord sent a command the bot does not have in that form: the registration is stale.
 OUT_OF_DATE_COMMAND = (
@@ -63,6 +66,7 @@ class DiscordAdapter:
         *,
         edit_interval_s: float = 1.0,
         guild_ready_timeout: float = 2.0,
+        sync_retry_s: Sequence[float] = _SYNC_RETRY_S,
     ) -> None:
         if settings.discord_token is None:
             raise ValueError("DISCORD_TOKEN is not set")
@@ -87,6 +91,10 @@ class DiscordAdapter:
         self._register_commands()
         self.client.event(self.on_message)
         self._connection: asyncio.Task[None] | None = None
+        self._sync_retry_s = sync_retry_s
+        self._syncing: asyncio.Task[None] | None = None
+        self.commands_synced = asyncio.Event()
+        self.trouble: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -98,13 +106,37 @@ class DiscordAdapter:
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))
         async with asyncio.timeout(_CONNECT_TIMEOUT_S):
             await self.client.wait_until_ready()
-        await self._sync_commands()
+        # Mentions and messages are served meanwhile, whatever the sync runs into.
+        self._syncing = asyncio.create_task(self._sync_until_done())
         log.info("discord: connected as %s", self.client.user)
 
     async def stop(self) -> None:
+        if self._syncing is not None:
+            self._syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncing
         await self.client.close()
         if self._connection is not None:
             await self._connection
+
+    async def _sync_until_done(self) -> None:
+        """Register the application commands; on failure, say so and try again later."""
+        for attempt in itertools.count():
+            try:
+                await self._sync_commands()
+            except Exception as exc:  # discord.py raises whatever a bad answer makes it
+                wait = self._sync_retry_s[min(attempt, len(self._sync_retry_s) - 1)]
+                self.trouble = (
+                    f"slash commands not registered ({type(exc).__name__}: {exc}); "
+                    f"trying again in {wait:g}s"
+                )
+                log.warning("discord: %s", self.trouble, exc_info=exc)
+                await asyncio.sleep(wait)
+            else:
+                self.trouble = None
+                self.commands_synced.set()
+                log.info("discord: slash commands registered")
+                return
 
     async def _sync_commands(self) -> None:
         guilds = self._settings.discord_guild_ids

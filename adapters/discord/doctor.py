@@ -1,12 +1,15 @@
 """What `threadpilot doctor` checks on Discord: the token logs in, the privileged intent the
-settings ask for is on, and the bot is in the servers DISCORD_GUILD_IDS names."""
+settings ask for is on, the bot is in the servers DISCORD_GUILD_IDS names, and its
+application commands are registered there (or globally)."""
 
 from __future__ import annotations
 
 import aiohttp
 import discord
+from discord import app_commands
 
 from adapters.discord.adapter import point_at
+from bot.commands import COMMANDS
 from bot.config import Settings
 from bot.doctor import Finding, ok, problem
 
@@ -62,9 +65,39 @@ async def check_discord(settings: Settings) -> list[Finding]:
             for guild in settings.discord_guild_ids
             if guild not in in_guilds
         ]
-        return findings
+        return findings + await _registered(client, settings)
     finally:
         await client.close()
+
+
+async def _registered(client: discord.Client, settings: Settings) -> list[Finding]:
+    """Whether Discord has every command of the catalogue where the bot registers them."""
+    wanted = {"ask", *(c.name for c in COMMANDS), *(c.shortcut for c in COMMANDS if c.shortcut)}
+    tree = app_commands.CommandTree(client)
+    places: list[discord.Object | None] = [
+        discord.Object(id=guild) for guild in settings.discord_guild_ids
+    ] or [None]
+    findings = []
+    for guild in places:
+        where = f"in the server {guild.id}" if guild else "globally"
+        try:
+            have = {command.name for command in await tree.fetch_commands(guild=guild)}
+        except (discord.HTTPException, KeyError, TypeError, ValueError) as exc:
+            findings.append(
+                problem("discord", f"cannot read the commands registered {where} ({exc!r})")
+            )
+            continue
+        missing = sorted(wanted - have)
+        findings.append(
+            problem(
+                "discord",
+                f"not registered {where}: {', '.join(missing)}; the bot registers its "
+                "commands when it starts (and retries, saying why in its log and `status`)",
+            )
+            if missing
+            else ok("discord", f"every command is registered {where}")
+        )
+    return findings
 
 
 def _intent(settings: Settings, flags: discord.ApplicationFlags) -> Finding:

@@ -45,6 +45,7 @@ _QUIET_EVENTS = ("assistant_thread_started", "assistant_thread_context_changed")
 
 class SlackAdapter:
     name = "slack"
+    trouble = None  # a Slack connection either works or is not connected
 
     def __init__(
         self, router: Dispatcher, settings: Settings, edit_interval_s: float = 1.0
