@@ -26,8 +26,7 @@ from bot.replies import (
     ReplySink,
     TextDelta,
     TextRestart,
-    ToolFinished,
-    ToolStarted,
+    ToolProgress,
 )
 from bot.thread_key import ThreadKey
 
@@ -71,10 +70,10 @@ class ConsoleSink:
                     streamed = True
                 case TextRestart():
                     out.write("\n[the model was cut off; it starts its answer over]\n")
-                case ToolStarted(name=name):
+                case ToolProgress(name=name, state="running"):
                     out.write(f"\n[using {name}...]\n")
-                case ToolFinished(name=name, ok=ok):
-                    out.write(f"[{name} {'done' if ok else 'failed'}]\n")
+                case ToolProgress(name=name, state=state):
+                    out.write(f"[{name} {state}]\n")
                 case FinalText(text):
                     out.write("\n" if streamed else text + "\n")
                 case Notice(text):

@@ -24,8 +24,8 @@ from bot.replies import (
     ReplyEvent,
     TextDelta,
     TextRestart,
-    ToolFinished,
-    ToolStarted,
+    ToolProgress,
+    ToolState,
 )
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,8 @@ class LiveReply:
         self._pacer = Pacer(self._flush, interval)
         self.text = ""  # the answer so far
         self.ref: str | None = None
-        # call id -> (tool name, "in_progress" | "complete" | "error")
-        self.tools: dict[str, tuple[str, str]] = {}
+        # call id -> (tool name, what it is doing)
+        self.tools: dict[str, tuple[str, ToolState]] = {}
 
     async def add(self, text: str) -> None:
         self.text += text
@@ -176,14 +176,14 @@ class LiveReply:
         if self.ref is not None:
             self._pacer.changed()
 
-    async def tool(self, call_id: str, name: str, status: str) -> None:
-        self.tools[call_id] = (name, status)
+    async def tool(self, call_id: str, name: str, state: ToolState) -> None:
+        self.tools[call_id] = (name, state)
         await self._changed()
 
     def preview(self) -> str:
         room = self._limit - 100  # for the ellipsis and the tool line
         text = self._format(self.text[:room]) + ("…" if len(self.text) > room else "")
-        running = [name for name, status in self.tools.values() if status == "in_progress"]
+        running = [name for name, state in self.tools.values() if state == "running"]
         if running:
             text += self._tool_line(running)
         return text or "…"
@@ -268,10 +268,8 @@ async def render_reply(
                     await live.add(text)
                 case TextRestart(text):
                     await live.restart(text)
-                case ToolStarted(call_id, name):
-                    await live.tool(call_id, name, "in_progress")
-                case ToolFinished(call_id, name, ok):
-                    await live.tool(call_id, name, "complete" if ok else "error")
+                case ToolProgress(call_id, name, state):
+                    await live.tool(call_id, name, state)
                 case FinalText(text, is_private) if is_private or all_private:
                     refs += await private(text)
                 case FinalText(text):

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from adapters.discord import DiscordAdapter
-from bench.harness import print_first_text, remote_echo_model, start_app
+from bench.harness import print_latency, start_app
 from bot.app import App
 from tests.fake_discord import BOT_ID, GUILD_ID, TEXT_CHANNEL, TOKEN, FakeDiscord
 from tests.fake_model import FakeModel, Reply
@@ -119,19 +119,11 @@ async def main() -> None:
         await app.close()
         await model.stop()
 
-        async with remote_echo_model() as model_url:
-            app, adapter = await _bot(Path(tmp) / "latency", model_url, discord)
-            try:
-                await print_first_text(
-                    "mention dispatched -> first answer text in its thread (instant model), ms",
-                    lambda concurrency, rounds: first_text(discord, concurrency, rounds),
-                )
-            finally:
-                # As the bot stops: answers still streaming (only their first text was
-                # timed) finish before the client closes under them.
-                await app.router.drain(60)
-                await adapter.stop()
-                await app.close()
+        await print_latency(
+            "mention dispatched -> first answer text in its thread (instant model), ms",
+            lambda model_url: _bot(Path(tmp) / "latency", model_url, discord),
+            lambda concurrency, rounds: first_text(discord, concurrency, rounds),
+        )
     await discord.stop()
 
 

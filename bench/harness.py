@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bot.app import App
 from bot.copilot_cli import find_cli
@@ -48,6 +48,28 @@ def ms(values: list[float], q: float, decimals: int = 1) -> str:
     """The `q` quantile of `values` (seconds), in milliseconds, 8 wide."""
     ordered = sorted(values)
     return f"{ordered[round(q * (len(ordered) - 1))] * 1000:8.{decimals}f}"
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def print_latency(
+    title: str,
+    bot: Callable[[str], Awaitable[tuple[App, Stoppable]]],
+    first_text: Callable[[int, int], Awaitable[list[float]]],
+) -> None:
+    """`print_first_text` for a bot (an app and its adapter) started on the remote echo
+    model; stopped as the bot stops: answers still streaming (only their first text was
+    timed) finish before the client closes under them."""
+    async with remote_echo_model() as model_url:
+        app, adapter = await bot(model_url)
+        try:
+            await print_first_text(title, first_text)
+        finally:
+            await app.router.drain(60)
+            await adapter.stop()
+            await app.close()
 
 
 async def print_first_text(

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from adapters.slack import SlackAdapter
-from bench.harness import print_first_text, remote_echo_model, start_app
+from bench.harness import print_latency, start_app
 from bot.app import App
 from tests.fake_model import FakeModel, Reply
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
@@ -133,19 +133,11 @@ async def main() -> None:
         await model.stop()
 
         # 2. Latency, answered by the remote echo model.
-        async with remote_echo_model() as model_url:
-            app, adapter = await _bot(Path(tmp) / "latency", model_url, slack)
-            try:
-                await print_first_text(
-                    "event delivered -> first text visible in the thread (instant model), ms",
-                    lambda concurrency, rounds: first_text(slack, concurrency, rounds),
-                )
-            finally:
-                # As the bot stops: answers still streaming (only their first text was
-                # timed) finish before the client closes under them.
-                await app.router.drain(60)
-                await adapter.stop()
-                await app.close()
+        await print_latency(
+            "event delivered -> first text visible in the thread (instant model), ms",
+            lambda model_url: _bot(Path(tmp) / "latency", model_url, slack),
+            lambda concurrency, rounds: first_text(slack, concurrency, rounds),
+        )
     await slack.stop()
 
 

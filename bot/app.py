@@ -78,7 +78,7 @@ class App:
             clock=clock,
         )
         self.status = Status(
-            runtime, store, self.sessions, self.scheduler, self.metrics, troubles=self.troubles
+            runtime, store, self.sessions, self.scheduler, self.metrics, self.troubles
         )
         context = ThreadContext(settings.thread_context_chars, self.journal)
         self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.commands import COMMANDS, Command
 from bot.config import Settings
@@ -21,7 +21,7 @@ from bot.journal import Journal
 from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
-from bot.store import ThreadRecord
+from bot.store import Retirement, ThreadRecord
 from bot.thread_context import ThreadContext
 
 log = logging.getLogger(__name__)
@@ -53,25 +53,21 @@ SUMMARIZE_PROMPT = (
 )
 
 
+@dataclass(eq=False)
 class CommandHandlers:
-    def __init__(
-        self,
-        settings: Settings,
-        sessions: SessionManager,
-        journal: Journal,
-        status: Status,
-        context: ThreadContext,
-    ) -> None:
-        self._settings = settings
-        self._sessions = sessions
-        self._journal = journal
-        self._status_source = status
-        self._context = context
+    settings: Settings
+    sessions: SessionManager
+    journal: Journal
+    status_report: Status
+    context: ThreadContext
+    _handlers: dict[str, Handler] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
         # Every command of the catalogue has its handler (else this fails at start).
-        self._handlers: dict[str, Handler] = {c.name: getattr(self, c.name) for c in COMMANDS}
+        self._handlers = {c.name: getattr(self, c.name) for c in COMMANDS}
 
     async def run(self, command: Command, call: CommandCall) -> AsyncGenerator[ReplyEvent, None]:
-        if command.admin_only and not self._settings.is_admin(
+        if command.admin_only and not self.settings.is_admin(
             call.inbound.platform, call.inbound.user_id
         ):
             log.warning(
@@ -103,15 +99,15 @@ class CommandHandlers:
         # Nothing said before the reset reaches the new session, not even as thread context.
         reader = call.inbound.thread
         position = reader.position if reader else None
-        await self._sessions.reset(call.in_thread, cause="reset", context_ref=position)
+        await self.sessions.reset(call.in_thread, Retirement("reset", context_ref=position))
         return FinalText(
             "Started afresh: I no longer remember anything said above this message. "
             "Say `restore` to undo."
         )
 
     async def restore(self, call: CommandCall) -> ReplyEvent:
-        if await self._sessions.restore(call.in_thread) is None:
-            days = self._settings.restore_period_s / 86400
+        if await self.sessions.restore(call.in_thread) is None:
+            days = self.settings.restore_period_s / 86400
             return ErrorReply(
                 f"There is no earlier conversation to restore here (resets can be undone "
                 f"for {days:g} days)."
@@ -120,7 +116,7 @@ class CommandHandlers:
 
     async def branch(self, call: CommandCall) -> ReplyEvent:
         try:
-            point = await self._journal.fork_point(call.in_thread, call.inbound.target_ref)
+            point = await self.journal.fork_point(call.in_thread, call.inbound.target_ref)
         except UnknownMessage:
             return ErrorReply(
                 "I can't branch from that message: it is not part of my conversation in "
@@ -132,7 +128,7 @@ class CommandHandlers:
             opened = await call.sink.open_thread(call.args or "Branch", call.in_thread.key)
         except CannotOpenThread as exc:
             return ErrorReply(str(exc))
-        await self._sessions.branch(call.in_thread, opened.key, point)
+        await self.sessions.branch(call.in_thread, opened.key, point)
         return FinalText(
             f"Branched into {opened.link}: it remembers this conversation up to that point, "
             "and from now on the two threads go their own ways."
@@ -144,7 +140,7 @@ class CommandHandlers:
             yield ErrorReply("I can't read this conversation, so I can't summarize it.")
             return
         try:
-            transcript = await self._context.transcript(reader)
+            transcript = await self.context.transcript(reader)
         except ThreadUnreadable:
             yield ErrorReply(
                 "I couldn't read this thread (I may not be a member of this channel, or its "
@@ -156,14 +152,14 @@ class CommandHandlers:
             return
         prompt = f"{SUMMARIZE_PROMPT}\n\n{transcript}"
         async with (
-            self._sessions.scratch_turn(key, prompt) as turn,
+            self.sessions.scratch_turn(key, prompt) as turn,
             aclosing(turn.events()) as events,
         ):
             async for event in events:
                 yield event
 
     async def status(self, call: CommandCall) -> ReplyEvent:
-        return FinalText(await self._status_source.text())
+        return FinalText(await self.status_report.text())
 
     async def help(self, call: CommandCall) -> ReplyEvent:
         lines = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bot.thread_key import ThreadKey
 
@@ -25,17 +25,16 @@ class TextRestart:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ToolStarted:
-    call_id: str
-    name: str
+ToolState = Literal["running", "done", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
-class ToolFinished:
+class ToolProgress:
+    """A tool the agent uses has started (`running`) or finished (`done`, `failed`)."""
+
     call_id: str
     name: str
-    ok: bool
+    state: ToolState
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +84,7 @@ class OpenedThread:
 
 
 ReplyEvent = (
-    TextDelta
-    | TextRestart
-    | ToolStarted
-    | ToolFinished
-    | Usage
-    | FinalText
-    | Notice
-    | Queued
-    | ErrorReply
+    TextDelta | TextRestart | ToolProgress | Usage | FinalText | Notice | Queued | ErrorReply
 )
 
 

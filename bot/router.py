@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass, field
 
 from bot.access import Access
 from bot.attachments import accept_files
@@ -75,36 +76,24 @@ async def _stream(
             yield event
 
 
+@dataclass(kw_only=True, eq=False)
 class Router:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        access: Access,
-        store: Store,
-        journal: Journal,
-        sessions: SessionManager,
-        commands: CommandHandlers,
-        summary_reset: SummaryReset,
-        context: ThreadContext,
-        metrics: Metrics,
-    ) -> None:
-        self._settings = settings
-        self._context = context
-        self._access = access
-        self._store = store
-        self._journal = journal
-        self._sessions = sessions
-        self._commands = commands
-        self._summary_reset = summary_reset
-        self._metrics = metrics
-        self._draining = False
-        self._active: set[asyncio.Task[object]] = set()
+    settings: Settings
+    access: Access
+    store: Store
+    journal: Journal
+    sessions: SessionManager
+    commands: CommandHandlers
+    summary_reset: SummaryReset
+    context: ThreadContext
+    metrics: Metrics
+    _draining: bool = field(default=False, init=False)
+    _active: set[asyncio.Task[object]] = field(default_factory=set, init=False)
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
         # Numbered first thing, in the order messages come (bot/thread_context.py).
-        arrival = self._context.arrived(inbound.key) if inbound.key else None
+        arrival = self.context.arrived(inbound.key) if inbound.key else None
         with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
             if not await self._for_the_bot(inbound):
                 return
@@ -125,14 +114,14 @@ class Router:
         the bot is journaled for the agent's next turn there."""
         thread: ThreadRecord | None = None
         try:
-            thread = await self._store.thread(inbound.key) if inbound.key else None
+            thread = await self.store.thread(inbound.key) if inbound.key else None
         except Exception:  # then only messages that ask the bot are answered (or told why)
             log.exception("could not look up %s", inbound.key)
-        decision = route(inbound, thread is not None, self._settings)
+        decision = route(inbound, thread is not None, self.settings)
         if decision is Route.CONTEXT and thread is not None and not self._draining:
             event_id = f"{inbound.platform}:{inbound.event_id}"
             try:
-                await self._journal.heard(event_id, thread.id, inbound.message_ref)
+                await self.journal.heard(event_id, thread.id, inbound.message_ref)
             except Exception:  # the next turn reads the thread all the same
                 log.exception("could not journal %s", event_id)
         if decision is not Route.ANSWER:
@@ -153,15 +142,15 @@ class Router:
 
     async def _dispatch(self, inbound: Inbound, sink: ReplySink, arrival: Arrival | None) -> None:
         parsed = parse(inbound)
-        refusal = self._access.refusal(inbound)
+        refusal = self.access.refusal(inbound)
         if refusal is not None:
             await self._refuse(inbound, refusal, sink)
             return
-        ticket = self._sessions.join(inbound.key)
+        ticket = self.sessions.join(inbound.key)
         turn_id: int | None = None
         try:
             first = ticket.first
-            claim = await self._journal.claim(
+            claim = await self.journal.claim(
                 f"{inbound.platform}:{inbound.event_id}",
                 # A command that does not make the bot part of the thread leaves no record.
                 inbound.key if not parsed or parsed[0].joins_thread else None,
@@ -173,17 +162,17 @@ class Router:
                 log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
                 return
             turn_id = claim.turn_id
-            slow_down = None if parsed else self._access.too_often(inbound)
+            slow_down = None if parsed else self.access.too_often(inbound)
             if slow_down is not None:
                 refs = await sink.render(single(ErrorReply(slow_down)))
                 outcome = TurnOutcome(ok=False, reply_refs=refs, error="rate limited")
-                await self._journal.finish(turn_id, outcome)
+                await self.journal.finish(turn_id, outcome)
                 return
             if not ticket.first:  # it waits behind others: show it was taken
                 await sink.render(single(Queued()))
             await ticket.ready()
             # Queued behind others: read the thread as they left it (reset, branch, ...).
-            thread = claim.thread if first else await self._journal.start(turn_id)
+            thread = claim.thread if first else await self.journal.start(turn_id)
             if parsed:
                 await self._command(turn_id, parsed, inbound, thread, sink)
             elif thread is not None and arrival is not None:
@@ -203,18 +192,18 @@ class Router:
     async def _tell_stopped(self, turn_id: int, sink: ReplySink) -> None:
         try:
             await sink.render(single(Notice(STOPPED_FOR_SHUTDOWN)))
-            await self._journal.interrupt(turn_id)
+            await self.journal.interrupt(turn_id)
         except Exception:
             log.exception("could not tell the thread its answer was stopped")
 
     async def _refuse(self, inbound: Inbound, refusal: str, sink: ReplySink) -> None:
         """Say no once per delivery, without making a thread of it."""
         event_id = f"{inbound.platform}:{inbound.event_id}"
-        claim = await self._journal.claim(event_id, None, "refused")
+        claim = await self.journal.claim(event_id, None, "refused")
         if claim is not None:
             refs = await sink.render(single(FinalText(refusal, private=True)))
             outcome = TurnOutcome(ok=False, reply_refs=refs, error="not allowed")
-            await self._journal.finish(claim.turn_id, outcome)
+            await self.journal.finish(claim.turn_id, outcome)
 
     async def _command(
         self,
@@ -226,10 +215,10 @@ class Router:
     ) -> None:
         command, args = parsed
         call = CommandCall(command.name, args, inbound, thread, sink)
-        async with aclosing(self._commands.run(command, call)) as events:
+        async with aclosing(self.commands.run(command, call)) as events:
             refs = await sink.render(events)
         session_id = thread.session_id if thread else None
-        await self._journal.finish(
+        await self.journal.finish(
             turn_id, TurnOutcome(ok=True, reply_refs=refs, session_id=session_id)
         )
 
@@ -241,35 +230,35 @@ class Router:
         sink: ReplySink,
         arrival: Arrival,
     ) -> None:
-        attachments, notes = await accept_files(inbound.files, self._settings.max_attachment_bytes)
+        attachments, notes = await accept_files(inbound.files, self.settings.max_attachment_bytes)
         prompt = inbound.text.strip() or (FILES_ONLY_PROMPT if attachments else "")
-        limit = self._settings.max_prompt_chars
+        limit = self.settings.max_prompt_chars
         if len(prompt) > limit:
             too_long = ErrorReply(PROMPT_TOO_LONG.format(len(prompt), limit))
             refs = await sink.render(single(too_long))
-            await self._journal.finish(
+            await self.journal.finish(
                 turn_id, TurnOutcome(ok=False, reply_refs=refs, error="prompt too long")
             )
             return
         if not prompt:  # nothing to answer: say why
             replies: list[ReplyEvent] = [Notice(note) for note in notes]
             refs = await sink.render(_stream(replies or [ErrorReply(EMPTY_PROMPT)]))
-            await self._journal.finish(
+            await self.journal.finish(
                 turn_id, TurnOutcome(ok=False, reply_refs=refs, error="nothing to answer")
             )
             return
         started = time.perf_counter()
         reader = inbound.thread
         if reader is not None:  # else one person at a terminal: nothing to read or name
-            block = await self._context.for_turn(reader, thread, turn_id, arrival)
+            block = await self.context.for_turn(reader, thread, turn_id, arrival)
             prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
-        turn = await self._sessions.start_turn(thread, prompt, attachments)
+        turn = await self.sessions.start_turn(thread, prompt, attachments)
         async with aclosing(turn.events()) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
-        self._metrics.turn_seconds.observe(time.perf_counter() - started)
-        self._metrics.turns.labels("done" if turn.error is None else "failed").inc()
+        self.metrics.turn_seconds.observe(time.perf_counter() - started)
+        self.metrics.turns.labels("done" if turn.error is None else "failed").inc()
         if turn.error is not None:
-            self._metrics.error("turn", f"{thread.key}: {turn.error}")
+            self.metrics.error("turn", f"{thread.key}: {turn.error}")
         outcome = TurnOutcome(
             ok=turn.error is None,
             reply_refs=refs,
@@ -282,17 +271,17 @@ class Router:
         told = inbound.thread.position if inbound.thread and turn.user_event_id else None
         # Both land in one group commit.
         await asyncio.gather(
-            self._sessions.finish_turn(thread, turn, told), self._journal.finish(turn_id, outcome)
+            self.sessions.finish_turn(thread, turn, told), self.journal.finish(turn_id, outcome)
         )
         if told is not None:
-            self._context.told(thread.id, turn_id, told, arrival)
+            self.context.told(thread.id, turn_id, told, arrival)
         if self._context_full(turn):
             # Summarize+reset now, before the runtime would compact on the next turn.
-            await self._summary_reset.run(thread, "context")
+            await self.summary_reset.run(thread, "context")
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage
-        ratio = self._settings.context_reset_ratio
+        ratio = self.settings.context_reset_ratio
         return (
             usage is not None
             and usage.context_limit > 0
@@ -300,7 +289,7 @@ class Router:
         )
 
     async def _report_failure(self, turn_id: int | None, exc: Exception, sink: ReplySink) -> None:
-        self._metrics.error("router", repr(exc))
+        self.metrics.error("router", repr(exc))
         message = next(
             (words for kind, words in FAILURE_WORDS if isinstance(exc, kind)), INTERNAL_ERROR
         )
@@ -311,7 +300,7 @@ class Router:
             log.exception("could not tell the thread about the failure")
         if turn_id is not None:
             try:
-                await self._journal.finish(
+                await self.journal.finish(
                     turn_id, TurnOutcome(ok=False, reply_refs=refs, error=repr(exc)[:500])
                 )
             except Exception:

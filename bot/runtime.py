@@ -68,6 +68,17 @@ def _translated(session_id: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """A session as the runtime is to create or resume it: in `workspace`, its system
+    message seeded with `summary`, and `orientation` given at its start."""
+
+    session_id: str
+    workspace: Path
+    summary: str | None = None
+    orientation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RuntimeInfo:
     version: str
     protocol_version: int
@@ -323,34 +334,16 @@ class CopilotRuntime:
             options["provider"] = provider
         return options
 
-    async def create(
-        self,
-        session_id: str,
-        workspace: Path,
-        summary: str | None = None,
-        orientation: str | None = None,
-        *,
-        tools: bool = True,
-    ) -> CopilotSession:
-        """A new session; `summary` seeds its system message, `orientation` is given at
-        its start; `tools=False` leaves out every tool (THREADPILOT_TOOLS included)."""
-        with _translated(session_id):
-            return await self.client.create_session(
-                session_id=session_id,
-                **self._session_options(summary, workspace, orientation, tools),
-            )
+    async def create(self, spec: SessionSpec, *, tools: bool = True) -> CopilotSession:
+        """A new session; `tools=False` leaves out every tool (THREADPILOT_TOOLS too)."""
+        options = self._session_options(spec.summary, spec.workspace, spec.orientation, tools)
+        with _translated(spec.session_id):
+            return await self.client.create_session(session_id=spec.session_id, **options)
 
-    async def resume(
-        self,
-        session_id: str,
-        workspace: Path,
-        summary: str | None = None,
-        orientation: str | None = None,
-    ) -> CopilotSession:
-        with _translated(session_id):
-            return await self.client.resume_session(
-                session_id, **self._session_options(summary, workspace, orientation, True)
-            )
+    async def resume(self, spec: SessionSpec) -> CopilotSession:
+        options = self._session_options(spec.summary, spec.workspace, spec.orientation, True)
+        with _translated(spec.session_id):
+            return await self.client.resume_session(spec.session_id, **options)
 
     async def send(
         self, session: CopilotSession, prompt: str, attachments: Sequence[dict[str, Any]]

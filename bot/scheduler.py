@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -45,34 +45,26 @@ class JobReport:
     last_result: str = "not run yet"
 
 
+@dataclass(kw_only=True, eq=False)
 class Scheduler:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        runtime: CopilotRuntime,
-        store: Store,
-        journal: Journal,
-        sessions: SessionManager,
-        summary_reset: SummaryReset,
-        metrics: Metrics,
-        clock: Clock,
-    ) -> None:
-        self._settings = settings
-        self._runtime = runtime
-        self._store = store
-        self._journal = journal
-        self._sessions = sessions
-        self._summary_reset = summary_reset
-        self._metrics = metrics
-        self._clock = clock
-        self._aps: AsyncIOScheduler | None = None
-        # Often enough that a session is reset within half the margin of its deadline.
-        self.sweep_interval_s = max(1, min(60, settings.reset_margin_s // 2))
-        self._reports = {
-            "idle sweep": JobReport("idle sweep"),
-            "housekeeping": JobReport("housekeeping"),
-        }
+    settings: Settings
+    runtime: CopilotRuntime
+    store: Store
+    journal: Journal
+    sessions: SessionManager
+    summary_reset: SummaryReset
+    metrics: Metrics
+    clock: Clock
+    _aps: AsyncIOScheduler | None = field(default=None, init=False)
+    _reports: dict[str, JobReport] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._reports = {name: JobReport(name) for name in ("idle sweep", "housekeeping")}
+
+    @property
+    def sweep_interval_s(self) -> int:
+        """Often enough that a session is reset within half the margin of its deadline."""
+        return max(1, min(60, self.settings.reset_margin_s // 2))
 
     def start(self) -> None:
         self._aps = AsyncIOScheduler()
@@ -105,19 +97,19 @@ class Scheduler:
 
     async def _run(self, name: str, job: Callable[[], Awaitable[str]]) -> None:
         report = self._reports[name]
-        report.last_run = self._clock()
+        report.last_run = self.clock()
         try:
             report.last_result = await job()
         except Exception as exc:
             log.exception("scheduled %s failed", name)
             report.last_result = f"failed: {exc}"
-            self._metrics.error(name, str(exc))
+            self.metrics.error(name, str(exc))
 
     async def idle_sweep(self) -> str:
         """Summarize+reset every live session idle past the deadline; returns a summary."""
-        settings = self._settings
-        cutoff = self._clock() - (settings.idle_timeout_s - settings.reset_margin_s)
-        idle = await self._store.idle_threads(self._sessions.live_thread_ids(), cutoff)
+        settings = self.settings
+        cutoff = self.clock() - (settings.idle_timeout_s - settings.reset_margin_s)
+        idle = await self.store.idle_threads(self.sessions.live_thread_ids(), cutoff)
         gate = asyncio.Semaphore(_PARALLEL_CHECKPOINTS)
 
         async def reset(thread: ThreadRecord) -> bool:
@@ -128,31 +120,31 @@ class Scheduler:
         return f"{sum(done)} of {len(idle)} idle sessions summarized and reset"
 
     async def _reset_if_idle(self, thread: ThreadRecord, cutoff: float) -> bool:
-        ticket = self._sessions.join(thread.key)
+        ticket = self.sessions.join(thread.key)
         try:
             if not ticket.first:  # a message is being answered: not idle after all
                 return False
             await ticket.ready()
-            current = await self._store.thread_by_id(thread.id)
-            if current.last_activity >= cutoff or not self._sessions.is_live(current):
+            current = await self.store.thread_by_id(thread.id)
+            if current.last_activity >= cutoff or not self.sessions.is_live(current):
                 return False
-            return await self._summary_reset.run(current, "idle") is not None
+            return await self.summary_reset.run(current, "idle") is not None
         finally:
             ticket.release()
 
     async def housekeeping(self) -> str:
         """Delete retired sessions past the restore period; prune the journal."""
-        now = self._clock()
+        now = self.clock()
         deleted = 0
-        for session_id in await self._store.expired_sessions(now - self._settings.restore_period_s):
+        for session_id in await self.store.expired_sessions(now - self.settings.restore_period_s):
             try:
-                await self._runtime.delete(session_id)
+                await self.runtime.delete(session_id)
             except SessionNotFound:
                 pass  # never created in the runtime (reset before its first message)
             except Exception as exc:  # e.g. the runtime is down: next time
-                self._metrics.error("housekeeping", f"deleting {session_id}: {exc}")
+                self.metrics.error("housekeeping", f"deleting {session_id}: {exc}")
                 continue
-            await self._store.mark_deleted(session_id)
+            await self.store.mark_deleted(session_id)
             deleted += 1
-        pruned = await self._journal.prune(now - self._settings.journal_retention_s)
+        pruned = await self.journal.prune(now - self.settings.journal_retention_s)
         return f"{deleted} retired sessions deleted, {pruned} journal entries pruned"

@@ -24,8 +24,8 @@ from bot.errors import SessionNotFound
 from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
 from bot.metrics import Metrics
-from bot.runtime import CopilotRuntime
-from bot.store import Store, ThreadRecord
+from bot.runtime import CopilotRuntime, SessionSpec
+from bot.store import Retirement, Store, ThreadRecord
 from bot.thread_context import orientation
 from bot.thread_key import ThreadKey
 from bot.turns import Turn
@@ -125,9 +125,8 @@ class SessionManager:
         """A turn on a session of its own, without tools, deleted afterwards: for a job on
         a thread (a summary) that must not become part of the thread's conversation."""
         session_id = f"{key.slug}-s{uuid.uuid4().hex[:12]}"
-        session = await self._runtime.create(
-            session_id, self._runtime.scratch_workspace(), tools=False
-        )
+        spec = SessionSpec(session_id, self._runtime.scratch_workspace())
+        session = await self._runtime.create(spec, tools=False)
         try:
             turn = self._turn(session, prompt, ())
             await turn.send()
@@ -139,22 +138,12 @@ class SessionManager:
             except Exception as exc:  # housekeeping cannot find it: only disk space is lost
                 log.warning("could not delete the scratch session %s: %s", session_id, exc)
 
-    async def reset(
-        self,
-        thread: ThreadRecord,
-        cause: str,
-        summary: str | None = None,
-        summary_event_id: str | None = None,
-        context_ref: str | None = None,
-    ) -> ThreadRecord:
+    async def reset(self, thread: ThreadRecord, why: Retirement) -> ThreadRecord:
         """Retire the thread's session (kept for `restore`); its next message starts a
-        fresh one, seeded with `summary` if given, and told the thread only after
-        `context_ref` if given."""
+        fresh one, as `why` says."""
         await self._disconnect(thread.id)
-        fresh = await self._store.retire_session(
-            thread, cause, summary, summary_event_id, context_ref
-        )
-        self._metrics.resets.labels(cause).inc()
+        fresh = await self._store.retire_session(thread, why)
+        self._metrics.resets.labels(why.cause).inc()
         return fresh
 
     async def restore(self, thread: ThreadRecord) -> ThreadRecord | None:
@@ -183,20 +172,22 @@ class SessionManager:
             return live.session
         await self._disconnect(thread.id)
         workspace = self._runtime.workspace(thread.key.slug)
-        seed = (thread.session_id, workspace, thread.summary, orientation(thread.key.platform))
+        spec = SessionSpec(
+            thread.session_id, workspace, thread.summary, orientation(thread.key.platform)
+        )
         if thread.session_state == "new":
-            session = await self._runtime.create(*seed)
+            session = await self._runtime.create(spec)
             await self._store.mark_active(thread.id)
         else:
             try:
-                session = await self._runtime.resume(*seed)
+                session = await self._runtime.resume(spec)
             except SessionNotFound:
                 log.warning(
                     "the runtime has no state for %s (deleted outside threadpilot?); "
                     "starting it empty",
                     thread.session_id,
                 )
-                session = await self._runtime.create(*seed)
+                session = await self._runtime.create(spec)
         session_id = thread.session_id
         session.on(lambda event: self._watch(session_id, event))
         self._live[thread.id] = _Live(thread.key, thread.session_id, session)

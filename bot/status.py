@@ -34,41 +34,35 @@ class StatusReport:
     troubles: dict[str, str]  # by platform: what keeps it from working fully
 
 
+@dataclass(frozen=True, slots=True)
 class Status:
-    def __init__(
-        self,
-        runtime: CopilotRuntime,
-        store: Store,
-        sessions: SessionManager,
-        scheduler: Scheduler,
-        metrics: Metrics,
-        *,
-        troubles: Callable[[], dict[str, str]],
-    ) -> None:
-        self._troubles = troubles
-        self._runtime = runtime
-        self._store = store
-        self._sessions = sessions
-        self._scheduler = scheduler
-        self._metrics = metrics
+    """Makes the report from the parts it describes; `troubles` says what keeps each
+    platform from working fully."""
+
+    runtime: CopilotRuntime
+    store: Store
+    sessions: SessionManager
+    scheduler: Scheduler
+    metrics: Metrics
+    troubles: Callable[[], dict[str, str]]
 
     async def report(self) -> StatusReport:
-        live = self._sessions.live_by_platform()
-        counts = await self._store.thread_counts()
+        live = self.sessions.live_by_platform()
+        counts = await self.store.thread_counts()
         return StatusReport(
-            runtime=await self._runtime.info(),
+            runtime=await self.runtime.info(),
             sessions={
                 platform: PlatformSessions(live.get(platform, 0), active, total)
                 for platform, (total, active) in sorted(counts.items())
             },
-            turns_running=self._sessions.lanes.running,
-            turns_queued=self._sessions.lanes.queued,
-            jobs=self._scheduler.jobs(),
-            lifecycle=await self._store.lifecycle_counts(),
-            compactions=self._metrics.compactions_total(),
-            recent_errors=list(self._metrics.recent_errors)[-5:],
-            store_bytes=self._store.size_bytes(),
-            troubles=self._troubles(),
+            turns_running=self.sessions.lanes.running,
+            turns_queued=self.sessions.lanes.queued,
+            jobs=self.scheduler.jobs(),
+            lifecycle=await self.store.lifecycle_counts(),
+            compactions=self.metrics.compactions_total(),
+            recent_errors=list(self.metrics.recent_errors)[-5:],
+            store_bytes=self.store.size_bytes(),
+            troubles=self.troubles(),
         )
 
     async def text(self) -> str:

@@ -59,6 +59,20 @@ _SELECT_THREAD = (
 _BY_KEY = "t.platform = ? AND t.workspace = ? AND t.channel = ? AND t.thread = ?"
 
 
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """Why a thread's session is retired (reset, idle, context), and what its next one
+    starts from: `summary` is kept with the retired session and seeds the next one;
+    `summary_event_id` is the runtime event that asked for it (a branch never copies it);
+    `context_ref` moves the thread's context cursor there, so nothing said before it
+    reaches the next session."""
+
+    cause: str
+    summary: str | None = None
+    summary_event_id: str | None = None
+    context_ref: str | None = None
+
+
 def _key_params(key: ThreadKey) -> tuple[str, str, str, str]:
     return (key.platform, key.workspace, key.channel, key.thread)
 
@@ -295,23 +309,11 @@ class Store:
             )
         )
 
-    async def retire_session(
-        self,
-        thread: ThreadRecord,
-        cause: str,
-        summary: str | None = None,
-        summary_event_id: str | None = None,
-        context_ref: str | None = None,
-    ) -> ThreadRecord:
+    async def retire_session(self, thread: ThreadRecord, why: Retirement) -> ThreadRecord:
         """End the thread's current session; the next message starts generation + 1.
-
-        `summary`, when given, is kept with the retired session and seeds the next one;
-        `summary_event_id` is the runtime event that asked for it (a branch never copies
-        it). `context_ref`, when given, moves the thread's context cursor there: what was
-        said before it never reaches the new session. The retired session's runtime state
-        stays on disk until housekeeping.
-        """
+        The retired session's runtime state stays on disk until housekeeping."""
         now = self._clock()
+        cause, summary, summary_event_id = why.cause, why.summary, why.summary_event_id
         generation = thread.generation + 1
         session_id = thread.key.session_id(generation)
 
@@ -330,7 +332,7 @@ class Store:
                 "UPDATE threads SET session_id = ?, generation = ?, session_state = 'new', "
                 "context_tokens = 0, context_limit = 0, last_activity = ?, "
                 "context_ref = COALESCE(?, context_ref) WHERE id = ?",
-                (session_id, generation, now, context_ref, thread.id),
+                (session_id, generation, now, why.context_ref, thread.id),
             )
             _record(conn, thread.id, thread.session_id, cause, now)
             return select_thread_by_id(conn, thread.id)

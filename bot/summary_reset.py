@@ -15,7 +15,7 @@ from contextlib import aclosing
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.sessions import SessionManager
-from bot.store import ThreadRecord
+from bot.store import Retirement, ThreadRecord
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ class SummaryReset:
         if turn.error is not None or not turn.answer.strip():
             self._metrics.error("summary reset", f"no summary for {thread.key}: {turn.error}")
             return None
-        fresh = await self._sessions.reset(thread, cause, turn.answer, turn.user_event_id)
+        fresh = await self._sessions.reset(
+            thread, Retirement(cause, turn.answer, turn.user_event_id)
+        )
         log.info(
             "summary reset (%s) of %s: %s -> %s",
             cause,

@@ -28,8 +28,7 @@ from bot.replies import (
     ReplyEvent,
     TextDelta,
     TextRestart,
-    ToolFinished,
-    ToolStarted,
+    ToolProgress,
     Usage,
 )
 from bot.runtime import CopilotRuntime, RuntimeStopped
@@ -214,9 +213,10 @@ class Turn:
                 return self._withdraw_unfinished()
             case ToolExecutionStartData(tool_call_id=call_id, tool_name=name):
                 self._tools[call_id] = name
-                return ToolStarted(call_id, name)
+                return ToolProgress(call_id, name, "running")
             case ToolExecutionCompleteData(tool_call_id=call_id, success=ok):
-                return ToolFinished(call_id, self._tools.get(call_id, "tool"), ok)
+                name = self._tools.get(call_id, "tool")
+                return ToolProgress(call_id, name, "done" if ok else "failed")
             case SessionUsageInfoData(current_tokens=used, token_limit=limit):
                 self.usage = Usage(used, limit)
             case SessionErrorData() as error:

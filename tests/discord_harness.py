@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from adapters.discord import DiscordAdapter
 from bot.app import App
 from tests.dispatch_watch import DispatchWatcher
-from tests.fake_discord import FakeDiscord, Message
+from tests.fake_discord import FakeDiscord, Interaction, Message
 
 
 class DiscordHarness:
@@ -27,6 +29,12 @@ class DiscordHarness:
         ping = await self.fake.say(self.fake.dm_channel(), "ping")  # handled after it
         await self.dispatched(ping.id)
         assert message.id not in self._watch.handled
+
+    async def use(self, name: str, channel_id: str, *args: Any, **kwargs: Any) -> Interaction:
+        """Use an application command (as FakeDiscord.command); return once handled."""
+        interaction = await self.fake.command(name, channel_id, *args, **kwargs)
+        await self.dispatched(interaction.id)
+        return interaction
 
     def texts(self, channel_id: str) -> list[str]:
         return [m.content for m in self.fake.by_bot(channel_id)]

@@ -161,6 +161,13 @@ class FakeModel:
 
         self._rules.append(_Rule(match, reply, times))
 
+    def hold(self, marker: str) -> asyncio.Event:
+        """Hold the answer to the next request with `marker` until the returned event is
+        set (a slow model, for as long as a test needs one)."""
+        gate = asyncio.Event()
+        self.script(marker, Reply(gate=gate))
+        return gate
+
     def requests_with(self, marker: str) -> list[dict[str, Any]]:
         """Requests whose last user message contains `marker`."""
         return [body for body in self.requests if marker in last_user_text(body)]

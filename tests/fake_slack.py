@@ -270,18 +270,17 @@ class FakeSlack(FakeServer):
         return {"channel": message.channel, "ts": message.ts}
 
     def _chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
-        message = self._message(args["ts"])
-        if message is None or not message.streaming:
-            return {"ok": False, "error": "message_not_in_streaming_state"}
-        message.show(message.text + _streamed(args))
-        return {"channel": message.channel, "ts": message.ts}
+        return self._stream_more(args, stop=False)
 
     def _chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._stream_more(args, stop=True)
+
+    def _stream_more(self, args: dict[str, Any], stop: bool) -> dict[str, Any]:
         message = self._message(args["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
         message.show(message.text + _streamed(args))
-        message.streaming = False
+        message.streaming = not stop
         return {"channel": message.channel, "ts": message.ts}
 
     def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:

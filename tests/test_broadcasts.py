@@ -72,8 +72,7 @@ async def test_every_discord_message_the_bot_sends_allows_no_mentions(
     message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> announce it")
     await discord_bot.dispatched(message.id)
     thread = await discord_bot.thread_of(message)
-    ask = await fake.command("ask", TEXT_CHANNEL, {"prompt": "@everyone echo this"})
-    await discord_bot.dispatched(ask.id)
+    await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "@everyone echo this"})
 
     sent = [
         call

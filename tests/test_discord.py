@@ -33,8 +33,7 @@ async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
 ) -> None:
     fake = discord_bot.fake
     fake_model.script("what is a thread", Reply(text="A thread is a conversation.", chunks=5))
-    interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "what is a thread"})
-    await discord_bot.dispatched(interaction.id)
+    interaction = await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "what is a thread"})
 
     kind, at, _ = interaction.callbacks[0]
     assert kind == 5 and at - interaction.created < 3  # deferred in time
@@ -55,8 +54,7 @@ async def test_follow_ups_in_the_thread_continue_the_conversation(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "remember 7 apples"})
-    await discord_bot.dispatched(interaction.id)
+    await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "remember 7 apples"})
     thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
 
     follow_up = await fake.say(thread, "how many apples?")  # no mention needed
@@ -92,12 +90,10 @@ async def test_reset_branch_and_restore_as_slash_commands(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "topic: rivers"})
-    await discord_bot.dispatched(start.id)
+    await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "topic: rivers"})
     thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
 
-    branch = await fake.command("branch", thread)
-    await discord_bot.dispatched(branch.id)
+    branch = await discord_bot.use("branch", thread)
     (answer,) = fake.responses(branch)
     branched = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
     assert answer.content.startswith(f"Branched into <#{branched}>")
@@ -107,15 +103,13 @@ async def test_reset_branch_and_restore_as_slash_commands(
         await discord_bot.dispatched(message.id)
         assert user_texts(fake_model.requests_with(text)[-1]) == ["topic: rivers", text]
 
-    reset = await fake.command("reset", thread)
-    await discord_bot.dispatched(reset.id)
+    reset = await discord_bot.use("reset", thread)
     assert "Started afresh" in fake.responses(reset)[0].content
     fresh = await fake.say(thread, "what topic?")
     await discord_bot.dispatched(fresh.id)
     assert user_texts(fake_model.requests_with("what topic?")[-1]) == ["what topic?"]
 
-    restore = await fake.command("restore", thread)
-    await discord_bot.dispatched(restore.id)
+    restore = await discord_bot.use("restore", thread)
     assert "Restored" in fake.responses(restore)[0].content
     back = await fake.say(thread, "the topic again?")
     await discord_bot.dispatched(back.id)
@@ -134,8 +128,7 @@ async def test_branch_from_here_excludes_later_turns(
         await discord_bot.dispatched(message.id)
 
     answer_to_one = fake.by_bot(thread)[0]
-    branch = await fake.command("Branch from here", thread, target=answer_to_one)
-    await discord_bot.dispatched(branch.id)
+    await discord_bot.use("Branch from here", thread, target=answer_to_one)
     branched = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
     question = await fake.say(branched, "what came after step one?")
     await discord_bot.dispatched(question.id)
@@ -147,18 +140,15 @@ async def test_branch_from_here_excludes_later_turns(
 
 async def test_status_is_for_admins_and_private(discord_bot: DiscordHarness) -> None:
     fake = discord_bot.fake
-    refused = await fake.command("status", TEXT_CHANNEL)
-    await discord_bot.dispatched(refused.id)
+    refused = await discord_bot.use("status", TEXT_CHANNEL)
     (reply,) = fake.responses(refused)
     assert reply.ephemeral and "for admins only" in reply.content
 
-    shown = await fake.command("status", TEXT_CHANNEL, author=ADMIN_ID)
-    await discord_bot.dispatched(shown.id)
+    shown = await discord_bot.use("status", TEXT_CHANNEL, author=ADMIN_ID)
     (status,) = fake.responses(shown)
     assert status.ephemeral and status.content.startswith("threadpilot status")
 
-    helped = await fake.command("help", TEXT_CHANNEL)
-    await discord_bot.dispatched(helped.id)
+    helped = await discord_bot.use("help", TEXT_CHANNEL)
     assert "restore - undo" in fake.responses(helped)[0].content
 
     outside = await fake.command("reset", TEXT_CHANNEL)  # not in a thread
@@ -200,12 +190,10 @@ async def test_a_429_on_an_edit_is_waited_out_and_the_final_text_is_whole(
     text = " ".join(f"part{i}" for i in range(40))
     fake_model.script("rate limited answer", Reply(text=text, chunks=40, chunk_delay=0.01))
     fake.rate_limit("PATCH", r"/webhooks/\d+/token-\d+/messages/@original", retry_after=0.5)
-    thread_start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "start a thread"})
-    await discord_bot.dispatched(thread_start.id)
+    await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "start a thread"})
     thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
 
-    interaction = await fake.command("ask", thread, {"prompt": "rate limited answer"})
-    await discord_bot.dispatched(interaction.id)
+    interaction = await discord_bot.use("ask", thread, {"prompt": "rate limited answer"})
     assert fake.responses(interaction)[0].content == text
     patches = [c for c in fake.calls if c.method == "PATCH" and interaction.token in c.path]
     assert len(patches) >= 2  # the limited one, and those after it
@@ -215,8 +203,7 @@ async def test_a_slow_answer_is_still_deferred_within_three_seconds(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    gate = asyncio.Event()
-    fake_model.script("take your time", Reply(gate=gate))
+    gate = fake_model.hold("take your time")
     interaction = await fake.command("ask", TEXT_CHANNEL, {"prompt": "take your time"})
     await fake_model.wait_for_request("take your time")
     kind, at, _ = interaction.callbacks[0]
@@ -230,16 +217,13 @@ async def test_a_slow_answer_is_still_deferred_within_three_seconds(
 
 async def test_empty_and_oversized_prompts_get_clear_replies(discord_bot: DiscordHarness) -> None:
     fake = discord_bot.fake
-    start = await fake.command("ask", TEXT_CHANNEL, {"prompt": "a thread for odd prompts"})
-    await discord_bot.dispatched(start.id)
+    await discord_bot.use("ask", TEXT_CHANNEL, {"prompt": "a thread for odd prompts"})
     thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
 
-    empty = await fake.command("ask", thread, {"prompt": "   "})
-    await discord_bot.dispatched(empty.id)
+    empty = await discord_bot.use("ask", thread, {"prompt": "   "})
     assert "Please write a message" in fake.responses(empty)[0].content
 
-    huge = await fake.command("ask", thread, {"prompt": "x" * 50_000})
-    await discord_bot.dispatched(huge.id)
+    huge = await discord_bot.use("ask", thread, {"prompt": "x" * 50_000})
     assert "50,000 characters long; I take up to 40,000" in fake.responses(huge)[0].content
 
 
@@ -247,8 +231,7 @@ async def test_a_gateway_reconnect_mid_turn_resumes_and_the_answer_completes(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    gate = asyncio.Event()
-    fake_model.script("through a reconnect", Reply(gate=gate))
+    gate = fake_model.hold("through a reconnect")
     message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> through a reconnect")
     await fake_model.wait_for_request("through a reconnect")
 
@@ -275,11 +258,9 @@ async def test_a_dm_is_one_conversation_and_takes_reset(
         "dm: my name is Ada",
         "dm: what is my name?",
     ]
-    reset = await fake.command("reset", dm)
-    await discord_bot.dispatched(reset.id)
+    reset = await discord_bot.use("reset", dm)
     assert "Started afresh" in fake.responses(reset)[0].content
-    branch = await fake.command("branch", dm)
-    await discord_bot.dispatched(branch.id)
+    branch = await discord_bot.use("branch", dm)
     assert "nothing to branch yet" in fake.responses(branch)[0].content
 
 
@@ -400,8 +381,7 @@ async def test_a_slow_answer_shows_the_typing_indicator(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    gate = asyncio.Event()
-    fake_model.script("think slowly", Reply(gate=gate))
+    gate = fake_model.hold("think slowly")
     message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> think slowly")
     thread = await discord_bot.thread_of(message)
     await fake.wait_for(  # Discord shows "threadpilot is typing…" in the thread
@@ -493,8 +473,7 @@ async def test_a_burst_of_429s_on_every_route_while_threads_answer_at_once(
     fake_model.script("burst split", Reply(text=long_message, chunks=30, chunk_delay=0.02))
     fake_model.script("burst ask", Reply(text=long_ask, chunks=30, chunk_delay=0.02))
     fake_model.script("burst new thread", Reply(text=short, chunks=10, chunk_delay=0.02))
-    gate = asyncio.Event()
-    fake_model.script("burst typing", Reply(gate=gate))
+    gate = fake_model.hold("burst typing")
 
     fake.rate_limit("POST", rf"/channels/{typed}/typing", retry_after=0.3, is_global=True)
     for _ in range(2):

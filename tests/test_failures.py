@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import App
 from bot.config import Settings
-from bot.replies import FinalText, TextRestart, ToolFinished, ToolStarted
+from bot.replies import FinalText, TextRestart, ToolProgress
 from bot.router import EMPTY_PROMPT
 from bot.runtime import CopilotRuntime
 from bot.store import Store
@@ -84,8 +84,7 @@ async def test_a_hanging_model_times_out_and_the_thread_answers_afterwards(
 
 
 async def test_a_repeated_delivery_is_answered_once(chat: Chat, fake_model: FakeModel) -> None:
-    gate = asyncio.Event()
-    fake_model.script("only once please", Reply(gate=gate))
+    gate = fake_model.hold("only once please")
 
     first = asyncio.create_task(chat.say("dupes", "only once please", event_id="Ev-dup"))
     await fake_model.wait_for_request("only once please")
@@ -176,8 +175,9 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
 
         sink = await chat.say(key, "read both")
 
-        started = [e for e in sink.events if isinstance(e, ToolStarted)]
-        finished = {e.call_id: e.ok for e in sink.events if isinstance(e, ToolFinished)}
+        tools = [e for e in sink.events if isinstance(e, ToolProgress)]
+        started = [e for e in tools if e.state == "running"]
+        finished = {e.call_id: e.state == "done" for e in tools if e.state != "running"}
         assert [e.name for e in started] == ["view", "view"]
         # Text before and after the tool calls: the streamed pieces add up to the answer.
         assert sink.text == "echo: read both\n\necho: read both" == sink.streamed

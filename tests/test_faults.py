@@ -40,8 +40,7 @@ async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_an
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
 ) -> None:
     channel = f"C{uuid.uuid4().hex[:8].upper()}"
-    gate = asyncio.Event()
-    fake_model.script("killed while answering", Reply(gate=gate))
+    gate = fake_model.hold("killed while answering")
     before = fake_slack.connections
     first = await start_bot(tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path))
     try:
@@ -86,8 +85,7 @@ async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
     )
     try:
         await chat.say("crash", "before the crash: remember 99")
-        gate = asyncio.Event()
-        fake_model.script("during the crash", Reply(gate=gate))
+        gate = fake_model.hold("during the crash")
         turn = asyncio.create_task(chat.say("crash", "during the crash"))
         await fake_model.wait_for_request("during the crash")
         old_pid = (await runtime.info()).pid

@@ -93,8 +93,7 @@ async def test_a_thread_in_the_middle_of_a_turn_is_not_reset_by_the_sweep(
     chat: Chat, clock: FakeClock, fake_model: FakeModel
 ) -> None:
     await chat.say("busy", "first")
-    gate = asyncio.Event()
-    fake_model.script("slow second", Reply(gate=gate))
+    gate = fake_model.hold("slow second")
     turn = asyncio.create_task(chat.say("busy", "slow second"))
     await fake_model.wait_for_request("slow second")
 

@@ -95,8 +95,7 @@ async def test_two_threads_keep_separate_sessions(
 async def test_a_redelivered_event_is_answered_once(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
-    gate = asyncio.Event()
-    fake_model.script("only one answer", Reply(gate=gate))
+    gate = fake_model.hold("only one answer")
     ts, events = slack.fake.user_message(slack.channel, "<@UBOT> only one answer")
     mention = events[-1]
     # The first delivery: Bolt turns retry_attempt 0 into an x-slack-retry-num of "0".
@@ -285,8 +284,7 @@ async def test_an_empty_mention_a_huge_message_and_a_binary_file_get_clear_repli
 async def test_a_socket_mode_disconnect_mid_turn_reconnects_and_the_answer_completes(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
-    gate = asyncio.Event()
-    fake_model.script("across a reconnect", Reply(gate=gate))
+    gate = fake_model.hold("across a reconnect")
     ts, answered = await slack.say("across a reconnect", wait=False)
     await fake_model.wait_for_request("across a reconnect")
 

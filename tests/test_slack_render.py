@@ -19,8 +19,7 @@ from bot.replies import (
     ReplyEvent,
     TextDelta,
     TextRestart,
-    ToolFinished,
-    ToolStarted,
+    ToolProgress,
 )
 from tests.fake_slack import BOT_TOKEN, FakeSlack, Scripted
 
@@ -137,8 +136,8 @@ async def test_tool_activity_is_shown_while_it_runs(
 ) -> None:
     where = target(client)
     events: list[ReplyEvent] = [
-        ToolStarted("call-1", "view"),
-        ToolFinished("call-1", "view", True),
+        ToolProgress("call-1", "view", "running"),
+        ToolProgress("call-1", "view", "done"),
         *answer("Done looking."),
     ]
     await SlackSink(where, StreamingSupport(), 0.01).render(stream(events, every=0.02))

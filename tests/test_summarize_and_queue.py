@@ -4,7 +4,6 @@ CLI, slack-bolt and discord.py against the fakes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -93,8 +92,7 @@ async def test_the_discord_message_command_summarizes_a_thread(
     last = fake.post(thread, "db pool is exhausted, raising it", author=USER_ID)
     fake_model.script(lambda body: SUMMARIZE_PROMPT in last_user_text(body), Reply(text=SUMMARY))
 
-    command = await fake.command("Summarize this thread", thread, target=last)
-    await discord_bot.dispatched(command.id)
+    command = await discord_bot.use("Summarize this thread", thread, target=last)
 
     assert fake.responses(command)[0].content == SUMMARY
     given = transcript(fake_model)
@@ -113,8 +111,7 @@ async def test_summarize_outside_a_thread_says_where_it_works(slack: SlackHarnes
 async def test_a_slack_message_waiting_behind_another_shows_it_was_taken(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
-    gate = asyncio.Event()
-    fake_model.script("slow first", Reply(gate=gate))
+    gate = fake_model.hold("slow first")
     ts, first = await slack.say("slow first", wait=False)
     await fake_model.wait_for_request("slow first")
     second_ts, second = await slack.say("right behind", thread_ts=ts, mention=False, wait=False)
@@ -134,8 +131,7 @@ async def test_a_discord_message_waiting_behind_another_shows_it_was_taken(
     discord_bot: DiscordHarness, fake_model: FakeModel
 ) -> None:
     fake = discord_bot.fake
-    gate = asyncio.Event()
-    fake_model.script("slow discord first", Reply(gate=gate))
+    gate = fake_model.hold("slow discord first")
     first = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> slow discord first")
     await fake_model.wait_for_request("slow discord first")
     thread = await discord_bot.thread_of(first)

@@ -214,8 +214,7 @@ async def test_ask_in_a_discord_thread_brings_what_was_said_there(
     fake = discord_bot.fake
     thread = await fake.open_thread(TEXT_CHANNEL, "no starter", None)
     fake.post(thread, "is the VPN down for anyone else?", author=GRACE)
-    ask = await fake.command("ask", thread, {"prompt": "what is going on?"})
-    await discord_bot.dispatched(ask.id)
+    ask = await discord_bot.use("ask", thread, {"prompt": "what is going on?"})
 
     request = fake_model.requests_with("what is going on?")[-1]
     assert said(thread_contexts(request)[0]) == [

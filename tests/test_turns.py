@@ -58,8 +58,7 @@ async def test_two_threads_never_see_each_others_history(chat: Chat, fake_model:
 async def test_same_thread_runs_in_order_while_threads_run_in_parallel(
     chat: Chat, fake_model: FakeModel
 ) -> None:
-    gate = asyncio.Event()
-    fake_model.script("ordered-1", Reply(gate=gate))
+    gate = fake_model.hold("ordered-1")
 
     a = [asyncio.create_task(chat.say("lane-a", f"ordered-{n}")) for n in (1, 2, 3)]
     # Thread B answers while thread A's first turn is held by the model.

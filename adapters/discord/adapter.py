@@ -175,7 +175,7 @@ class DiscordAdapter:
         me = self.client.user
         assert me is not None
         reads = self._settings.discord_message_content
-        return DiscordThread(channel, position, speaker, me.id, reads, **how)
+        return DiscordThread(channel, str(position), speaker, me.id, reads, **how)
 
     # --- messages -----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import discord
@@ -24,65 +25,50 @@ _TEXT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 Conversation = discord.Thread | discord.DMChannel | discord.TextChannel
 
 
+@dataclass(frozen=True, slots=True)
 class DiscordThread:
-    """The conversation an inbound message or interaction is in, up to `position` (its
-    id). `origin`: a channel message that starts a thread, whose earlier context is the
-    chain of messages it replies to; `new`: a thread the bot has just opened, with
-    nothing before."""
+    """The conversation an inbound message or interaction by `author` (a display name)
+    is in, up to `position` (its id). `origin`: a channel message that starts a thread,
+    whose earlier context is the chain of messages it replies to; `new`: a thread the bot
+    has just opened, with nothing before."""
 
-    def __init__(
-        self,
-        channel: Conversation,
-        position: int,
-        speaker: str,
-        bot_id: int,
-        reads_content: bool,
-        *,
-        origin: discord.Message | None = None,
-        new: bool = False,
-    ) -> None:
-        self._channel = channel
-        self._position = position
-        self._speaker = speaker
-        self._bot_id = bot_id
-        # Without the Message Content intent, Discord blanks others' messages in servers.
-        self._reads_content = reads_content or isinstance(channel, discord.DMChannel)
-        self._origin = origin
-        self._new = new
-
-    @property
-    def position(self) -> str:
-        return str(self._position)
+    channel: Conversation
+    position: str
+    author: str
+    bot_id: int
+    reads_content: bool  # the Message Content intent is on
+    origin: discord.Message | None = None
+    new: bool = False
 
     async def speaker(self) -> str:
-        return self._speaker
+        return self.author
 
     async def earlier(self, after: str | None) -> Sequence[ThreadMessage]:
-        if self._new:
+        if self.new:
             return []
         try:
             async with asyncio.timeout(_READ_TIMEOUT_S):
-                if self._origin is not None:
-                    messages = await self._replied_to(self._origin)
+                if self.origin is not None:
+                    messages = await self._replied_to(self.origin)
                 else:
                     messages = await self._history(after)
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-            raise ThreadUnreadable(f"history of {self._channel.id}: {exc}") from exc
+            raise ThreadUnreadable(f"history of {self.channel.id}: {exc}") from exc
         return [self._message(m) for m in messages if m.type in _TEXT_TYPES]
 
     async def _history(self, after: str | None) -> list[discord.Message]:
         newest_first = [
             message
-            async for message in self._channel.history(
+            async for message in self.channel.history(
                 limit=_LIMIT,
-                before=discord.Object(id=self._position),
+                before=discord.Object(id=int(self.position)),
                 after=discord.Object(id=int(after)) if after else None,
                 oldest_first=False,
             )
         ]
         messages = newest_first[::-1]
-        if after is None and isinstance(self._channel, discord.Thread):
-            starter = await self._starter(self._channel)
+        if after is None and isinstance(self.channel, discord.Thread):
+            starter = await self._starter(self.channel)
             if starter is not None:
                 messages.insert(0, starter)
         return messages
@@ -104,7 +90,7 @@ class DiscordThread:
             resolved = reference.resolved
             if not isinstance(resolved, discord.Message):
                 try:
-                    resolved = await self._channel.fetch_message(reference.message_id)
+                    resolved = await self.channel.fetch_message(reference.message_id)
                 except discord.NotFound:  # deleted: the chain ends here
                     break
             chain.append(resolved)
@@ -112,9 +98,11 @@ class DiscordThread:
         return chain[::-1]
 
     def _message(self, message: discord.Message) -> ThreadMessage:
-        mine = message.author.id == self._bot_id
-        mentioned = any(user.id == self._bot_id for user in message.mentions)
-        readable = self._reads_content or mine or mentioned
+        mine = message.author.id == self.bot_id
+        mentioned = any(user.id == self.bot_id for user in message.mentions)
+        # Without the Message Content intent, Discord blanks others' messages in servers.
+        in_dm = isinstance(self.channel, discord.DMChannel)
+        readable = self.reads_content or in_dm or mine or mentioned
         return ThreadMessage(
             ref=str(message.id),
             author_id=str(message.author.id),

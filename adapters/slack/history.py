@@ -8,6 +8,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -80,45 +81,39 @@ class SlackHistory:
         )
 
 
+@dataclass(frozen=True, slots=True)
 class SlackThread:
-    """The thread an inbound Slack message or shortcut is in, up to `position` (the
-    message's ts, or the time a shortcut was used)."""
+    """The thread `thread_ts` an inbound Slack message or shortcut by `user_id` is in, up
+    to `position` (the message's ts, or the time a shortcut was used)."""
 
-    def __init__(
-        self, history: SlackHistory, channel: str, thread_ts: str, position: str, user_id: str
-    ) -> None:
-        self._history = history
-        self._channel = channel
-        self._thread_ts = thread_ts
-        self._position = position
-        self._user_id = user_id
-
-    @property
-    def position(self) -> str:
-        return self._position
+    history: SlackHistory
+    channel: str
+    thread_ts: str
+    position: str
+    user_id: str
 
     async def speaker(self) -> str:
-        return await self._history.names.name(self._user_id)
+        return await self.history.names.name(self.user_id)
 
     async def earlier(self, after: str | None) -> Sequence[ThreadMessage]:
-        if self._position == self._thread_ts:  # the thread starts with this message
+        if self.position == self.thread_ts:  # the thread starts with this message
             return []
         try:
             async with asyncio.timeout(_READ_TIMEOUT_S):
                 raw = await self._replies(after)
                 return await self._messages(raw, after)
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
-            raise ThreadUnreadable(f"conversations.replies in {self._channel}: {exc}") from exc
+            raise ThreadUnreadable(f"conversations.replies in {self.channel}: {exc}") from exc
 
     async def _replies(self, after: str | None) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(_PAGES):
-            response = await self._history.client.conversations_replies(
-                channel=self._channel,
-                ts=self._thread_ts,
+            response = await self.history.client.conversations_replies(
+                channel=self.channel,
+                ts=self.thread_ts,
                 oldest=after,
-                latest=self._position,
+                latest=self.position,
                 inclusive=False,
                 limit=_PAGE,
                 cursor=cursor,
@@ -132,7 +127,7 @@ class SlackThread:
     async def _messages(self, raw: list[dict[str, Any]], after: str | None) -> list[ThreadMessage]:
         # Slack returns the thread's first message with every page, whatever the bounds:
         # keep to them, and to each message once.
-        low, high = _ts(after or "0"), _ts(self._position)
+        low, high = _ts(after or "0"), _ts(self.position)
         within = {
             m["ts"]: m
             for m in raw
@@ -142,9 +137,9 @@ class SlackThread:
             and low < _ts(m.get("ts")) < high
         }
         kept = sorted(within.values(), key=lambda m: _ts(m["ts"]))
-        mine = self._history.is_mine
+        mine = self.history.is_mine
         people = sorted({m["user"] for m in kept if m.get("user") and not mine(m)})
-        found = await asyncio.gather(*map(self._history.names.name, people))
+        found = await asyncio.gather(*map(self.history.names.name, people))
         names = dict(zip(people, found, strict=True))
         return [
             ThreadMessage(

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 3_900  # Slack cuts chat.update text at 4,000; leave room for markers
 FILE_THRESHOLD = 12_000
 INDICATOR_DELAY_S = 0.5  # a reply quicker than this needs no "working on it"
+# How Slack's task updates call what a tool is doing.
+_TASK_STATUS = {"running": "in_progress", "done": "complete", "failed": "error"}
 WORKING = "eyes"  # the reaction on a question being answered
 WAITING = "hourglass_flowing_sand"  # on one that waits behind others in its thread
 
@@ -130,11 +132,16 @@ class _SlackReply(LiveReply):
 
     def _tool_chunks(self) -> list[dict[str, str]]:
         chunks = [
-            {"type": "task_update", "id": call_id, "title": f"Using {name}", "status": status}
-            for call_id, (name, status) in self.tools.items()
-            if self._shown.get(call_id) != status
+            {
+                "type": "task_update",
+                "id": call_id,
+                "title": f"Using {name}",
+                "status": _TASK_STATUS[state],
+            }
+            for call_id, (name, state) in self.tools.items()
+            if self._shown.get(call_id) != state
         ]
-        self._shown = {call_id: status for call_id, (_, status) in self.tools.items()}
+        self._shown = {call_id: state for call_id, (_, state) in self.tools.items()}
         return chunks
 
     async def _open(self) -> str:
