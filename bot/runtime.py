@@ -69,13 +69,12 @@ def _translated(session_id: str) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
-    """A session as the runtime is to create or resume it: in `workspace`, its system
-    message seeded with `summary`, and `orientation` given at its start."""
+    """A session as the runtime is to create or resume it: in `workspace`, with
+    `start_context` given to the agent at each of its starts."""
 
     session_id: str
     workspace: Path
-    summary: str | None = None
-    orientation: str | None = None
+    start_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,19 +272,9 @@ class CopilotRuntime:
         slug starts with a platform name, so none is called this)."""
         return self.workspace("_scratch")
 
-    def _system_message(self, summary: str | None) -> str:
-        prompt = self._settings.system_prompt
-        if summary:
-            prompt += (
-                "\n\nThis thread continues an earlier conversation. Summary of it so far:\n"
-                + summary
-            )
-        return prompt
-
-    def _session_options(
-        self, summary: str | None, workspace: Path, orientation: str | None, tools: bool
-    ) -> dict[str, Any]:
+    def _session_options(self, spec: SessionSpec, tools: bool) -> dict[str, Any]:
         settings = self._settings
+        workspace, start_context = spec.workspace, spec.start_context
         policy = self._policy
         ratio = settings.context_reset_ratio
 
@@ -301,7 +290,8 @@ class CopilotRuntime:
             "on_permission_request": on_permission,
             "model": settings.model,
             # Replace mode: the CLI's own 21 kB coding-agent prompt is not for a chat bot.
-            "system_message": {"mode": "replace", "content": self._system_message(summary)},
+            # Only the operator's words are system text.
+            "system_message": {"mode": "replace", "content": settings.system_prompt},
             "available_tools": list(settings.tools) if tools else [],
             "working_directory": str(workspace),
             "streaming": True,
@@ -313,11 +303,11 @@ class CopilotRuntime:
                 "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
             },
         }
-        if orientation:
+        if start_context:
             # The runtime asks for this at every start, resumes included, and keeps none of
             # it: the right place for what must be said the same way each time.
             def on_session_start(_input: Any, _invocation: Any) -> dict[str, str]:
-                return {"additionalContext": orientation}
+                return {"additionalContext": start_context}
 
             options["hooks"] = {"on_session_start": on_session_start}
         if settings.byok:
@@ -336,12 +326,12 @@ class CopilotRuntime:
 
     async def create(self, spec: SessionSpec, *, tools: bool = True) -> CopilotSession:
         """A new session; `tools=False` leaves out every tool (THREADPILOT_TOOLS too)."""
-        options = self._session_options(spec.summary, spec.workspace, spec.orientation, tools)
+        options = self._session_options(spec, tools)
         with _translated(spec.session_id):
             return await self.client.create_session(session_id=spec.session_id, **options)
 
     async def resume(self, spec: SessionSpec) -> CopilotSession:
-        options = self._session_options(spec.summary, spec.workspace, spec.orientation, True)
+        options = self._session_options(spec, True)
         with _translated(spec.session_id):
             return await self.client.resume_session(spec.session_id, **options)
 

@@ -26,7 +26,7 @@ from bot.lanes import Lanes, Ticket
 from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime, SessionSpec
 from bot.store import Retirement, Store, ThreadRecord
-from bot.thread_context import orientation
+from bot.thread_context import orientation, start_context
 from bot.thread_key import ThreadKey
 from bot.turns import Turn
 
@@ -172,9 +172,8 @@ class SessionManager:
             return live.session
         await self._disconnect(thread.id)
         workspace = self._runtime.workspace(thread.key.slug)
-        spec = SessionSpec(
-            thread.session_id, workspace, thread.summary, orientation(thread.key.platform)
-        )
+        told = start_context(orientation(thread.key.platform), thread.summary)
+        spec = SessionSpec(thread.session_id, workspace, told)
         if thread.session_state == "new":
             session = await self._runtime.create(spec)
             await self._store.mark_active(thread.id)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.thread_context import orientation
+from bot.thread_context import SUMMARY_TAG, orientation
 
 _DATETIME_TAG = re.compile(r"<current_datetime>.*?</current_datetime>\s*", re.S)
 # What the bot frames a message with (bot/thread_context.py): the thread's messages it
@@ -46,22 +46,32 @@ def _typed_text(content: Any) -> str:
     return _SPEAKER.sub("", _CONTEXT_BLOCK.sub("", _framed_text(content)), count=1)
 
 
-_ORIENTATIONS = {orientation(platform) for platform in ("slack", "discord")}
+# How what the bot gives at each session start (orientation, summary) begins: the
+# runtime adds it as a user message of its own.
+_STARTS = (
+    *(str(orientation(platform)) for platform in ("slack", "discord")),
+    f"<{SUMMARY_TAG}>",
+)
 
 
 def _user_messages(body: dict[str, Any]) -> list[Any]:
-    """What people (and the bot's own prompts) said: not the orientation the bot gives at
-    each session start, which the runtime adds as a user message of its own."""
+    """What people (and the bot's own prompts) said: not what it gives at session start."""
     return [
         m.get("content")
         for m in body["messages"]
-        if m["role"] == "user" and content_text(m.get("content")) not in _ORIENTATIONS
+        if m["role"] == "user" and not content_text(m.get("content")).startswith(_STARTS)
     ]
+
+
+def start_context(body: dict[str, Any]) -> str:
+    """What the bot gave at the session's start (orientation, summary), if anything."""
+    found = (content_text(m.get("content")) for m in body["messages"] if m["role"] == "user")
+    return next((text for text in found if text.startswith(_STARTS)), "")
 
 
 def oriented(body: dict[str, Any]) -> bool:
     """Whether the request carries the bot's orientation for a multi-person thread."""
-    return any(content_text(m.get("content")) in _ORIENTATIONS for m in body["messages"])
+    return start_context(body).startswith(_STARTS[:-1])
 
 
 def user_texts(body: dict[str, Any]) -> list[str]:

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from tests.conftest import reap, start_bot
-from tests.fake_model import FakeModel, system_text, user_texts
+from tests.fake_model import FakeModel, start_context, user_texts
 
 
 class Console:
@@ -106,4 +106,4 @@ async def test_console_reset_restore_branch_and_summary_reset_note(
         await term.ask("after the summary reset", "echo: after the summary reset")
         request = fake_model.requests_with("after the summary reset")[-1]
         assert user_texts(request) == ["after the summary reset"]
-        assert "Summary of it so far" in system_text(request)
+        assert "This conversation continues an earlier one" in start_context(request)

@@ -15,7 +15,7 @@ from bot.runtime import CopilotRuntime
 from bot.store import Store
 from bot.summary_reset import SUMMARY_PROMPT
 from tests.conftest import AppFactory, Chat, FakeClock, make_settings, recording
-from tests.fake_model import FakeModel, Reply, system_text, user_texts
+from tests.fake_model import FakeModel, Reply, start_context, user_texts
 
 IDLE_TIMEOUT, MARGIN = 1800, 120
 
@@ -65,7 +65,7 @@ async def test_an_idle_session_is_summarized_and_reset_before_the_timeout(
     assert reply.text == "echo: where do I live?"
     request = fake_model.requests_with("where do I live?")[-1]
     assert user_texts(request) == ["where do I live?"]  # none of the old turns
-    assert "SUMMARY: likes teal, lives in Lisbon" in system_text(request)
+    assert "SUMMARY: likes teal, lives in Lisbon" in start_context(request)
     assert (await chat.app.store.lifecycle_counts()) == {"idle": 1}
     # The retired session is still in the runtime's state, for `restore`.
     assert (runtime.home / "session-state" / before.session_id / "events.jsonl").exists()
@@ -164,7 +164,7 @@ async def test_filling_the_context_resets_at_the_end_of_the_turn(
     await chat.say("full", "short follow-up")
     request = fake_model.requests_with("short follow-up")[-1]
     assert user_texts(request) == ["short follow-up"]
-    assert "a long message about longness" in system_text(request)
+    assert "a long message about longness" in start_context(request)
     assert chat.app.metrics.compactions_total() == 0  # we came first
     assert await chat.app.store.lifecycle_counts() == {"context": 1}
 
@@ -233,7 +233,7 @@ async def test_restore_after_a_summary_reset_brings_back_the_full_conversation(
     await chat.say("full-again", "all details?")
     request = fake_model.requests_with("all details?")[-1]
     assert user_texts(request)[:2] == ["detail one", "detail two"]
-    assert "SUMMARY: two details" not in system_text(request)
+    assert "SUMMARY: two details" not in start_context(request)
 
 
 async def test_restore_with_nothing_to_restore_says_so(chat: Chat) -> None:
@@ -329,7 +329,7 @@ async def test_a_branch_from_before_a_summary_reset_forks_the_retired_session(
 
     request = fake_model.requests_with("what came after A?")[-1]
     assert user_texts(request) == ["fact A", "fact B", "what came after A?"]
-    assert "SUMMARY" not in system_text(request)
+    assert "SUMMARY" not in start_context(request)
 
 
 async def test_branching_from_an_unknown_message_or_an_empty_thread_is_refused(
