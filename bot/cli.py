@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import urllib.error
@@ -153,6 +154,9 @@ def _status(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Everything the bot and its runtime write (the database, session state, the agent's
+    # working directories) is for this user alone.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     command = args.command or "run"
     try:

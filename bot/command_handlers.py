@@ -86,6 +86,13 @@ class CommandHandlers:
                 private=True,
             )
             return
+        if command.needs_conversation and call.thread is None:
+            yield FinalText(
+                f"I have not talked in this thread, so there is nothing to {command.name} "
+                "here. Mention me with a question to start.",
+                private=True,
+            )
+            return
         reply = self._handlers[command.name](call)
         if isinstance(reply, AsyncGenerator):
             async with aclosing(reply) as events:

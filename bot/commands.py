@@ -24,8 +24,10 @@ class Command:
     admin_only: bool = False
     private: bool = False  # only the asker sees the answer
     needs_thread: bool = True  # used outside a thread, it only says where it works
+    # It works on the bot's conversation in the thread: where the bot has not talked, it
+    # only says so (and the bot does not become part of the thread by it).
+    needs_conversation: bool = False
     takes_target: bool = False  # used on a message, it acts at that message
-    joins_thread: bool = False  # using it makes the bot part of the thread
     shortcut: str | None = None  # label of its message action (Slack shortcut, Discord app)
     # A Slack slash command of its own, besides `/threadpilot NAME`. Slack does not tell a
     # slash command which thread it was used in, so in-thread ones only say where to go.
@@ -41,7 +43,7 @@ COMMANDS = (
     Command(
         "reset",
         "forget this conversation and start afresh",
-        joins_thread=True,
+        needs_conversation=True,
         shortcut="Reset this thread",
         slack_slash=True,
     ),
@@ -49,12 +51,14 @@ COMMANDS = (
         "branch",
         "copy this conversation (up to a message, if you pick one) into a new thread",
         takes_target=True,
-        joins_thread=True,
+        needs_conversation=True,
         shortcut="Branch from here",
         slack_slash=True,
     ),
     Command(
-        "restore", "undo the last reset (yours, or a summary reset of mine)", joins_thread=True
+        "restore",
+        "undo the last reset (yours, or a summary reset of mine)",
+        needs_conversation=True,
     ),
     Command(
         "summarize",

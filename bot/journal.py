@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 from bot.clock import Clock, system_clock
 from bot.errors import UnknownMessage
-from bot.store import Store, ThreadRecord, select_thread_by_id, statement, upsert_thread
+from bot.store import (
+    Store,
+    ThreadRecord,
+    select_thread,
+    select_thread_by_id,
+    statement,
+    upsert_thread,
+)
 from bot.thread_key import ThreadKey
 
 
@@ -59,15 +66,18 @@ class Journal:
         user_ref: str | None = None,
         *,
         start: bool = False,
+        joins: bool = True,
     ) -> Claim | None:
-        """Record a new inbound event of the thread `key` (recorded too if new; none for
-        thread-less commands); None if the event id was seen before. With `start`
-        (nothing queued ahead of it in the thread) the entry is recorded running at once,
-        saving `start()`'s round trip."""
+        """Record a new inbound event of the thread `key` (with `joins`, the thread is
+        recorded too if new: the bot takes part in it from now on); None if the event id
+        was seen before. With `start` (nothing queued ahead of it in the thread) the entry
+        is recorded running at once, saving `start()`'s round trip."""
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> Claim | None:
-            thread = upsert_thread(conn, key, now) if key else None
+            thread = None
+            if key is not None:
+                thread = upsert_thread(conn, key, now) if joins else select_thread(conn, key)
             row = conn.execute(
                 "INSERT INTO turns (event_id, thread_id, kind, state, user_ref, received_at, "
                 "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING "

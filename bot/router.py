@@ -144,7 +144,13 @@ class Router:
         parsed = parse(inbound)
         refusal = self.access.refusal(inbound)
         if refusal is not None:
-            await self._refuse(inbound, refusal, sink)
+            await self._refuse(inbound, FinalText(refusal, private=True), "not allowed", sink)
+            return
+        # Turns count, and commands that act on a thread (a branch is a post and a fork).
+        counts = not parsed or parsed[0].needs_thread
+        slow_down = self.access.too_often(inbound) if counts else None
+        if slow_down is not None:
+            await self._refuse(inbound, ErrorReply(slow_down), "rate limited", sink)
             return
         ticket = self.sessions.join(inbound.key)
         turn_id: int | None = None
@@ -152,22 +158,16 @@ class Router:
             first = ticket.first
             claim = await self.journal.claim(
                 f"{inbound.platform}:{inbound.event_id}",
-                # A command that does not make the bot part of the thread leaves no record.
-                inbound.key if not parsed or parsed[0].joins_thread else None,
+                inbound.key,
                 parsed[0].name if parsed else "turn",
                 inbound.message_ref,
                 start=first,
+                joins=not parsed,  # only a turn makes the bot part of a thread
             )
             if claim is None:
                 log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
                 return
             turn_id = claim.turn_id
-            slow_down = None if parsed else self.access.too_often(inbound)
-            if slow_down is not None:
-                refs = await sink.render(single(ErrorReply(slow_down)))
-                outcome = TurnOutcome(ok=False, reply_refs=refs, error="rate limited")
-                await self.journal.finish(turn_id, outcome)
-                return
             if not ticket.first:  # it waits behind others: show it was taken
                 await sink.render(single(Queued()))
             await ticket.ready()
@@ -196,13 +196,13 @@ class Router:
         except Exception:
             log.exception("could not tell the thread its answer was stopped")
 
-    async def _refuse(self, inbound: Inbound, refusal: str, sink: ReplySink) -> None:
+    async def _refuse(self, inbound: Inbound, reply: ReplyEvent, why: str, sink: ReplySink) -> None:
         """Say no once per delivery, without making a thread of it."""
         event_id = f"{inbound.platform}:{inbound.event_id}"
         claim = await self.journal.claim(event_id, None, "refused")
         if claim is not None:
-            refs = await sink.render(single(FinalText(refusal, private=True)))
-            outcome = TurnOutcome(ok=False, reply_refs=refs, error="not allowed")
+            refs = await sink.render(single(reply))
+            outcome = TurnOutcome(ok=False, reply_refs=refs, error=why)
             await self.journal.finish(claim.turn_id, outcome)
 
     async def _command(

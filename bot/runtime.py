@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -266,6 +267,14 @@ class CopilotRuntime:
         path = self.workspaces / thread_slug
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()
+
+    def remove_workspace(self, thread_slug: str) -> bool:
+        """Delete a thread's working directory, if it has one; whether it did."""
+        path = self.workspaces / thread_slug
+        if not path.is_dir():
+            return False
+        shutil.rmtree(path)
+        return True
 
     def scratch_workspace(self) -> Path:
         """The working directory of sessions without tools that belong to no thread (a

@@ -106,10 +106,11 @@ class Scheduler:
             self.metrics.error(name, str(exc))
 
     async def idle_sweep(self) -> str:
-        """Summarize+reset every live session idle past the deadline; returns a summary."""
+        """Summary-reset every session idle past the deadline, live or evicted; returns a
+        summary."""
         settings = self.settings
         cutoff = self.clock() - (settings.idle_timeout_s - settings.reset_margin_s)
-        idle = await self.store.idle_threads(self.sessions.live_thread_ids(), cutoff)
+        idle = await self.store.quiet_threads(cutoff, active=True)
         gate = asyncio.Semaphore(_PARALLEL_CHECKPOINTS)
 
         async def reset(thread: ThreadRecord) -> bool:
@@ -126,14 +127,15 @@ class Scheduler:
                 return False
             await ticket.ready()
             current = await self.store.thread_by_id(thread.id)
-            if current.last_activity >= cutoff or not self.sessions.is_live(current):
+            if current.last_activity >= cutoff or current.session_state != "active":
                 return False
             return await self.summary_reset.run(current, "idle") is not None
         finally:
             ticket.release()
 
     async def housekeeping(self) -> str:
-        """Delete retired sessions past the restore period; prune the journal."""
+        """Delete retired sessions past the restore period; prune the journal, and the
+        working directories of threads quiet for as long."""
         now = self.clock()
         deleted = 0
         for session_id in await self.store.expired_sessions(now - self.settings.restore_period_s):
@@ -146,5 +148,12 @@ class Scheduler:
                 continue
             await self.store.mark_deleted(session_id)
             deleted += 1
-        pruned = await self.journal.prune(now - self.settings.journal_retention_s)
-        return f"{deleted} retired sessions deleted, {pruned} journal entries pruned"
+        quiet_since = now - self.settings.journal_retention_s
+        pruned = await self.journal.prune(quiet_since)
+        removed = 0
+        for thread in await self.store.quiet_threads(quiet_since, active=False):
+            removed += await asyncio.to_thread(self.runtime.remove_workspace, thread.key.slug)
+        return (
+            f"{deleted} retired sessions deleted, {pruned} journal entries pruned, "
+            f"{removed} working directories removed"
+        )

@@ -79,9 +79,6 @@ class SessionManager:
             counts[live.key.platform] = counts.get(live.key.platform, 0) + 1
         return counts
 
-    def live_thread_ids(self) -> list[int]:
-        return list(self._live)
-
     def is_live(self, thread: ThreadRecord) -> bool:
         live = self._live.get(thread.id)
         return live is not None and live.session_id == thread.session_id

@@ -413,18 +413,20 @@ class Store:
         )
         return row[0] if row else None
 
-    async def idle_threads(self, thread_ids: list[int], before: float) -> list[ThreadRecord]:
-        """Those of `thread_ids` whose last activity was before `before`."""
-
-        def work(conn: sqlite3.Connection) -> list[ThreadRecord]:
-            marks = ", ".join("?" * len(thread_ids))
-            rows = conn.execute(
-                f"{_SELECT_THREAD} WHERE t.id IN ({marks}) AND t.last_activity < ?",
-                (*thread_ids, before),
-            ).fetchall()
-            return [_thread(row) for row in rows]
-
-        return await self.run(work) if thread_ids else []
+    async def quiet_threads(self, before: float, *, active: bool) -> list[ThreadRecord]:
+        """Threads whose last activity was before `before`, oldest first; with `active`,
+        only those whose session exists in the runtime (live or evicted)."""
+        state = " AND t.session_state = 'active'" if active else ""
+        return await self.run(
+            lambda conn: [
+                _thread(row)
+                for row in conn.execute(
+                    f"{_SELECT_THREAD} WHERE t.last_activity < ?{state} "
+                    "ORDER BY t.last_activity",
+                    (before,),
+                )
+            ]
+        )
 
     async def expired_sessions(self, retired_before: float) -> list[str]:
         """Retired sessions past the restore period whose runtime state is still there."""

@@ -395,7 +395,8 @@ class FakeSlack(FakeServer):
         return web.Response(body=data, content_type=mimetype)
 
     async def _respond(self, request: web.Request) -> web.Response:
-        self.ephemeral.append(await request.json())
+        # Which response URL it came to: replies to several commands may cross.
+        self.ephemeral.append({**await request.json(), "response_url": str(request.url)})
         await self._notify()
         return web.Response(text="ok")
 

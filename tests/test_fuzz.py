@@ -409,7 +409,8 @@ async def test_fuzzed_slack_deliveries_crash_nothing_and_the_bot_still_answers(
         await fake.push("slash_commands", marker)
         await slack.dispatched(f"/threadpilot-{marker['trigger_id']}")
         await in_flight.settled()
-        assert "reset - forget" in fake.ephemeral[-1]["text"]
+        (helped,) = [e for e in fake.ephemeral if e.get("response_url") == marker["response_url"]]
+        assert "reset - forget" in helped["text"]
         assert problems.new() == []
 
     try:

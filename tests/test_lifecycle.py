@@ -254,14 +254,18 @@ async def test_housekeeping_deletes_expired_sessions_and_prunes_the_journal(
 
     clock.advance(3601)
     result = await chat.app.scheduler.housekeeping()
-    assert result == "1 retired sessions deleted, 0 journal entries pruned"
+    assert result.startswith("1 retired sessions deleted, 0 journal entries pruned")
     assert not state.exists()
     assert "no earlier conversation" in (await chat.say("tidy", "/restore")).errors[0]
 
+    workspace = runtime.workspace((await chat.thread("tidy")).key.slug)
+    (workspace / "notes.txt").write_text("the agent's scratch")
     clock.advance(7200)
-    # Received before the cut-off: the first message and the reset (not the restore).
-    assert (await chat.app.scheduler.housekeeping()).endswith("2 journal entries pruned")
-    assert await chat.journal_state(first) is None
+    # Received before the cut-off: the first message and the reset (not the restore); and
+    # the thread, quiet since, loses its working directory.
+    result = await chat.app.scheduler.housekeeping()
+    assert result.endswith("2 journal entries pruned, 1 working directories removed")
+    assert await chat.journal_state(first) is None and not workspace.exists()
     # The thread itself and its current session are untouched.
     assert (await chat.say("tidy", "still here?")).text == "echo: still here?"
 
@@ -336,7 +340,8 @@ async def test_branching_from_an_unknown_message_or_an_empty_thread_is_refused(
     chat: Chat,
 ) -> None:
     empty = await chat.say("empty-branch", "/branch")
-    assert "nothing to branch yet" in empty.errors[0] and empty.opened == []
+    assert "nothing to branch here" in empty.text and empty.opened == []
+    assert await chat.app.store.thread(chat.key("empty-branch")) is None  # not joined either
 
     await chat.say("some-branch", "hello")
     unknown = await chat.say("some-branch", "", command="branch", target_ref="not-a-message")

@@ -6,7 +6,10 @@ Discord, and whole bot processes where the attack needs one.
 
 from __future__ import annotations
 
-from tests.conftest import AppFactory, FakeClock
+import asyncio
+from pathlib import Path
+
+from tests.conftest import AppFactory, FakeClock, reap, start_bot
 from tests.fake_model import FakeModel, Reply, start_context, system_text
 from tests.test_lifecycle import IDLE_TIMEOUT, MARGIN, script_summary
 
@@ -38,3 +41,74 @@ async def test_a_summary_someone_shaped_never_becomes_system_text(
     await chat.say(branched.opened[0].key, "in the branch")
     request = fake_model.requests_with("in the branch")[-1]
     assert PLANTED not in system_text(request) and PLANTED in start_context(request)
+
+
+async def test_refused_or_rate_limited_messages_and_stray_commands_leave_no_thread(
+    make_chat: AppFactory,
+) -> None:
+    chat = await make_chat(
+        allowed_users=frozenset({"slack:U1", "slack:U2"}),
+        user_turns_per_minute=1,
+        thread_turns_per_minute=0,
+    )
+    for n in range(3):  # someone not allowed
+        refused = await chat.say(f"outsider-{n}", "let me in", user="U9")
+        assert "not available to you" in refused.text
+    assert (await chat.say("first", "hello")).text == "echo: hello"
+    limited = await chat.say("second", "and again, elsewhere")  # over the per-user limit
+    assert "faster than I can take them" in limited.errors[0]
+    # `reset` where the bot never talked: told so, and the bot does not join the thread.
+    stray = await chat.say("never-joined", "/reset", user="U2")
+    assert "I have not talked in this thread" in stray.text
+
+    threads = await chat.app.store.run(
+        lambda conn: [row[0] for row in conn.execute("SELECT thread FROM threads")]
+    )
+    assert threads == ["first"]
+
+
+async def test_commands_that_act_on_a_thread_are_rate_limited_too(
+    make_chat: AppFactory,
+) -> None:
+    chat = await make_chat(user_turns_per_minute=0, thread_turns_per_minute=3)
+    await chat.say("forks", "a conversation worth branching")
+    replies = [await chat.say("forks", "", command="branch") for _ in range(5)]
+    branched = [r for r in replies if r.opened]
+    assert len(branched) == 2  # the turn and two branches fill the thread's minute
+    assert all("faster than I can take them" in r.errors[0] for r in replies[2:])
+    assert (await chat.say("forks", "/help")).text.startswith("I am a GitHub Copilot agent")
+
+
+async def test_sessions_evicted_from_memory_are_summary_reset_when_idle_too(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    clock = FakeClock()
+    chat = await make_chat(clock=clock, max_live_sessions=1)
+    await chat.say("evicted", "first thread")
+    await chat.say("live", "second thread")  # the first is evicted to make room
+    assert not chat.app.sessions.is_live(await chat.thread("evicted"))
+    script_summary(fake_model, "SUMMARY: of a thread")
+    clock.advance(IDLE_TIMEOUT - MARGIN + 1)
+    assert await chat.app.scheduler.idle_sweep() == "2 of 2 idle sessions summarized and reset"
+    assert (await chat.thread("evicted")).generation == 2
+
+
+async def test_what_the_bot_writes_is_for_its_user_alone(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    data = tmp_path / "data"
+    process = await start_bot(
+        tmp_path, fake_model, cli_path, "console", THREADPILOT_DATA_DIR=str(data)
+    )
+    assert process.stdin is not None
+    process.stdin.write(b"hello from the terminal\n/quit\n")
+    try:
+        async with asyncio.timeout(60):
+            assert await process.wait() == 0
+    finally:
+        assert "Traceback" not in await reap(process)
+    written = [data, *data.rglob("*")]
+    assert any(p.name == "threadpilot.db" for p in written)
+    assert any(p.is_dir() and p.parent.name == "workspaces" for p in written)
+    readable = [p for p in written if p.stat().st_mode & 0o077 and not p.is_symlink()]
+    assert readable == []  # nothing for the group or others (was 0644 and 0755)

@@ -355,8 +355,11 @@ async def test_http_mode_takes_slash_commands_and_shortcuts(
     await slack.dispatched(f"/threadpilot-{payload['trigger_id']}")
     assert "branch - copy" in slack.fake.ephemeral[-1]["text"]
 
-    ts, _ = slack.fake.user_message(slack.channel, "a message to act on")
-    shortcut = slack.fake.shortcut("reset", slack.channel, slack.fake.messages[-1])
+    ts, events = slack.fake.user_message(slack.channel, "<@UBOT> a thread to act on")
+    body = json.dumps(events[-1])
+    assert (await slack.fake.deliver_http(url, body))[0] == 200
+    await slack.fake.wait_for(lambda: slack.texts(ts) == ["echo: a thread to act on"])
+    shortcut = slack.fake.shortcut("reset", slack.channel, slack.replies(ts)[-1])
     body = form({"payload": json.dumps(shortcut)})
     assert (await slack.fake.deliver_http(url, body, FORM))[0] == 200
     await slack.dispatched(f"reset-{shortcut['trigger_id']}")
