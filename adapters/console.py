@@ -86,6 +86,11 @@ class ConsoleSink:
             out.flush()
         return [f"console:{next(self._console.counter)}"]
 
+    async def decline(self, text: str) -> list[str]:
+        self._console.out.write(f"! {text}\n")
+        self._console.out.flush()
+        return [f"console:{next(self._console.counter)}"]
+
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         name = f"{origin.thread}-{title.lower().replace(' ', '-')}-{next(self._console.counter)}"
         self._console.out.write(

@@ -18,6 +18,10 @@ from bot.inbound import Inbound
 log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "Sorry, I'm not available to you here. Ask an admin if you think you should be."
+NOT_SHARED = (
+    "Sorry, I don't answer in channels shared with other organisations. Ask an admin if "
+    "you think I should."
+)
 _WINDOW_S = 60.0
 
 
@@ -55,9 +59,15 @@ class Access:
     def refusal(self, inbound: Inbound) -> str | None:
         """Why this message may not reach the bot (logged), or None if it may."""
         platform, settings = inbound.platform, self._settings
+        if inbound.shared and not settings.slack_connect:  # the operator has not opted in
+            log.warning("refused %s:%s: a channel shared with another organisation",
+                        platform, inbound.user_id)  # fmt: skip
+            return NOT_SHARED
         if platform == "console" or settings.is_admin(platform, inbound.user_id):
             return None
         checks = [("user", settings.allowed_users, inbound.user_id)]
+        if inbound.author_workspace is not None:  # the author's own, not just the thread's
+            checks.append(("workspace", settings.allowed_workspaces, inbound.author_workspace))
         if inbound.key is not None:
             checks += [
                 ("workspace", settings.allowed_workspaces, inbound.key.workspace),

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(40_000, gt=0, alias="THREADPILOT_MAX_PROMPT_CHARS")
     thread_context_chars: int = Field(20_000, ge=0, alias="THREADPILOT_THREAD_CONTEXT_CHARS")
     slack_require_mention: bool = Field(False, alias="THREADPILOT_SLACK_REQUIRE_MENTION")
+    # Answer in Slack channels shared with other organisations (Slack Connect).
+    slack_connect: bool = Field(False, alias="THREADPILOT_SLACK_CONNECT")
     discord_message_content: bool = Field(False, alias="THREADPILOT_DISCORD_MESSAGE_CONTENT")
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

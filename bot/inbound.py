@@ -78,8 +78,10 @@ class Inbound:
 
     The facts the router decides by (bot/routing.py): `addressed` (a mention, a slash
     command, a shortcut: the person asked the bot), `in_dm` (a direct conversation with
-    the bot) and `from_bot` (another bot wrote it). `thread` reads the conversation around
-    the message, where the platform has one to read.
+    the bot) and `from_bot` (another bot wrote it). Access checks (bot/access.py) also
+    read `author_workspace` (the author's own workspace, where it is not the thread's:
+    Slack Connect) and `shared` (a conversation shared with another organisation).
+    `thread` reads the conversation around the message, where the platform has one.
     """
 
     event_id: str
@@ -94,6 +96,8 @@ class Inbound:
     addressed: bool = True
     in_dm: bool = False
     from_bot: bool = False
+    author_workspace: str | None = None
+    shared: bool = False
     thread: ThreadReader | None = None
 
     def __post_init__(self) -> None:

@@ -100,6 +100,12 @@ class ReplySink(Protocol):
         """Show the stream in the thread; return references of the messages posted."""
         ...
 
+    async def decline(self, text: str) -> list[str]:
+        """Say no (not allowed here, too many messages): to the asker alone where the
+        platform can, opening nothing (no thread, no progress sign); return references
+        of what was posted."""
+        ...
+
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         """Start a new thread next to `origin` (for /branch), linking back to it, or raise
         CannotOpenThread."""

@@ -27,7 +27,7 @@ from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
-from bot.replies import ErrorReply, FinalText, Notice, Queued, ReplyEvent, ReplySink, single
+from bot.replies import ErrorReply, Notice, Queued, ReplyEvent, ReplySink, single
 from bot.routing import Route, route
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
@@ -144,13 +144,13 @@ class Router:
         parsed = parse(inbound)
         refusal = self.access.refusal(inbound)
         if refusal is not None:
-            await self._refuse(inbound, FinalText(refusal, private=True), "not allowed", sink)
+            await self._refuse(inbound, refusal, "not allowed", sink)
             return
         # Turns count, and commands that act on a thread (a branch is a post and a fork).
         counts = not parsed or parsed[0].needs_thread
         slow_down = self.access.too_often(inbound) if counts else None
         if slow_down is not None:
-            await self._refuse(inbound, ErrorReply(slow_down), "rate limited", sink)
+            await self._refuse(inbound, slow_down, "rate limited", sink)
             return
         ticket = self.sessions.join(inbound.key)
         turn_id: int | None = None
@@ -196,12 +196,12 @@ class Router:
         except Exception:
             log.exception("could not tell the thread its answer was stopped")
 
-    async def _refuse(self, inbound: Inbound, reply: ReplyEvent, why: str, sink: ReplySink) -> None:
+    async def _refuse(self, inbound: Inbound, text: str, why: str, sink: ReplySink) -> None:
         """Say no once per delivery, without making a thread of it."""
         event_id = f"{inbound.platform}:{inbound.event_id}"
         claim = await self.journal.claim(event_id, None, "refused")
         if claim is not None:
-            refs = await sink.render(single(reply))
+            refs = await sink.decline(text)
             outcome = TurnOutcome(ok=False, reply_refs=refs, error=why)
             await self.journal.finish(claim.turn_id, outcome)
 

@@ -421,8 +421,7 @@ class Store:
             lambda conn: [
                 _thread(row)
                 for row in conn.execute(
-                    f"{_SELECT_THREAD} WHERE t.last_activity < ?{state} "
-                    "ORDER BY t.last_activity",
+                    f"{_SELECT_THREAD} WHERE t.last_activity < ?{state} ORDER BY t.last_activity",
                     (before,),
                 )
             ]

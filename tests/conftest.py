@@ -76,6 +76,11 @@ class FakeClock:
         self.now += seconds
 
 
+async def _nothing() -> AsyncIterator[ReplyEvent]:
+    return
+    yield
+
+
 class RecordingSink:
     """Stands in for an adapter: keeps every reply event the core sends to the thread."""
 
@@ -85,6 +90,7 @@ class RecordingSink:
         self.refs: list[str] = []  # references of the "messages posted"
         self.opened: list[OpenedThread] = []
         self.rendered = 0
+        self.declined: list[str] = []  # refusals, said to the asker alone
         self.done = asyncio.Event()  # set after each stream was shown
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
@@ -94,6 +100,10 @@ class RecordingSink:
         self.refs.append(f"ref-{uuid.uuid4().hex[:8]}")
         self.done.set()
         return self.refs[-1:]
+
+    async def decline(self, text: str) -> list[str]:
+        self.declined.append(text)
+        return await self.render(_nothing())
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         key = ThreadKey(origin.platform, origin.workspace, origin.channel, uuid.uuid4().hex)

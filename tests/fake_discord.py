@@ -655,6 +655,8 @@ class FakeDiscord(FakeServer):
                 message = Message(snowflake(), channel, BOT_USER, (body or {}).get("content") or "")
                 message.files = files
                 message.allowed_mentions = (body or {}).get("allowed_mentions")
+                replied = ((body or {}).get("message_reference") or {}).get("message_id")
+                message.reply_to = self.messages.get(str(replied)) if replied else None
                 self.messages[message.id] = message
                 return _json(message.payload(self._guild_of(channel)))
             case "PATCH", ["channels", channel, "messages", message_id]:
@@ -689,6 +691,10 @@ class FakeDiscord(FakeServer):
                         }
                     }
                 )
+            case "GET", ["webhooks", _, token, "messages", "@original"]:
+                original = self.interactions[token].original
+                assert original is not None, "read of an interaction never responded to"
+                return _json(original.payload(self._guild_of(original.channel_id)))
             case "PATCH", ["webhooks", _, token, "messages", "@original"]:
                 original = self.interactions[token].original
                 assert original is not None, "edit of an interaction never responded to"

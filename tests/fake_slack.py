@@ -461,9 +461,13 @@ class FakeSlack(FakeServer):
         thread_ts: str | None = None,
         files: list[dict[str, Any]] | None = None,
         ts: str | None = None,
+        user_team: str | None = None,
+        shared: bool = False,
     ) -> tuple[str, list[dict[str, Any]]]:
         """A person writes: the message is recorded and the event callbacks Slack would
-        deliver are returned (a `message`, plus an `app_mention` when it names the bot)."""
+        deliver are returned (a `message`, plus an `app_mention` when it names the bot).
+        `user_team`: the author's own workspace (Slack Connect); `shared`: the channel is
+        shared with another organisation."""
         ts = ts or self.new_ts()
         self.messages.append(Message(channel, ts, thread_ts, user, text, files=files or []))
         event: dict[str, Any] = {
@@ -479,10 +483,14 @@ class FakeSlack(FakeServer):
             event["thread_ts"] = thread_ts
         if files:
             event["files"], event["subtype"] = files, "file_share"
+        if user_team:
+            event["user_team"] = event["source_team"] = user_team
         events = [self.event_callback(event)]
         if f"<@{BOT_USER}>" in text and not channel.startswith("D"):
             mention = {k: v for k, v in event.items() if k not in ("channel_type", "subtype")}
             events.append(self.event_callback({**mention, "type": "app_mention"}))
+        for callback in events:
+            callback["is_ext_shared_channel"] = shared
         return ts, events
 
     def bot_message(

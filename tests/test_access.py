@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from bot.replies import FinalText
 from bot.thread_key import ThreadKey
 from tests.conftest import AppFactory, FakeClock
 from tests.fake_model import FakeModel
@@ -22,9 +21,8 @@ async def test_allow_lists_refuse_politely_once_and_never_reach_the_model(
     assert allowed.text == "echo: from an allowed user"
 
     refused = await chat.say("acl", "from a stranger", user="U666", event_id="Ev-stranger")
-    (answer,) = refused.events
-    assert isinstance(answer, FinalText) and answer.private
-    assert answer.text.startswith("Sorry, I'm not available to you here")
+    (answer,) = refused.declined  # to the asker alone, opening nothing
+    assert answer.startswith("Sorry, I'm not available to you here") and not refused.events
     assert fake_model.requests_with("from a stranger") == []
     assert "refused slack:U666: user U666 is not allowed" in caplog.text
     again = await chat.say("acl", "from a stranger", user="U666", event_id="Ev-stranger")
@@ -34,13 +32,13 @@ async def test_allow_lists_refuse_politely_once_and_never_reach_the_model(
     assert admin.text == "echo: from an admin"
     other_workspace = ThreadKey("slack", "T99", "C1", "1")
     elsewhere = await chat.say(other_workspace, "other workspace")
-    assert "not available to you here" in elsewhere.text
+    assert "not available to you here" in elsewhere.declined[0]
 
 
 async def test_channel_allow_list(make_chat: AppFactory) -> None:
     chat = await make_chat(allowed_channels=frozenset({"slack:C-only-this"}))
     refused = await chat.say("any", "hello")
-    assert "not available to you here" in refused.text
+    assert "not available to you here" in refused.declined[0]
 
 
 async def test_rate_limits_per_user_and_per_thread_with_a_polite_reply(
@@ -51,15 +49,15 @@ async def test_rate_limits_per_user_and_per_thread_with_a_polite_reply(
     for n in (1, 2):
         assert (await chat.say("busy", f"turn {n}")).text == f"echo: turn {n}"
     third = await chat.say("busy", "turn 3")
-    assert third.errors == ["You're sending messages faster than I can take them. "
-                            "Please wait 60 seconds and try again."]  # fmt: skip
+    assert third.declined == ["You're sending messages faster than I can take them. "
+                              "Please wait 60 seconds and try again."]  # fmt: skip
     assert fake_model.requests_with("turn 3") == []
     assert (await chat.say("busy", "/help")).text.startswith("I am a GitHub Copilot agent")
 
     other = await chat.say("busy", "another person", user="U2")  # their own allowance
     assert other.text == "echo: another person"
     thread_full = await chat.say("busy", "a third person", user="U3")  # the thread's 3 used
-    assert "faster than I can take them" in thread_full.errors[0]
+    assert "faster than I can take them" in thread_full.declined[0]
 
     clock.advance(61)
     assert (await chat.say("busy", "turn 4")).text == "echo: turn 4"

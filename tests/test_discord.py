@@ -38,7 +38,9 @@ async def test_ask_in_a_channel_starts_a_thread_and_streams_the_answer(
     kind, at, _ = interaction.callbacks[0]
     assert kind == 5 and at - interaction.created < 3  # deferred in time
     (thread,) = [t for t in fake.threads_of(TEXT_CHANNEL) if t["name"] == "what is a thread"]
-    assert fake.responses(interaction)[0].content == f"Answering in <#{thread['id']}>."
+    (response,) = fake.responses(interaction)  # the question, and its thread hangs off it
+    assert response.content == "**ada** asked: what is a thread"
+    assert thread["id"] == response.id
     assert discord_bot.texts(thread["id"])[-1] == "A thread is a conversation."
     # The command catalogue, synced to the configured guild: a slash command each, and a
     # message command for each message action.
@@ -499,8 +501,8 @@ async def test_a_burst_of_429s_on_every_route_while_threads_answer_at_once(
     ask_parts = [m.content for m in fake.responses(ask)]
     assert len(ask_parts) == 2 and "\n\n".join(ask_parts) == long_ask
     new_thread = fake.threads_of(TEXT_CHANNEL)[-1]["id"]
-    assert [m.content for m in fake.responses(new)] == [f"Answering in <#{new_thread}>."]
-    assert discord_bot.texts(new_thread) == ["**ada** asked: burst new thread", short]
+    assert [m.content for m in fake.responses(new)] == ["**ada** asked: burst new thread"]
+    assert discord_bot.texts(new_thread) == [short]
     assert discord_bot.texts(typed) == ["echo: burst thread 2", "echo: burst typing"]
     complaints = [
         r.getMessage()

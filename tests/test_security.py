@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.conftest import AppFactory, FakeClock, reap, start_bot
+from tests.conftest import AppFactory, DiscordFactory, FakeClock, SlackFactory, reap, start_bot
+from tests.fake_discord import BOT_ID, TEXT_CHANNEL
 from tests.fake_model import FakeModel, Reply, start_context, system_text
 from tests.test_lifecycle import IDLE_TIMEOUT, MARGIN, script_summary
 
@@ -53,10 +54,10 @@ async def test_refused_or_rate_limited_messages_and_stray_commands_leave_no_thre
     )
     for n in range(3):  # someone not allowed
         refused = await chat.say(f"outsider-{n}", "let me in", user="U9")
-        assert "not available to you" in refused.text
+        assert "not available to you" in refused.declined[0]
     assert (await chat.say("first", "hello")).text == "echo: hello"
     limited = await chat.say("second", "and again, elsewhere")  # over the per-user limit
-    assert "faster than I can take them" in limited.errors[0]
+    assert "faster than I can take them" in limited.declined[0]
     # `reset` where the bot never talked: told so, and the bot does not join the thread.
     stray = await chat.say("never-joined", "/reset", user="U2")
     assert "I have not talked in this thread" in stray.text
@@ -75,7 +76,7 @@ async def test_commands_that_act_on_a_thread_are_rate_limited_too(
     replies = [await chat.say("forks", "", command="branch") for _ in range(5)]
     branched = [r for r in replies if r.opened]
     assert len(branched) == 2  # the turn and two branches fill the thread's minute
-    assert all("faster than I can take them" in r.errors[0] for r in replies[2:])
+    assert all("faster than I can take them" in r.declined[0] for r in replies[2:])
     assert (await chat.say("forks", "/help")).text.startswith("I am a GitHub Copilot agent")
 
 
@@ -112,3 +113,50 @@ async def test_what_the_bot_writes_is_for_its_user_alone(
     assert any(p.is_dir() and p.parent.name == "workspaces" for p in written)
     readable = [p for p in written if p.stat().st_mode & 0o077 and not p.is_symlink()]
     assert readable == []  # nothing for the group or others (was 0644 and 0755)
+
+
+async def test_a_refused_discord_user_opens_no_thread_and_posts_nothing_of_theirs(
+    make_discord: DiscordFactory,
+) -> None:
+    bot = await make_discord(allowed_users=frozenset({"discord:1"}))  # not ada
+    fake = bot.fake
+    threads = len(fake.threads_of(TEXT_CHANNEL))
+    mention = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> make me a thread")
+    await bot.dispatched(mention.id)
+    ask = await bot.use("ask", TEXT_CHANNEL, {"prompt": "and an echo of my words"})
+
+    assert len(fake.threads_of(TEXT_CHANNEL)) == threads  # no thread for either
+    (reply,) = [m for m in fake.by_bot(TEXT_CHANNEL) if m.reply_to is mention]
+    assert reply.content.startswith("Sorry, I'm not available to you here")
+    (response,) = fake.responses(ask)
+    assert response.content.startswith("Sorry, I'm not available to you here")
+    assert not any(
+        "echo of my words" in m.content for m in fake.messages.values() if m.author["id"] == BOT_ID
+    )
+
+
+async def test_slack_connect_authors_face_the_allow_list_and_shared_channels_need_opting_in(
+    make_slack: SlackFactory, fake_model: FakeModel
+) -> None:
+    slack = await make_slack(allowed_workspaces=frozenset({"slack:T01"}))
+    fake = slack.fake
+    # Someone of another organisation, in a channel shared with it: the delivery says T01.
+    ts, events = fake.user_message(
+        slack.channel, "<@UBOT> from outside", user="UEXT", user_team="TOTHER", shared=True
+    )
+    for event in events:
+        await fake.push("events_api", event)
+    await slack.dispatched(events[-1]["event_id"])
+    assert fake_model.requests_with("from outside") == [] and slack.replies(ts) == []
+    assert "channels shared with other organisations" in fake.ephemeral[-1]["text"]
+
+    opted_in = await make_slack(allowed_workspaces=frozenset({"slack:T01"}), slack_connect=True)
+    for team, text in (("TOTHER", "an outsider again"), ("T01", "a colleague")):
+        ts, events = fake.user_message(
+            opted_in.channel, f"<@UBOT> {text}", user=f"U{team}", user_team=team, shared=True
+        )
+        for event in events:
+            await fake.push("events_api", event)
+        await opted_in.dispatched(events[-1]["event_id"])
+    assert fake_model.requests_with("an outsider again") == []  # not an allowed workspace
+    assert [m.text for m in fake.replies(opted_in.channel, ts)] == ["echo: a colleague"]

@@ -31,7 +31,13 @@ from discord import app_commands
 
 from adapters.discord.events import files_of, key_of, started_key, strip_mentions, thread_name
 from adapters.discord.history import DiscordThread
-from adapters.discord.sink import ChannelSurface, DiscordSink, InteractionSurface, Messageable
+from adapters.discord.sink import (
+    ChannelSurface,
+    DiscordSink,
+    InteractionSurface,
+    Messageable,
+    ThreadStart,
+)
 from bot.commands import BY_NAME, COMMANDS, Command
 from bot.config import Settings
 from bot.inbound import Dispatcher, Inbound
@@ -198,11 +204,21 @@ class DiscordAdapter:
             reader = self._reader(channel, message.id, speaker)
             sink = self._sink(ChannelSurface(channel), channel, question=message)
         elif isinstance(channel, discord.TextChannel) and addressed:
-            # Answered in a thread started from the message (once the router says so),
-            # after the messages it replies to.
-            key = started_key(message)
+            # Answered in a thread started from the message, once the core answers it,
+            # after the messages it replies to; a refusal is a reply, and opens none.
+            key = started_key(channel, message.id)
             reader = self._reader(channel, message.id, speaker, origin=message)
-            sink = DiscordSink.starting((message, me), thread_name(text), self._edit_interval_s)
+
+            async def open_thread(name: str = thread_name(text)) -> discord.Thread:
+                return await message.create_thread(name=name)
+
+            async def decline(said: str) -> str:
+                return str((await message.reply(said)).id)
+
+            sink = DiscordSink.starting(
+                ThreadStart(open_thread, decline), ChannelSurface(channel), channel,
+                self._edit_interval_s, question=(message, me),
+            )  # fmt: skip
         else:
             return  # a channel message not for the bot: no conversation
         assert key is not None
@@ -257,31 +273,38 @@ class DiscordAdapter:
         await interaction.response.defer(thinking=True)
         channel = interaction.channel
         speaker = interaction.user.display_name
-        new = isinstance(channel, discord.TextChannel)
+        surface = InteractionSurface(interaction)
         if isinstance(channel, discord.TextChannel):
-            # In a channel: the conversation gets a thread of its own.
-            thread = await channel.create_thread(
-                name=thread_name(prompt), type=discord.ChannelType.public_thread
-            )
-            await interaction.edit_original_response(content=f"Answering in {thread.mention}.")
-            await thread.send(f"**{speaker}** asked: {prompt[:1800]}")
-            surface: ChannelSurface | InteractionSurface = ChannelSurface(thread)
-            channel = thread
+            # In a channel: the answer gets a thread of its own, started from this
+            # response once the core answers; a refusal is the response, and opens none.
+            response = await interaction.original_response()
+
+            async def open_thread() -> discord.Thread:
+                await interaction.edit_original_response(
+                    content=f"**{speaker}** asked: {prompt[:1800]}"
+                )
+                return await response.create_thread(name=thread_name(prompt))
+
+            key: ThreadKey | None = started_key(channel, response.id)
+            reader = self._reader(channel, interaction.id, speaker, new=True)
+            start = ThreadStart(open_thread, surface.open)
+            sink = DiscordSink.starting(start, surface, channel, self._edit_interval_s)
         else:
-            surface = InteractionSurface(interaction)
-        key = key_of(channel)
-        if key is None or not isinstance(channel, Messageable):
-            await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
-            return
+            key = key_of(channel)
+            if key is None or not isinstance(channel, Messageable):
+                await interaction.edit_original_response(content=CANNOT_ANSWER_HERE)
+                return
+            reader = self._reader(channel, interaction.id, speaker)
+            sink = self._sink(surface, channel)
         inbound = Inbound(
             event_id=str(interaction.id),
             key=key,
             user_id=str(interaction.user.id),
             text=prompt,
             in_dm=isinstance(channel, discord.DMChannel),
-            thread=self._reader(channel, interaction.id, speaker, new=new),
+            thread=reader,
         )
-        await self._router.dispatch(inbound, self._sink(surface, channel))
+        await self._router.dispatch(inbound, sink)
 
     async def _slash_command(self, interaction: discord.Interaction) -> None:
         assert interaction.command is not None

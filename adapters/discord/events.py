@@ -29,11 +29,10 @@ def key_of(channel: object) -> ThreadKey | None:
     return None
 
 
-def started_key(message: discord.Message) -> ThreadKey:
+def started_key(channel: discord.TextChannel, message_id: int) -> ThreadKey:
     """The thread a channel message starts when the bot answers it (a thread started from
     a message takes the message's id)."""
-    assert message.guild is not None
-    return ThreadKey("discord", str(message.guild.id), str(message.channel.id), str(message.id))
+    return ThreadKey("discord", str(channel.guild.id), str(channel.id), str(message_id))
 
 
 def strip_mentions(text: str, bot_id: int) -> str:

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import discord
 
@@ -87,6 +88,14 @@ class InteractionSurface:
         return str(message.id)
 
 
+@dataclass(frozen=True, slots=True)
+class ThreadStart:
+    """How to open the thread an answer goes in, and how to answer without one."""
+
+    open: Callable[[], Awaitable[discord.Thread]]
+    decline: Callable[[str], Awaitable[str]]  # say this instead; the reference of it
+
+
 class DiscordSink:
     def __init__(
         self,
@@ -102,31 +111,38 @@ class DiscordSink:
         # The message answered, where it is one, and the bot (whose reactions these are).
         self._question = question
         self._waiting = False  # its WAITING reaction is up
-        self._start_from: tuple[discord.Message, str] | None = None
+        self._start: ThreadStart | None = None
         self._stop_typing = asyncio.Event()
         self._typing_task: asyncio.Task[None] | None = None
 
     @classmethod
     def starting(
         cls,
-        question: tuple[discord.Message, discord.abc.Snowflake],
-        name: str,
+        start: ThreadStart,
+        surface: ChannelSurface | InteractionSurface,
+        channel: discord.TextChannel,
         edit_interval_s: float,
+        question: tuple[discord.Message, discord.abc.Snowflake] | None = None,
     ) -> DiscordSink:
-        """A sink for a channel message whose answer goes in a thread started from it, on
-        the first thing shown (only answered messages get one)."""
-        message = question[0]
-        channel = message.channel
-        assert isinstance(channel, discord.TextChannel)
-        sink = cls(ChannelSurface(channel), channel, edit_interval_s, question=question)
-        sink._start_from = (message, name)
+        """A sink for something asked in a channel whose answer goes in a thread of its
+        own, opened when an answer starts: a refusal or a "slow down" opens none."""
+        sink = cls(surface, channel, edit_interval_s, question=question)
+        sink._start = start
         return sink
 
+    async def decline(self, text: str) -> list[str]:
+        if self._start is not None:  # said where it was asked: no thread for a "no"
+            return [await self._start.decline(text)]
+        if isinstance(self._surface, InteractionSurface):  # deferred as privately as it can
+            return [await self._surface.open(text)]
+        if self._question is not None:
+            return [str((await self._question[0].reply(text)).id)]
+        return [await self._surface.post(text)]
+
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
-        if self._start_from is not None:
-            message, name = self._start_from
-            thread = await message.create_thread(name=name)
-            self._start_from = None
+        if self._start is not None:
+            thread = await self._start.open()
+            self._start = None
             self._surface, self._channel = ChannelSurface(thread), thread
         if self._waiting:  # its turn has come
             self._waiting = not await self._react(False)

@@ -144,8 +144,15 @@ def message_inbound(
         addressed=addressed,
         in_dm=in_dm,
         from_bot=is_from_bot(event),
+        # Slack Connect: the author may belong to another organisation than the delivery.
+        author_workspace=_text(event.get("user_team") or event.get("source_team")),
+        shared=body.get("is_ext_shared_channel") is True,
         thread=reader,
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def team_of(body: dict[str, Any], event: dict[str, Any]) -> str:
@@ -186,5 +193,6 @@ def shortcut_inbound(body: dict[str, Any], reader: ThreadReader) -> Inbound:
         text="",
         command=body["callback_id"],
         target_ref=body["message"]["ts"],
+        author_workspace=_text(body["user"].get("team_id")),
         thread=reader,
     )

@@ -294,6 +294,9 @@ class SlackSink:
         response = await self._target.client.chat_getPermalink(channel=channel, message_ts=ts)
         return str(response["permalink"])
 
+    async def decline(self, text: str) -> list[str]:
+        return await self._private(text)
+
     async def _private(self, text: str) -> list[str]:
         """Only for the asker: via the response URL, else an ephemeral message."""
         target = self._target
