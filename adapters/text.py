@@ -1,9 +1,11 @@
 """Text for chat messages: long answers split into messages of a platform's size, at
-paragraph boundaries and never inside a fenced code block."""
+paragraph boundaries and never inside a fenced code block; and links that show where
+they lead."""
 
 from __future__ import annotations
 
 import re
+import urllib.parse
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
@@ -81,3 +83,31 @@ def split_text(text: str, limit: int) -> list[str]:
     if current:
         messages.append(current)
     return messages
+
+
+# Markdown links, outside code: [text](target).
+_CODE = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$|`[^`\n]+`)", re.M | re.S)
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\(([^)\n]*)\)")
+_ADDRESS = re.compile(r"(?:https?://|www\.)\S+", re.I)
+_MARKUP_IN_TARGET = re.compile(r"[<>|\s]")
+
+
+def honest_link(text: str, target: str) -> tuple[str, str]:
+    """A link that cannot lie: characters a chat would read as markup are escaped in its
+    target, and text that is itself an address other than the target becomes the target."""
+    target = _MARKUP_IN_TARGET.sub(lambda c: urllib.parse.quote(c.group()), target.strip())
+    shown = text.strip()
+    if _ADDRESS.fullmatch(shown) and shown.rstrip("/") != target.rstrip("/"):
+        text = target
+    return text, target
+
+
+def honest_links(markdown: str) -> str:
+    """`markdown` with every link outside code made honest (see `honest_link`)."""
+
+    def fix(match: re.Match[str]) -> str:
+        text, target = honest_link(match.group(1), match.group(2))
+        return f"[{text}]({target})"
+
+    parts = _CODE.split(markdown)  # prose and code alternate
+    return "".join(part if i % 2 else _MD_LINK.sub(fix, part) for i, part in enumerate(parts))

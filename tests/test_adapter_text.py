@@ -9,7 +9,7 @@ import pytest
 from adapters.live_reply import Pacer
 from adapters.slack.events import mentions, strip_mentions
 from adapters.slack.mrkdwn import to_mrkdwn
-from adapters.text import split_text
+from adapters.text import honest_links, split_text
 
 FENCE = "```python\n" + "\n".join(f"print({i})" for i in range(30)) + "\n```"
 
@@ -64,10 +64,28 @@ def test_a_long_paragraph_breaks_at_spaces() -> None:
         ("`**not bold**` here", "`**not bold**` here"),
         ("```python\nx = 1 ** 2  # *no*\n```", "```\nx = 1 ** 2  # *no*\n```"),
         ("2 * 3 * 4", "2 * 3 * 4"),
+        ("[https://a.example](https://b.example)", "<https://b.example|https://b.example>"),
     ],
 )
 def test_markdown_to_mrkdwn(markdown: str, mrkdwn: str) -> None:
     assert to_mrkdwn(markdown) == mrkdwn
+
+
+@pytest.mark.parametrize(
+    ("markdown", "shown"),
+    [
+        ("[the docs](https://a.example/docs)", "[the docs](https://a.example/docs)"),
+        ("[https://a.example/](https://a.example)", "[https://a.example/](https://a.example)"),
+        (
+            "[www.bank.example](https://evil.example)",
+            "[https://evil.example](https://evil.example)",
+        ),
+        ("[x](https://a.example/><!here>)", "[x](https://a.example/%3E%3C!here%3E)"),
+        ("`[https://a.example](https://b.example)`", "`[https://a.example](https://b.example)`"),
+    ],
+)
+def test_a_link_shows_where_it_leads(markdown: str, shown: str) -> None:
+    assert honest_links(markdown) == shown
 
 
 async def test_pacer_flushes_at_most_once_per_interval_and_once_after_the_last_change() -> None:

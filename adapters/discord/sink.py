@@ -20,6 +20,7 @@ import discord
 
 from adapters.discord.events import key_of, thread_name
 from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
+from adapters.text import honest_links
 from bot.errors import CannotOpenThread
 from bot.replies import OpenedThread, ReplyEvent
 from bot.thread_key import ThreadKey
@@ -151,6 +152,7 @@ class DiscordSink:
             limit=MESSAGE_LIMIT,
             file_threshold=FILE_THRESHOLD,
             interval=self._edit_interval_s,
+            formatter=honest_links,
             tool_line=_tool_line,
         )
         return await render_reply(
@@ -205,7 +207,9 @@ class DiscordSink:
         parent = self._channel.parent if isinstance(self._channel, discord.Thread) else None
         if not isinstance(parent, discord.TextChannel):
             raise CannotOpenThread("Branches need a server channel: there are no threads in DMs.")
-        starter = await parent.send(f"🌿 **{title}**: a branch of <#{origin.thread}>.")
+        starter = await parent.send(
+            f"🌿 **{honest_links(title)}**: a branch of <#{origin.thread}>."
+        )
         thread = await starter.create_thread(name=thread_name(title))
         with contextlib.suppress(discord.HTTPException):
             await thread.send(f"Branched from <#{origin.thread}>: I remember that conversation.")

@@ -6,6 +6,7 @@ broadcast mentions: `<!channel>`, `<!here>`, `<!everyone>`, user groups
 (`<!subteam^ID>`), or plain `@here` where Slack links names. Every string of every call
 (`text`, `markdown_text`, blocks, stream chunks, file titles) and of every response-URL
 reply is defused here, in one place: the mention stays readable but is no longer one.
+Markdown links are made honest here too (adapters/text.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from adapters.text import honest_links
+
 _JOINER = "\u2060"  # invisible; after the @ it keeps Slack from reading a mention
 _SPECIAL = re.compile(r"<!(here|channel|everyone)(?:\|[^>]*)?>")
 _SUBTEAM = re.compile(r"<!subteam\^[^|>]*(?:\|@?([^>]*))?>")
@@ -37,9 +40,14 @@ def defuse(text: str) -> str:
     return _PLAIN.sub(lambda m: f"@{_JOINER}{m[1]}", text)
 
 
+def safe(text: str) -> str:
+    """`text` as threadpilot may post it: no broadcast mention, no link that lies."""
+    return defuse(honest_links(text))
+
+
 def _defused(value: Any) -> Any:
     if isinstance(value, str):
-        return defuse(value)
+        return safe(value)
     if isinstance(value, dict):
         return {key: _defused(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from adapters.text import honest_link
+
 _FENCED = re.compile(r"(^```[^\n]*\n.*?^```[ \t]*$|`[^`\n]+`)", re.M | re.S)
 _LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
 _BOLD = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
@@ -28,7 +30,8 @@ def _prose(text: str) -> str:
     links: list[str] = []
 
     def keep_link(match: re.Match[str]) -> str:
-        links.append(f"<{match.group(2)}|{_escape(match.group(1))}>")
+        text, target = honest_link(match.group(1), match.group(2))
+        links.append(f"<{target}|{_escape(text)}>")
         return _PLACEHOLDER.format(len(links) - 1)
 
     text = _LINK.sub(keep_link, text)

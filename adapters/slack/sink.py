@@ -15,6 +15,7 @@ converted to Slack's mrkdwn.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
-from adapters.slack.client import Respond
+from adapters.slack.client import Respond, safe
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
     OpenedThread,
@@ -41,6 +42,9 @@ INDICATOR_DELAY_S = 0.5  # a reply quicker than this needs no "working on it"
 _TASK_STATUS = {"running": "in_progress", "done": "complete", "failed": "error"}
 WORKING = "eyes"  # the reaction on a question being answered
 WAITING = "hourglass_flowing_sand"  # on one that waits behind others in its thread
+# The end of a text that may still become a link, a mention or a broadcast: a stream
+# holds it back until it is whole, since what is streamed cannot be taken back.
+_PENDING = re.compile(r"(\[[^\]\n]*(\]\([^)\n]*)?|<[^>\n]*|@\w*)\Z")
 
 
 @dataclass
@@ -125,9 +129,9 @@ class _SlackReply(LiveReply):
         self._target = target
         self._streaming = streaming
         self._stream: AsyncChatStream | None = None
-        # Characters of `text` handed to the stream (one that failed to go out is sent
-        # again by the helper with the next call).
-        self._streamed = 0
+        # What the stream has been handed, made safe (a call that failed to go out is
+        # sent again by the helper with the next one).
+        self._sent = ""
         self._shown: dict[str, str] = {}  # tool call id -> status shown in the stream
 
     def _tool_chunks(self) -> list[dict[str, str]]:
@@ -147,7 +151,7 @@ class _SlackReply(LiveReply):
     async def _open(self) -> str:
         target = self._target
         if self._streaming.available and target.thread_ts:
-            text = self.text[:MESSAGE_LIMIT]
+            text = self._stable() or safe(self.text[:MESSAGE_LIMIT])
             stream = await target.client.chat_stream(
                 channel=target.channel,
                 thread_ts=target.thread,
@@ -161,7 +165,7 @@ class _SlackReply(LiveReply):
                 log.info("chat.startStream refused (%s): editing a message instead", exc)
                 self._streaming.available = False
             else:
-                self._stream, self._streamed = stream, len(text)
+                self._stream, self._sent = stream, text
                 self._surface_.ts = str(stream.ts)
                 return self._surface_.ts
         return await super()._open()
@@ -169,15 +173,23 @@ class _SlackReply(LiveReply):
     async def _flush(self) -> None:
         if self._stream is None:
             return await super()._flush()
-        new = self.text[self._streamed : MESSAGE_LIMIT]
+        stable = self._stable()
+        # Text that made safe no longer begins with what was sent waits for the end.
+        new = stable[len(self._sent) :] if stable.startswith(self._sent) else ""
         chunks = self._tool_chunks()
         if new or chunks:
             await self._calling(self._stream.append(markdown_text=new, chunks=chunks or None))
-            self._streamed += len(new)
+            self._sent += new
         return None
 
+    def _stable(self) -> str:
+        """The streamable part of the text, made safe: all but a construct still open."""
+        text = self.text[:MESSAGE_LIMIT]
+        pending = _PENDING.search(text)
+        return safe(text[: pending.start()] if pending else text)
+
     async def restart(self, text: str) -> None:
-        if self._stream is not None and not text.startswith(self.text[: self._streamed]):
+        if self._stream is not None and not safe(text).startswith(self._sent):
             # A stream only grows: end it, and edit the message from here on.
             await self._calling(self._stream.stop())
             self._stream = None
@@ -187,9 +199,9 @@ class _SlackReply(LiveReply):
     async def _last(self, first: str, whole: bool) -> str:
         if self._stream is None:
             return await super()._last(first, whole)
-        streamed = self.text[: self._streamed]
-        if whole and first.startswith(streamed):  # the stream was the answer's beginning
-            rest = first[self._streamed :] or None
+        first = safe(first)
+        if whole and first.startswith(self._sent):  # the stream was the answer's beginning
+            rest = first[len(self._sent) :] or None
             await self._calling(self._stream.stop(markdown_text=rest, chunks=self._tool_chunks()))
         else:  # it ran past the first part: stop it, then edit it to that
             await self._calling(self._stream.stop())
