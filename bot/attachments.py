@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import FileUnavailable
+from bot.errors import FileRefused, FileUnavailable
 from bot.inbound import InboundFile
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -96,11 +96,17 @@ async def accept_files(
             continue
         try:
             data = await file.fetch()
+        except FileRefused as exc:
+            log.warning("refused to download %s: %s", file.name, exc)
+            notes.append(f"I can't read `{file.name}`: {exc}, so I left it out.")
+            continue
         except FileUnavailable as exc:
             log.warning("could not download %s: %s", file.name, exc)
             notes.append(f"I couldn't download `{file.name}`, so I left it out; please try again.")
             continue
-        if len(data) > max_bytes:  # the declared size was wrong
+        # The declared size was wrong or missing; an adapter may stop reading one byte past
+        # the limit and leave the verdict to this check.
+        if len(data) > max_bytes:
             notes.append(f"`{file.name}` is larger than {_size(max_bytes)}, so I left it out.")
             continue
         if _is_text(mime_type):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
+import resource
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from bot.replies import Platform
 
 log = logging.getLogger("threadpilot")
+_PR_SET_DUMPABLE = 4  # linux/prctl.h
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ async def _serve(settings: Settings, console: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = await App.start(settings, platforms)
-    http = HttpServer(app, app.settings.http_port)
+    http = HttpServer(app, app.settings.http_port, app.settings.http_bind_host)
     terminal = app.platforms.get(ConsoleAdapter.name)
     _announce(app.model_source, _choice(console, list(app.platforms)), terminal is not None)
     started: list[SlackAdapter | DiscordAdapter] = []
@@ -143,20 +144,50 @@ async def _doctor(settings: Settings) -> int:
 
 
 def _status(settings: Settings) -> None:
-    """Ask the running bot; its /status serves the admin command's text to this machine."""
-    url = f"http://127.0.0.1:{settings.http_port}/status"
+    """Ask the running bot over its admin socket, which only this user can open."""
+    import aiohttp
+
+    async def ask() -> str:
+        async with (
+            aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(settings.admin_socket)),
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as session,
+            session.get("http://threadpilot/status") as response,
+        ):
+            response.raise_for_status()
+            return await response.text()
+
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            print(response.read().decode(), end="")
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"threadpilot: no running bot answers at {url} ({exc})", file=sys.stderr)
+        print(asyncio.run(ask()), end="")
+    except (aiohttp.ClientError, OSError) as exc:
+        where = settings.admin_socket
+        print(f"threadpilot: no running bot answers at {where} ({exc})", file=sys.stderr)
         sys.exit(1)
+
+
+def _raise_file_limit() -> None:
+    """Every connection takes a file descriptor: use all the hard limit allows, not the
+    soft limit's 1,024 many systems start a service with."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # macOS refuses an unlimited one
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _not_dumpable() -> None:
+    """Keep other processes of this user (an agent's tool among them, were it to escape its
+    sandbox) from reading this one's memory or environment, which hold the secrets."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        log.warning("could not make the process non-dumpable (errno %d)", ctypes.get_errno())
 
 
 def main(argv: list[str] | None = None) -> None:
     # Everything the bot and its runtime write (the database, session state, the agent's
     # working directories) is for this user alone.
     os.umask(0o077)
+    _raise_file_limit()
+    _not_dumpable()
     args = _parser().parse_args(argv)
     command = args.command or "run"
     try:

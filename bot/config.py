@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -13,9 +14,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from bot.errors import ConfigError
+from bot.tool_policy import UNSANDBOXED_TOOLS
 
 PLATFORMS = ("slack", "discord", "console")
 
@@ -23,6 +31,42 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are threadpilot, a helpful assistant that lives in a team chat thread. "
     "Answer clearly and concisely."
 )
+
+
+# Each may come from a file instead: `<NAME>_FILE` names it (container secrets, systemd
+# credentials), so the secret need not sit in the environment of the process.
+SECRETS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "DISCORD_TOKEN",
+    "THREADPILOT_PROVIDER_API_KEY",
+    "GITHUB_TOKEN",
+    "COPILOT_GITHUB_TOKEN",
+)
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """Secrets read from the files their `<NAME>_FILE` variables name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads them all at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in SECRETS:
+            path = os.environ.get(f"{name}_FILE")
+            if not path:
+                continue
+            if os.environ.get(name):
+                raise ConfigError(f"set {name} or {name}_FILE, not both")
+            try:
+                secret = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+            if secret:  # an empty file is unset, as an empty variable is
+                values[name] = secret
+        return values
 
 
 def _split_list(value: object) -> object:
@@ -76,6 +120,13 @@ class Settings(BaseSettings):
     local_model: bool = Field(True, alias="THREADPILOT_LOCAL_MODEL")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
     tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
+    # Sandboxed shell commands (the `bash` tool) may use the network.
+    shell_network: bool = Field(False, alias="THREADPILOT_SHELL_NETWORK")
+    shell_timeout_s: float = Field(120, gt=0, alias="THREADPILOT_SHELL_TIMEOUT_S")
+    # Hosts the URL tool may fetch over http or at a private address (an intranet wiki).
+    url_allowed_hosts: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), alias="THREADPILOT_URL_ALLOWED_HOSTS"
+    )
     admins: Annotated[frozenset[str], NoDecode] = Field(frozenset(), alias="THREADPILOT_ADMINS")
     allowed_workspaces: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(), alias="THREADPILOT_ALLOWED_WORKSPACES"
@@ -106,15 +157,47 @@ class Settings(BaseSettings):
     slack_connect: bool = Field(False, alias="THREADPILOT_SLACK_CONNECT")
     discord_message_content: bool = Field(False, alias="THREADPILOT_DISCORD_MESSAGE_CONTENT")
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
+    http_host: str | None = Field(None, alias="THREADPILOT_HTTP_HOST")  # see http_bind_host
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="THREADPILOT_LOG_LEVEL"
     )
     log_json: bool = Field(False, alias="THREADPILOT_LOG_JSON")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secret_files = _SecretFiles(settings_cls)
+        return init_settings, env_settings, secret_files, dotenv_settings, file_secret_settings
+
     @field_validator("discord_guild_ids", "tools", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("url_allowed_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        items = _split_list(value)
+        if isinstance(items, tuple):  # as urlsplit names them: lower case, IPv6 unbracketed
+            return frozenset(item.lower().strip("[]") for item in items)
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _sandboxed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unsandboxed = sorted(UNSANDBOXED_TOOLS.intersection(value))
+        if unsandboxed:
+            raise ValueError(
+                f"{', '.join(unsandboxed)} would run commands outside the sandbox; "
+                "`bash` runs them inside it"
+            )
+        return value
 
     @field_validator(
         "admins", "allowed_workspaces", "allowed_channels", "allowed_users", mode="before"
@@ -169,6 +252,20 @@ class Settings(BaseSettings):
     @property
     def byok(self) -> bool:
         return self.provider_base_url is not None
+
+    @property
+    def http_bind_host(self) -> str:
+        """Where the HTTP port listens: THREADPILOT_HTTP_HOST, else this machine alone,
+        unless Slack's HTTP mode needs Slack to reach /slack/events."""
+        if self.http_host:
+            return self.http_host
+        slack_http_mode = self.slack_bot_token and not self.slack_app_token
+        return "0.0.0.0" if slack_http_mode else "127.0.0.1"
+
+    @property
+    def admin_socket(self) -> Path:
+        """The admin endpoints' unix socket (`threadpilot status`)."""
+        return self.data_dir / "admin.sock"
 
     def is_admin(self, platform: str, user_id: str) -> bool:
         # Whoever runs the console already owns the process and its data.

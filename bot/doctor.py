@@ -18,7 +18,8 @@ import aiohttp
 from bot import local_model
 from bot.config import Settings
 from bot.copilot_cli import VERSION, find_cli, installed_version
-from bot.errors import CliNotFound
+from bot.errors import CliNotFound, ConfigError
+from bot.sandbox import find_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ async def check_runtime(settings: Settings) -> list[Finding]:
                 "`threadpilot runtime install`",
             )
         )
-    runtime = CopilotRuntime(settings, cli)
+    # The CLI alone: whether the tools can run is check_tools's to say.
+    runtime = CopilotRuntime(settings.model_copy(update={"tools": ()}), cli)
     try:
         await runtime.start()
         info = await runtime.info()
@@ -169,4 +171,16 @@ async def check_provider(settings: Settings) -> list[Finding]:
     return [ok("model", f"provider at {settings.provider_base_url} answers; model {model}")]
 
 
-CORE_CHECKS: tuple[Check, ...] = (check_data, check_runtime, check_provider)
+async def check_tools(settings: Settings) -> list[Finding]:
+    """The agent's tools can run as configured: `bash` only in its sandbox."""
+    if "bash" not in settings.tools:
+        return []
+    try:
+        sandbox = await find_sandbox(settings)
+    except ConfigError as exc:
+        return [problem("tools", str(exc))]
+    network = "with network" if sandbox.network else "without network"
+    return [ok("tools", f"bash runs sandboxed by {sandbox.bwrap}, {network}")]
+
+
+CORE_CHECKS: tuple[Check, ...] = (check_data, check_runtime, check_tools, check_provider)

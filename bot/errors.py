@@ -11,6 +11,7 @@
     ├── StoreError             the database refused a read or a write
     ├── PlatformError          a chat platform would not hand something over
     │   ├── FileUnavailable    an attached file
+    │   │   └── FileRefused    one the bot will not download (kept outside the platform)
     │   ├── ThreadUnreadable   a thread's messages
     │   └── CannotOpenThread   room for a new thread (a DM has none)
     └── UnknownMessage         a platform message the journal has no record of
@@ -66,6 +67,11 @@ class PlatformError(ThreadpilotError):
 
 class FileUnavailable(PlatformError):
     """An attached file could not be downloaded."""
+
+
+class FileRefused(FileUnavailable):
+    """An attached file the bot will not download, e.g. one kept outside the platform,
+    where its token must not go; the message says why, for the person who sent it."""
 
 
 class ThreadUnreadable(PlatformError):

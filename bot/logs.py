@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,12 @@ from contextlib import contextmanager
 from bot.config import Settings
 
 REDACTED = "[redacted]"
+# What else, besides \n, ends a line for some reader (str.splitlines, terminals, log
+# shippers). Written escaped, so that text from outside cannot start a line that passes
+# for a record of its own.
+_TEXT_ESCAPES = str.maketrans({c: repr(c)[1:-1] for c in "\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+# json.dumps escapes the control characters below U+0020, but not these.
+_JSON_ESCAPES = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
 _context: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "log_context", default=None
 )
@@ -69,11 +76,34 @@ class _Formatter(logging.Formatter):
             }
             if context:
                 line["thread"], line["turn"] = context
-            return self._redact(json.dumps(line, ensure_ascii=False))
+            return self._redact(json.dumps(line, ensure_ascii=False).translate(_JSON_ESCAPES))
         where = f" [{context[0]} {context[1]}]" if context else ""
         text = f"{at} {record.levelname} {record.name}{where}: {message}"
         # One event, one line: multi-line messages (tracebacks) keep their lines joined.
-        return self._redact(text.replace("\n", "\n    "))
+        return self._redact(text.translate(_TEXT_ESCAPES).replace("\n", "\n    "))
+
+
+class Tally:
+    """Trouble anyone can cause at will (malformed requests, forged deliveries, a full file
+    table), logged as one WARNING line per `interval_s` with a count: a flood of it must
+    not become a flood of log lines (or tracebacks)."""
+
+    def __init__(self, log: logging.Logger, what: str, interval_s: float = 60.0) -> None:
+        self._log = log
+        self._what = what
+        self._interval_s = interval_s
+        self._count = 0
+        self._quiet_until = -math.inf  # time.monotonic()
+
+    def add(self, latest: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._log.warning(
+                "%s: %d since the last such line (the latest: %s)", self._what, self._count, latest
+            )
+            self._count = 0
+            self._quiet_until = now + self._interval_s
 
 
 def setup(settings: Settings, level: int | None = None) -> None:

@@ -25,24 +25,18 @@ from copilot import CopilotClient, CopilotSession, RuntimeConnection
 from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject, SessionsForkRequest
 
 from bot import compat
-from bot.config import Settings
+from bot.config import SECRETS, Settings
 from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
+from bot.sandbox import Sandbox, find_sandbox
+from bot.shell_tool import shell_tool
 from bot.tool_policy import ToolPolicy
 
 log = logging.getLogger(__name__)
 compat.install_fast_timestamps()
 
-# Variables the CLI child (and any tool it runs) must not inherit.
-_PRIVATE_ENV = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "DISCORD_TOKEN",
-    "THREADPILOT_PROVIDER_API_KEY",
-    # Passed to the SDK explicitly instead (it hands the CLI its own variable).
-    "GITHUB_TOKEN",
-    "COPILOT_GITHUB_TOKEN",
-)
+# Variables the CLI child must not inherit: the secrets (a GitHub token is passed to the
+# SDK explicitly instead, which hands the CLI its own variable) and where their files are.
+_PRIVATE_ENV = frozenset((*SECRETS, *(f"{name}_FILE" for name in SECRETS)))
 
 
 class RuntimeStopped:
@@ -105,7 +99,8 @@ class CopilotRuntime:
     def __init__(self, settings: Settings, cli_path: Path) -> None:
         self._settings = settings
         self._cli_path = cli_path
-        self._policy = ToolPolicy(settings.tools)
+        self._policy = ToolPolicy(settings.tools, settings.url_allowed_hosts)
+        self._sandbox: Sandbox | None = None  # found at start when `bash` is enabled
         self._client: CopilotClient | None = None
         self._started_at = 0.0
         self._up = asyncio.Event()
@@ -134,9 +129,13 @@ class CopilotRuntime:
         env["XDG_CACHE_HOME"] = str(data / "cache")
         env["XDG_STATE_HOME"] = str(data / "state")
         env["XDG_CONFIG_HOME"] = str(data / "config")
+        # The pinned CLI stays the one that runs.
+        env["COPILOT_AUTO_UPDATE"] = "false"
         if settings.byok:
-            # Offline mode: the CLI talks to nothing but the configured provider.
-            env["COPILOT_OFFLINE"] = "true"
+            # Offline mode: the CLI talks to nothing but the configured provider; unless
+            # the operator enabled the URL tool, which offline mode takes away.
+            if "web_fetch" not in settings.tools:
+                env["COPILOT_OFFLINE"] = "true"
             env["COPILOT_PROVIDER_BASE_URL"] = str(settings.provider_base_url)
             env["COPILOT_MODEL"] = str(settings.model)
         return env
@@ -160,6 +159,8 @@ class CopilotRuntime:
             ) from None
 
     async def start(self) -> None:
+        if "bash" in self._settings.tools and self._sandbox is None:
+            self._sandbox = await find_sandbox(self._settings)
         if self._client is None:
             self._stopping = False
             await self._start_client()
@@ -287,12 +288,16 @@ class CopilotRuntime:
         policy = self._policy
         ratio = settings.context_reset_ratio
 
-        def on_permission(request: Any, _invocation: Any) -> Any:
+        async def on_permission(request: Any, _invocation: Any) -> Any:
             kind = str(getattr(request, "kind", "unknown"))
-            path = getattr(request, "path", None) or getattr(request, "file_name", None)
-            if policy.allows(kind, path, workspace):
+            target = (
+                getattr(request, "path", None)
+                or getattr(request, "file_name", None)
+                or getattr(request, "url", None)
+            )
+            if await policy.allows(kind, target, workspace):
                 return PermissionDecisionApproveOnce()
-            log.warning("denied %s permission request (%s) in %s", kind, path or "-", workspace)
+            log.warning("denied %s permission request (%s) in %s", kind, target or "-", workspace)
             return PermissionDecisionReject(feedback="Not permitted by this bot's tool policy.")
 
         options: dict[str, Any] = {
@@ -312,6 +317,8 @@ class CopilotRuntime:
                 "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
             },
         }
+        if tools and self._sandbox is not None:
+            options["tools"] = [shell_tool(self._sandbox, workspace, settings.shell_timeout_s)]
         if start_context:
             # The runtime asks for this at every start, resumes included, and keeps none of
             # it: the right place for what must be said the same way each time.

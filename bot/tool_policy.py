@@ -1,35 +1,78 @@
 """ToolPolicy: which built-in agent tools a session gets, and which permission requests pass.
 
 Everything is off unless THREADPILOT_TOOLS names it. A permission request is allowed only
-when a tool that needs it is enabled, and file access only inside the thread's workspace.
+when a tool that needs it is enabled; file access only inside the thread's workspace; a
+URL only over https to a public address (after resolving its name), unless the operator
+allows its host (THREADPILOT_URL_ALLOWED_HOSTS). The runtime's own block list is not
+enough: it lets `http://[::]:PORT/` through to this machine.
+
+Shell commands never ask here: `bash` is threadpilot's own tool, run in a sandbox
+(bot/shell_tool.py), so a shell request from any built-in tool is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 # Permission request kind -> the built-in tools that raise it.
 _TOOLS_BY_KIND: dict[str, frozenset[str]] = {
-    "shell": frozenset({"bash"}),
     "write": frozenset({"edit", "create"}),
     "read": frozenset({"view", "grep", "glob"}),
     "url": frozenset({"web_fetch"}),
 }
+# Built-in tools that run processes outside the sandbox: never offered.
+UNSANDBOXED_TOOLS = frozenset({"write_bash", "read_bash", "stop_bash", "list_bash"})
 
 
 @dataclass(frozen=True, slots=True)
 class ToolPolicy:
     tools: tuple[str, ...]
+    allowed_hosts: frozenset[str] = frozenset()  # fetched over http or privately too
 
-    def allows(self, kind: str, path: str | None, workspace: Path) -> bool:
-        """Whether a permission request of `kind` (touching `path`, if any) may proceed."""
+    async def allows(self, kind: str, target: str | None, workspace: Path) -> bool:
+        """Whether a permission request of `kind` (touching `target`, a path or a URL, if
+        any) may proceed."""
         needed = _TOOLS_BY_KIND.get(kind)
-        if not needed or needed.isdisjoint(self.tools):
+        if not needed or needed.isdisjoint(self.tools) or target is None:
             return False
-        if kind in ("read", "write"):
-            if path is None:
-                return False
-            target = (workspace / path).resolve()
-            return target.is_relative_to(workspace.resolve())
-        return True
+        if kind == "url":
+            return await self._reachable(target)
+        return _inside(target, workspace)
+
+    async def _reachable(self, url: str) -> bool:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            host, port = parts.hostname, parts.port
+        except ValueError:  # a malformed address or port
+            return False
+        if not host:
+            return False
+        if host.lower() in self.allowed_hosts:
+            return parts.scheme in ("http", "https")
+        if parts.scheme != "https":
+            return False
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port or 443, type=socket.SOCK_STREAM
+            )
+        except OSError:  # the fetch could not resolve it either
+            return False
+        return bool(found) and all(_public(str(info[4][0])) for info in found)
+
+
+def _inside(path: str, workspace: Path) -> bool:
+    return (workspace / path).resolve().is_relative_to(workspace.resolve())
+
+
+def _public(address: str) -> bool:
+    """Whether an address is on the public internet: not this machine, a private or
+    link-local network (the cloud metadata service), multicast or unspecified."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # no IPv6 zone
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from bot.app import App, PlatformFactory
 from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.copilot_cli import find_cli
+from bot.http_server import HttpServer
 from bot.inbound import Dispatcher, Inbound, InboundFile
 from bot.replies import (
     ErrorReply,
@@ -42,7 +44,7 @@ from tests.discord_harness import DiscordHarness
 from tests.fake_discord import ADMIN_ID, GUILD_ID, FakeDiscord
 from tests.fake_discord import TOKEN as DISCORD_TOKEN
 from tests.fake_model import FakeModel
-from tests.fake_slack import APP_TOKEN, BOT_TOKEN, FakeSlack
+from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from tests.slack_harness import SlackHarness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,18 +339,48 @@ async def chat(make_chat: AppFactory) -> Chat:
     return await make_chat()
 
 
+@pytest.fixture
+async def slack_http(
+    make_chat: AppFactory, fake_slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[tuple[SlackHarness, str]]:
+    """Slack's HTTP mode: signed deliveries posted to /slack/events on the bot's port;
+    logging at INFO as the bot does by default (set first: Bolt's loggers take the root
+    logger's level when they are made)."""
+    caplog.set_level(logging.INFO)
+    chat = await make_chat(
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=fake_slack.api_url,
+    )
+    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
+    http = HttpServer(chat.app, port=0)
+    adapter.mount(http.web_app)
+    await http.start()
+    await adapter.start()
+    harness = SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
+    yield harness, f"http://127.0.0.1:{http.port}/slack/events"
+    await adapter.stop()
+    await http.stop()
+
+
 SlackFactory = Callable[..., Awaitable[SlackHarness]]
 
 
 @pytest.fixture
 async def make_slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackFactory]:
-    """Start the Slack adapter on an app of the shared runtime; settings may be overridden."""
+    """Start the Slack adapter on an app of the shared runtime; settings (and its download
+    timeout) may be overridden."""
     adapters: list[SlackAdapter] = []
 
-    def slack_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
-        return [SlackAdapter(dispatcher, settings, edit_interval_s=0.05)]
+    async def make(download_timeout_s: float = 30.0, **overrides: Any) -> SlackHarness:
+        def slack_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
+            return [
+                SlackAdapter(
+                    dispatcher, settings, edit_interval_s=0.05,
+                    download_timeout_s=download_timeout_s,
+                )
+            ]  # fmt: skip
 
-    async def make(**overrides: Any) -> SlackHarness:
         chat = await make_chat(
             platforms=slack_adapter,
             **{

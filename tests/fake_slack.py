@@ -9,6 +9,8 @@ clients use, so they run unmodified against it.
 - Socket Mode: `apps.connections.open` hands out a WebSocket that says hello, carries
   envelopes (events, slash commands, shortcuts), records acks, and can send `disconnect`.
 - HTTP mode: signed (or badly signed) deliveries to the bot's `/slack/events`.
+- Files people attach, downloaded with the bot token: plainly, or answered as a test
+  scripts it (`Served`: streamed without a size, encoded, redirected, stalled).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import time
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,19 @@ class Scripted:
 
 
 @dataclass
+class Served:
+    """How an attached file's download is answered, when not plainly, and what came of it:
+    the body goes in chunks without a Content-Length, as a server streaming it would."""
+
+    body: Iterable[bytes] = field(default=(), repr=False)
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)  # Content-Encoding, Location
+    hold: asyncio.Event | None = None  # after the first chunk, nothing more until it is set
+    sent: int = 0  # body bytes written
+    done: bool = False  # the answer is over: the body all written, or the client gone
+
+
+@dataclass
 class Envelope:
     envelope_id: str
     acked: asyncio.Event = field(default_factory=asyncio.Event)
@@ -113,6 +129,7 @@ class FakeSlack(FakeServer):
         self._envelopes: dict[str, Envelope] = {}
         self._uploads: dict[str, bytes] = {}
         self._files: dict[str, tuple[str, bytes]] = {}
+        self._served: dict[str, Served] = {}
 
     # --- running ----------------------------------------------------------------------
 
@@ -370,10 +387,15 @@ class FakeSlack(FakeServer):
 
     # --- files people attach --------------------------------------------------------
 
-    def add_file(self, name: str, mimetype: str, data: bytes) -> dict[str, Any]:
-        """A file as Slack describes it in a message event."""
+    def add_file(
+        self, name: str, mimetype: str, data: bytes = b"", served: Served | None = None
+    ) -> dict[str, Any]:
+        """A file as Slack describes it in a message event; `served`: its download is
+        answered that way instead of with `data`."""
         file_id = f"F{next(self._ids)}"
         self._files[file_id] = (mimetype, data)
+        if served is not None:
+            self._served[file_id] = served
         return {
             "id": file_id,
             "name": name,
@@ -386,13 +408,32 @@ class FakeSlack(FakeServer):
         """The file is deleted after the message that shared it was sent."""
         del self._files[file_id]
 
-    async def _download(self, request: web.Request) -> web.Response:
+    async def _download(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
             return web.Response(status=403)
         if request.match_info["id"] not in self._files:
             return web.Response(status=404)
         mimetype, data = self._files[request.match_info["id"]]
-        return web.Response(body=data, content_type=mimetype)
+        served = self._served.get(request.match_info["id"])
+        if served is None:
+            return web.Response(body=data, content_type=mimetype)
+        response = web.StreamResponse(
+            status=served.status, headers={"Content-Type": mimetype, **served.headers}
+        )
+        try:
+            await response.prepare(request)
+            for chunk in served.body:
+                await response.write(chunk)
+                served.sent += len(chunk)
+                if served.hold is not None:
+                    await served.hold.wait()
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client hung up: what it was sent is counted
+        finally:
+            served.done = True
+            await self._notify()
+        return response
 
     async def _respond(self, request: web.Request) -> web.Response:
         # Which response URL it came to: replies to several commands may cross.

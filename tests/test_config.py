@@ -129,3 +129,27 @@ def test_env_example_as_a_dotenv_is_valid() -> None:
     Path(".env").write_text((ROOT / ".env.example").read_text())
     settings = load_settings()
     assert not settings.byok and settings.slack_bot_token is None
+
+
+def test_secrets_may_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "slack_bot_token"
+    token.write_text("xoxb-from-a-file\n")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    monkeypatch.setenv("SLACK_BOT_TOKEN_FILE", str(token))
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xapp-in-the-environment")
+    monkeypatch.setenv("DISCORD_TOKEN_FILE", str(empty))  # as if unset
+    monkeypatch.setenv("GITHUB_TOKEN_FILE", str(token))
+    settings = load_settings()
+    assert settings.slack_bot_token is not None and settings.github_token is not None
+    assert settings.slack_bot_token.get_secret_value() == "xoxb-from-a-file"
+    assert settings.github_token.get_secret_value() == "xoxb-from-a-file"
+    assert settings.discord_token is None
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-also-in-the-environment")
+    with pytest.raises(ConfigError, match="set SLACK_BOT_TOKEN or SLACK_BOT_TOKEN_FILE"):
+        load_settings()
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    monkeypatch.setenv("SLACK_BOT_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN_FILE: cannot read .*missing"):
+        load_settings()

@@ -1,4 +1,5 @@
-"""Health, readiness, metrics and status over HTTP, and `threadpilot status`."""
+"""Health, readiness and metrics over HTTP, and `threadpilot status` over the admin
+socket."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
-from unittest import mock
+from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import make_mocked_request
 
-from bot.http_server import HttpServer, _from_this_machine
+from bot.http_server import HttpServer
 from tests.conftest import Chat
 
 
@@ -69,10 +69,9 @@ async def test_threadpilot_status_prints_the_admin_status_of_the_running_bot(
     http: str, chat: Chat
 ) -> None:
     await chat.say("cli-status", "hello")
-    port = http.rsplit(":", 1)[1]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "status",
-        env={"PATH": "/usr/bin:/bin", "THREADPILOT_HTTP_PORT": port},
+        env={"PATH": "/usr/bin:/bin", "THREADPILOT_DATA_DIR": str(chat.app.settings.data_dir)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)
@@ -82,24 +81,12 @@ async def test_threadpilot_status_prints_the_admin_status_of_the_running_bot(
     assert "slack: 1 / 1 / 1" in text and "idle sweep: next -" in text
 
 
-async def test_threadpilot_status_without_a_running_bot_says_so() -> None:
+async def test_threadpilot_status_without_a_running_bot_says_so(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "status",
-        env={"PATH": "/usr/bin:/bin", "THREADPILOT_HTTP_PORT": "9"},
+        env={"PATH": "/usr/bin:/bin", "THREADPILOT_DATA_DIR": str(tmp_path)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
-    assert "no running bot answers at http://127.0.0.1:9/status" in err.decode()
-
-
-@pytest.mark.parametrize(
-    ("peer", "served"), [("127.0.0.1", True), ("::1", True), ("10.0.0.7", False)]
-)
-def test_status_is_only_served_to_this_machine(peer: str, served: bool) -> None:
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        (peer, 40000) if name == "peername" else default
-    )
-    request = make_mocked_request("GET", "/status", transport=transport)
-    assert _from_this_machine(request) is served
+    assert f"no running bot answers at {tmp_path / 'admin.sock'}" in err.decode()

@@ -7,12 +7,36 @@ Discord, and whole bot processes where the attack needs one.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from tests.conftest import AppFactory, DiscordFactory, FakeClock, SlackFactory, reap, start_bot
+import pytest
+from aiohttp import web
+
+from bot.app import App
+from bot.doctor import check_tools, diagnose
+from bot.runtime import CopilotRuntime
+from bot.store import Store
+from bot.tool_policy import ToolPolicy
+from tests.conftest import (
+    AppFactory,
+    Chat,
+    DiscordFactory,
+    FakeClock,
+    SlackFactory,
+    make_settings,
+    reap,
+    recording,
+    start_bot,
+)
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import BOT_ID, TEXT_CHANNEL
-from tests.fake_model import FakeModel, Reply, start_context, system_text
+from tests.fake_model import FakeModel, Reply, ToolCall, start_context, system_text
 from tests.slack_harness import SlackHarness
 from tests.test_lifecycle import IDLE_TIMEOUT, MARGIN, script_summary
 
@@ -186,3 +210,215 @@ async def test_links_in_what_the_bot_posts_show_where_they_lead(
     await discord_bot.dispatched(question.id)
     (shown,) = discord_bot.texts(await discord_bot.thread_of(question))
     assert shown == "Log in at [https://evil.example/login](https://evil.example/login)."
+
+
+@asynccontextmanager
+async def chat_with_tools(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, **overrides: Any
+) -> AsyncIterator[Chat]:
+    """A Chat on a runtime of its own, whose sessions get the tools `overrides` name."""
+    settings = make_settings(tmp_path / "data", fake_model.base_url, **overrides)
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    chat = Chat(
+        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
+    )
+    try:
+        yield chat
+    finally:
+        await chat.app.close()
+
+
+def tool_results(request: dict[str, Any]) -> list[str]:
+    return [str(m["content"]) for m in request["messages"] if m["role"] == "tool"]
+
+
+BOT_SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-bot-secret-0451",
+    "SLACK_APP_TOKEN": "xapp-app-secret-0451",
+    "SLACK_SIGNING_SECRET": "signing-secret-0451",
+    "DISCORD_TOKEN": "discord-secret-0451",
+    "THREADPILOT_PROVIDER_API_KEY": "sk-provider-secret-0451",
+}
+GITHUB_SECRET = "ghp_github-secret-0451"
+
+
+async def test_shell_commands_see_their_thread_and_nothing_else(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in BOT_SECRETS.items():  # the bot's environment, as deployed
+        monkeypatch.setenv(name, value)
+    async with chat_with_tools(
+        tmp_path, fake_model, cli_path, tools=("bash",), github_token=GITHUB_SECRET
+    ) as chat:
+        runtime = chat.app.runtime
+        await chat.say("other thread", "hello")
+        other = runtime.workspace(chat.key("other thread").slug)
+        (other / "plans.txt").write_text("the other thread's plans")
+        mine = runtime.workspace(chat.key("shell").slug)
+        (mine / "notes.txt").write_text("this thread's notes")
+        data = chat.app.settings.data_dir.resolve()
+        port = urllib.parse.urlsplit(fake_model.base_url).port
+        attacks = [
+            "env",
+            # The parents' environments: the CLI's, then the bot's.
+            "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; echo; done",
+            "tr '\\0' '\\n' < /proc/$PPID/environ",
+            "ls -a ..; grep -rs plans .. /tmp; cat ../*/plans.txt",
+            f"ls -R {data} | head -50; cat {data}/copilot/session-state/*/events.jsonl",
+            f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\"",
+            "cat notes.txt; echo written > out.txt",
+        ]
+        fake_model.script(
+            "run these",
+            Reply(tool_calls=[ToolCall("bash", {"command": command}) for command in attacks]),
+        )
+
+        await chat.say("shell", "run these")
+
+        follow_up = fake_model.requests[-1]
+        results = tool_results(follow_up)
+        assert len(results) == len(attacks)
+        seen = "\n".join(results)
+        for secret in [*BOT_SECRETS.values(), GITHUB_SECRET, "the other thread's plans"]:
+            assert secret not in seen
+        assert "COPILOT" not in results[0] and "HOME=" in results[0]  # an allow-list
+        assert "No such file or directory" in results[3]
+        assert "Connection refused" in results[5] or "Network is unreachable" in results[5]
+        assert "this thread's notes" in results[6]  # its own workspace, read and written
+        assert (mine / "out.txt").read_text() == "written\n"
+        # The model is told the tool is threadpilot's: one bash, this description.
+        (bash,) = [t for t in follow_up["tools"] if t["function"]["name"] == "bash"]
+        assert "There is no network" in bash["function"]["description"]
+
+
+async def test_without_a_sandbox_the_shell_tool_is_refused_at_start(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    no_bwrap = tmp_path / "bin"
+    no_bwrap.mkdir()
+    process = await start_bot(
+        tmp_path, fake_model, cli_path, "console",
+        PATH=str(no_bwrap), THREADPILOT_TOOLS="bash", THREADPILOT_DATA_DIR=str(tmp_path / "data"),
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        assert await process.wait() == 2
+    assert "bash, but commands only run sandboxed" in await reap(process)
+
+    settings = make_settings(tmp_path, fake_model.base_url, tools=("bash",))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", str(no_bwrap))
+        (finding,) = await diagnose(settings, [check_tools])
+    assert not finding.ok and "bubblewrap (bwrap) is not installed" in finding.text
+    (finding,) = await diagnose(settings, [check_tools])
+    assert finding.ok and "without network" in finding.text
+
+
+async def test_no_other_process_of_the_bots_user_reads_its_environment(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    # As root, drop every capability: what remains is a process of the same user.
+    same_user = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"] if os.geteuid() == 0 else []
+
+    async def environ_of(pid: int) -> bytes:
+        reader = await asyncio.create_subprocess_exec(
+            *same_user, "cat", f"/proc/{pid}/environ",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return (await reader.communicate())[0]
+
+    env = {"PATH": os.environ["PATH"], "SLACK_SIGNING_SECRET": "signing-secret-0451"}
+    bystander = await asyncio.create_subprocess_exec(
+        *same_user, sys.executable, "-c", "input()", env=env, stdin=asyncio.subprocess.PIPE
+    )
+    bot = await asyncio.create_subprocess_exec(
+        *same_user, sys.executable, "-m", "bot", "console",
+        cwd=tmp_path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **env, "HOME": str(tmp_path), "COPILOT_CLI_PATH": str(cli_path),
+            "THREADPILOT_DATA_DIR": str(tmp_path / "data"), "THREADPILOT_HTTP_PORT": "0",
+            "THREADPILOT_MODEL": "fake-model",
+            "THREADPILOT_PROVIDER_BASE_URL": fake_model.base_url,
+        },
+    )  # fmt: skip
+    try:
+        assert bot.stdout is not None
+        async with asyncio.timeout(60):
+            await bot.stdout.readuntil(b"threadpilot console")  # past the start of main
+        assert b"signing-secret-0451" in await environ_of(bystander.pid)  # the test can fail
+        assert await environ_of(bot.pid) == b""
+    finally:
+        for process in (bystander, bot):
+            process.kill()
+            await process.wait()
+
+
+async def test_the_url_tool_reaches_only_public_https_addresses(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # This machine's own service (the bot's /status, say), on every interface.
+    hits: list[str] = []
+
+    async def page(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(text="internal page")
+
+    server = web.Application()
+    server.router.add_get("/{path:.*}", page)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "::", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with chat_with_tools(
+            tmp_path, fake_model, cli_path, tools=("web_fetch",), url_allowed_hosts={"::"}
+        ) as chat:
+            attacks = [
+                f"http://[0:0:0:0:0:0:0:0]:{port}/status",
+                f"https://[0:0:0:0:0:0:0:0]:{port}/status",
+                f"https://[::ffff:127.0.0.1]:{port}/status",
+                f"https://localhost:{port}/status",
+                f"https://127.1:{port}/status",
+                "https://169.254.169.254/latest/meta-data/",
+            ]
+            allowed = f"http://[::]:{port}/allowed"  # the operator's THREADPILOT_URL_ALLOWED_HOSTS
+            fake_model.script(
+                "fetch these",
+                Reply(tool_calls=[ToolCall("web_fetch", {"url": u}) for u in [*attacks, allowed]]),
+            )
+
+            await chat.say("urls", "fetch these")
+
+            assert hits == ["/allowed"]
+            denied = [r.getMessage() for r in caplog.records if "denied url" in r.getMessage()]
+            assert len(denied) == len(attacks)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://93.184.215.14/page", True),
+        ("https://[2606:4700::6810:84e5]/", True),
+        ("http://93.184.215.14/page", False),  # https only
+        ("ftp://93.184.215.14/", False),
+        ("https://10.0.0.8/", False),
+        ("https://100.64.0.1/", False),  # carrier-grade NAT
+        ("https://[fd00:ec2::254]/", False),  # a cloud's metadata service over IPv6
+        ("https://[fe80::1%25eth0]/", False),
+        ("https://0.0.0.0:8080/", False),
+        ("https://[::]/", False),
+        ("https://[::ffff:10.0.0.1]/", False),
+        ("https://224.0.0.1/", False),
+        ("https://wiki.corp:99999/", False),  # a port no fetch can use
+        ("http://wiki.corp/page", True),  # the operator allows this host
+        ("https://[::1]/", True),  # and this one
+    ],
+)
+async def test_url_policy(url: str, allowed: bool, tmp_path: Path) -> None:
+    policy = ToolPolicy(("web_fetch",), frozenset({"wiki.corp", "::1"}))
+    assert await policy.allows("url", url, tmp_path) is allowed
+    assert not await ToolPolicy(("view",)).allows("url", url, tmp_path)  # web_fetch is off

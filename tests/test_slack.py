@@ -8,19 +8,14 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from adapters.slack import SlackAdapter
-from bot.http_server import HttpServer
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, SlackFactory, start_bot, stop_bot
+from tests.conftest import SlackFactory, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
     TEAM,
     FakeSlack,
     Scripted,
@@ -306,27 +301,6 @@ async def test_a_summary_reset_note_is_posted_in_the_slack_thread(
     assert thread is not None
     await slack.app.summary_reset.run(thread, "idle")
     assert slack.texts(ts)[-1].startswith("ℹ️ I summarized")
-
-
-@pytest.fixture
-async def slack_http(
-    make_chat: AppFactory, fake_slack: FakeSlack
-) -> AsyncIterator[tuple[SlackHarness, str]]:
-    """HTTP mode: Slack posts signed deliveries to /slack/events on the bot's port."""
-    chat = await make_chat(
-        slack_bot_token=BOT_TOKEN,
-        slack_signing_secret=SIGNING_SECRET,
-        slack_api_url=fake_slack.api_url,
-    )
-    adapter = SlackAdapter(chat.app.router, chat.app.settings, edit_interval_s=0.05)
-    http = HttpServer(chat.app, port=0, host="127.0.0.1")
-    adapter.mount(http.web_app)
-    await http.start()
-    await adapter.start()
-    harness = SlackHarness(fake_slack, chat.app, adapter, f"C{uuid.uuid4().hex[:8].upper()}")
-    yield harness, f"http://127.0.0.1:{http.port}/slack/events"
-    await adapter.stop()
-    await http.stop()
 
 
 async def test_http_mode_verifies_signatures_and_answers_retries_once(

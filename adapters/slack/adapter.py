@@ -1,9 +1,9 @@
 """SlackAdapter: slack-bolt's AsyncApp wired to the router.
 
 Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode (`/slack/events` on the bot's HTTP
-port, signatures verified by Bolt). Bolt acknowledges each delivery before the listener
-runs; repeated deliveries (retries, Socket Mode redelivery) are answered once because
-the core journals every `event_id`.
+port; size and signature checked before the body is parsed, in intake.py). Bolt
+acknowledges each delivery before the listener runs; repeated deliveries (retries, Socket
+Mode redelivery) are answered once because the core journals every `event_id`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 
 from adapters.slack.client import Respond, SlackClient, defusing
+from adapters.slack.downloads import SlackDownloads
 from adapters.slack.events import (
     SHORTCUTS,
     SLASH_COMMANDS,
@@ -30,9 +29,9 @@ from adapters.slack.events import (
     slash_command_inbound,
 )
 from adapters.slack.history import SlackHistory, SlackThread
+from adapters.slack.intake import SlackIntake
 from adapters.slack.sink import SlackSink, StreamingSupport, Target
 from bot.config import Settings
-from bot.errors import FileUnavailable
 from bot.inbound import Dispatcher, Inbound
 from bot.thread_key import ThreadKey
 
@@ -48,7 +47,11 @@ class SlackAdapter:
     trouble = None  # a Slack connection either works or is not connected
 
     def __init__(
-        self, router: Dispatcher, settings: Settings, edit_interval_s: float = 1.0
+        self,
+        router: Dispatcher,
+        settings: Settings,
+        edit_interval_s: float = 1.0,
+        download_timeout_s: float = 30.0,
     ) -> None:
         if settings.slack_bot_token is None:
             raise ValueError("SLACK_BOT_TOKEN is not set")
@@ -57,15 +60,21 @@ class SlackAdapter:
         self._token = settings.slack_bot_token.get_secret_value()
         self._edit_interval_s = edit_interval_s
         self.client = SlackClient(self._token, settings.slack_api_url)
-        secret = settings.slack_signing_secret
         self.app = AsyncApp(
             client=self.client,
-            # Socket Mode deliveries are not signed; HTTP ones are checked against this.
-            signing_secret=secret.get_secret_value() if secret else "",
+            # Socket Mode deliveries are not signed; HTTP ones are checked by SlackIntake
+            # before Bolt parses them (Bolt's own check would log a refused body in full).
+            signing_secret="",
+            request_verification_enabled=False,
         )
         self._streaming = StreamingSupport()
         self._socket: AsyncSocketModeHandler | None = None
-        self._downloads: aiohttp.ClientSession | None = None
+        self._downloads = SlackDownloads(
+            self._token,
+            settings.slack_api_url,
+            settings.max_attachment_bytes,
+            download_timeout_s,
+        )
         self._bot_user_id = ""
         self._bot_id = ""
         self._history: SlackHistory | None = None  # once it knows who it is
@@ -85,14 +94,17 @@ class SlackAdapter:
 
     def mount(self, web_app: web.Application) -> None:
         """HTTP mode: take Slack's deliveries at /slack/events on the bot's HTTP server."""
-        web_app.router.add_post(EVENTS_PATH, self._on_http)
+        secret = self._settings.slack_signing_secret
+        assert secret is not None  # the setting that chooses HTTP mode
+        intake = SlackIntake(secret.get_secret_value(), self.app)
+        web_app.router.add_post(EVENTS_PATH, intake.handle)
 
     async def start(self) -> None:
         identity = await self.client.auth_test()
         self._bot_user_id = str(identity["user_id"])
         self._bot_id = str(identity.get("bot_id") or "")
         self._history = SlackHistory(self.client, self._bot_user_id, self._bot_id)
-        self._downloads = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self._token}"})
+        self._downloads.open()
         if self._settings.slack_app_token is not None:
             self._socket = AsyncSocketModeHandler(
                 self.app, self._settings.slack_app_token.get_secret_value()
@@ -109,8 +121,7 @@ class SlackAdapter:
         self._ready = False
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
-        if self._downloads is not None:
-            await self._downloads.close()
+        await self._downloads.close()
 
     def sink(self, key: ThreadKey) -> SlackSink:
         return self._sink(Target(self.client, key.workspace, key.channel, key.thread))
@@ -131,19 +142,6 @@ class SlackAdapter:
     async def _ignore(self) -> None:
         pass
 
-    async def _on_http(self, request: web.Request) -> web.Response:
-        response = await self.app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(response)
-
-    async def _download(self, url: str) -> bytes:
-        assert self._downloads is not None
-        try:
-            async with self._downloads.get(url) as response:
-                response.raise_for_status()
-                return await response.read()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a bad URL
-            raise FileUnavailable(str(exc) or type(exc).__name__) from exc
-
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if is_message(event, self._bot_user_id, self._bot_id):
             await self._forward(body, event)
@@ -163,7 +161,7 @@ class SlackAdapter:
     async def _forward(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         thread_ts = event.get("thread_ts") or event["ts"]
         reader = self._reader(event["channel"], thread_ts, event["ts"], author(event))
-        inbound = message_inbound(body, event, self._bot_user_id, self._download, reader)
+        inbound = message_inbound(body, event, self._bot_user_id, self._downloads.fetch, reader)
         await self._dispatch(inbound, question_ts=event["ts"])
 
     def _reader(self, channel: str, thread_ts: str, position: str, user_id: str) -> SlackThread:

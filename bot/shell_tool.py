@@ -1,0 +1,56 @@
+"""The agent's `bash` tool: threadpilot's own, in place of the runtime's built-in one, so
+that every command runs in the thread's sandbox (bot/sandbox.py) and nowhere else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from copilot.tools import Tool, ToolInvocation, ToolResult
+
+from bot.sandbox import Sandbox
+
+NAME = "bash"
+_DESCRIPTION = (
+    "Run a bash command in this conversation's working directory and return its output. "
+    "Only that directory and the system's programs are there; files you write stay for "
+    "later commands. {network}"
+)
+
+
+def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float) -> Tool:
+    async def run(invocation: ToolInvocation) -> ToolResult:
+        arguments = invocation.arguments if isinstance(invocation.arguments, dict) else {}
+        command = arguments.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return ToolResult(
+                text_result_for_llm="Give the command to run as `command`.",
+                result_type="failure",
+            )
+        result = await sandbox.run(command, workspace, timeout_s)
+        if result.exit_code is None:
+            return ToolResult(
+                text_result_for_llm=f"{result.output}\n[stopped: still running after "
+                f"{timeout_s:g} s]",
+                result_type="timeout",
+            )
+        if result.exit_code != 0:
+            return ToolResult(
+                text_result_for_llm=f"{result.output}\n[exit code {result.exit_code}]",
+                result_type="failure",
+            )
+        return ToolResult(text_result_for_llm=result.output or "(no output)")
+
+    network = "The network is reachable." if sandbox.network else "There is no network."
+    return Tool(
+        name=NAME,
+        description=_DESCRIPTION.format(network=network),
+        parameters={
+            "type": "object",
+            "properties": {"command": {"type": "string", "description": "The command."}},
+            "required": ["command"],
+        },
+        handler=run,
+        overrides_built_in_tool=True,
+        # The sandbox is the guard: there is nothing left for a permission request to ask.
+        skip_permission=True,
+    )
