@@ -28,7 +28,12 @@ class Console:
         async with asyncio.timeout(60):
             while text not in self.output[start:]:
                 chunk = await self.process.stdout.read(4096)
-                assert chunk, f"console exited before printing {text!r}:\n{self.output}"
+                if not chunk:
+                    assert self.process.stderr is not None
+                    errors = (await self.process.stderr.read()).decode(errors="replace")
+                    raise AssertionError(
+                        f"console exited before printing {text!r}:\n{self.output}\n{errors}"
+                    )
                 self.output += chunk.decode()
         return self.output[start:]
 
