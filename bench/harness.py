@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from bot.app import App
 from bot.copilot_cli import find_cli
-from bot.runtime import CopilotRuntime
+from bot.runtime_pool import RuntimePool
 from bot.store import Store
 from tests.conftest import make_settings
 
@@ -39,9 +39,9 @@ async def start_app(tmp: Path, model_url: str, **overrides: Any) -> App:
     settings = make_settings(
         tmp, model_url, user_turns_per_minute=0, thread_turns_per_minute=0, **overrides
     )
-    runtime = CopilotRuntime(settings, find_cli(ROOT / ".copilot-cli"))
-    await runtime.start()
-    return App(settings, runtime, await Store.open(tmp / "bench.db"))
+    runtimes = RuntimePool(settings, find_cli(ROOT / ".copilot-cli"))
+    await runtimes.start()
+    return App(settings, runtimes, await Store.open(tmp / "bench.db"))
 
 
 def ms(values: list[float], q: float, decimals: int = 1) -> str:

@@ -169,7 +169,7 @@ async def _measure(app: App, rounds: int) -> None:
         keys = [ThreadKey("slack", "TB", "CB", str(n)) for n in range(concurrency)]
         # Warm-up: creates the new threads' sessions (not measured).
         await asyncio.gather(*(_turn(app, key, "warm-up") for key in keys))
-        rss[app.sessions.live_count] = (await app.runtime.info()).rss_bytes or 0
+        rss[app.sessions.live_count] = app.runtimes.loads()[0].rss_bytes or 0
         results: list[tuple[float, float, float]] = []
         for r in range(rounds):
             results += await asyncio.gather(*(_turn(app, k, f"m{r}") for k in keys))

@@ -17,7 +17,7 @@ from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
 from bot.replies import Notice, Platform, single
 from bot.router import Router
-from bot.runtime import CopilotRuntime
+from bot.runtime_pool import RuntimePool
 from bot.scheduler import Scheduler
 from bot.sessions import SessionManager
 from bot.status import Status
@@ -43,13 +43,13 @@ def no_platforms(_dispatcher: Dispatcher, _settings: Settings) -> Sequence[Platf
 
 
 class App:
-    """The parts wired around an open store and a started runtime, with the platforms
-    they serve, built in one step."""
+    """The parts wired around an open store and a started runtime pool, with the
+    platforms they serve, built in one step."""
 
     def __init__(
         self,
         settings: Settings,
-        runtime: CopilotRuntime,
+        runtimes: RuntimePool,
         store: Store,
         *,
         model: ModelSource | None = None,
@@ -58,18 +58,19 @@ class App:
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
-        self.model_source = model or ModelSource(settings, runtime.auth_mode)
-        self.runtime = runtime
+        self.model_source = model or ModelSource(settings, runtimes.auth_mode)
+        self.runtimes = runtimes
         self.store = store
         self.interrupted = tuple(interrupted)
         self.metrics = Metrics(clock)
         self.journal = Journal(store, clock)
-        self.sessions = SessionManager(runtime, store, settings, self.metrics, clock)
+        self.sessions = SessionManager(runtimes, store, settings, self.metrics, clock)
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
+        self.metrics.watch_runtimes(runtimes.loads)
         self.summary_reset = SummaryReset(self.sessions, settings, self.metrics, self.tell)
         self.scheduler = Scheduler(
             settings=settings,
-            runtime=runtime,
+            runtimes=runtimes,
             store=store,
             journal=self.journal,
             sessions=self.sessions,
@@ -78,7 +79,7 @@ class App:
             clock=clock,
         )
         self.status = Status(
-            runtime, store, self.sessions, self.scheduler, self.metrics, self.troubles
+            runtimes, store, self.sessions, self.scheduler, self.metrics, self.troubles
         )
         context = ThreadContext(settings.thread_context_chars, self.journal)
         self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)
@@ -101,22 +102,22 @@ class App:
     async def start(
         cls, settings: Settings, platforms: PlatformFactory, clock: Clock = system_clock
     ) -> App:
-        """Choose the model, open the store, recover the journal, start the runtime, and
+        """Choose the model, open the store, recover the journal, start the runtimes, and
         make the platforms (with the settings as the model choice left them)."""
         cli = find_cli(settings.cli_dir, settings.cli_path)
         source = await choose_model(settings)
         settings = source.settings
-        runtime = CopilotRuntime(settings, cli)
+        runtimes = RuntimePool(settings, cli)
         store: Store | None = None
         try:
             store = await Store.open(settings.data_dir / "threadpilot.db", clock)
             interrupted = await Journal(store, clock).recover()
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))
-            await runtime.start()
+            await runtimes.start()
             return cls(
                 settings,
-                runtime,
+                runtimes,
                 store,
                 model=source,
                 platforms=platforms,
@@ -124,6 +125,7 @@ class App:
                 clock=clock,
             )
         except BaseException:
+            await runtimes.stop()
             if store is not None:
                 await store.close()
             await source.stop()
@@ -151,14 +153,14 @@ class App:
         return {n: p.trouble for n, p in self.platforms.items() if p.trouble is not None}
 
     def readiness(self) -> dict[str, bool]:
-        """What /readyz checks: the runtime, the store, and every platform's connection."""
-        checks = {"runtime": self.runtime.started, "store": self.store.is_open}
+        """What /readyz checks: the runtimes, the store, and every platform's connection."""
+        checks = {"runtime": self.runtimes.started, "store": self.store.is_open}
         checks.update({f"{name} connected": p.connected for name, p in self.platforms.items()})
         return checks
 
     async def close(self) -> None:
         self.scheduler.shutdown()
         await self.sessions.close()
-        await self.runtime.stop()
+        await self.runtimes.stop()
         await self.store.close()
         await self.model_source.stop()

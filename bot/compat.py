@@ -42,7 +42,9 @@ def session_missing(exc: BaseException) -> bool:
         text = str(exc)
     else:
         return False
-    return "Session not found" in text or "Session file not found" in text
+    # The last: what `sessions.fork` says of a session it cannot find.
+    missing = ("Session not found", "Session file not found", "no persisted or in-memory events")
+    return any(words in text for words in missing)
 
 
 def cli_process(client: CopilotClient | None) -> subprocess.Popen[bytes] | None:

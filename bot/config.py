@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     reset_margin_s: int = Field(120, ge=0, alias="THREADPILOT_RESET_MARGIN_S")
     context_reset_ratio: float = Field(0.75, gt=0, lt=1, alias="THREADPILOT_CONTEXT_RESET_RATIO")
     max_live_sessions: int = Field(50, ge=1, alias="THREADPILOT_MAX_LIVE_SESSIONS")
+    # Copilot CLI processes (per tenant when isolated); `auto`: one per usable core.
+    runtimes: int = Field(1, ge=1, le=64, alias="THREADPILOT_RUNTIMES")
+    runtime_isolation: Literal["shared", "tenant"] = Field(
+        "shared", alias="THREADPILOT_RUNTIME_ISOLATION"
+    )
+    tenant_idle_s: int = Field(900, gt=0, alias="THREADPILOT_TENANT_IDLE_S")
     summary_reset_notes: bool = Field(True, alias="THREADPILOT_SUMMARY_RESET_NOTES")
     restore_period_s: int = Field(7 * 86400, ge=0, alias="THREADPILOT_RESTORE_PERIOD_S")
     journal_retention_s: int = Field(30 * 86400, gt=0, alias="THREADPILOT_JOURNAL_RETENTION_S")
@@ -179,6 +185,13 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("runtimes", mode="before")
+    @classmethod
+    def _runtimes(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return len(os.sched_getaffinity(0))
+        return value
 
     @field_validator("url_allowed_hosts", mode="before")
     @classmethod

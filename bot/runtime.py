@@ -1,9 +1,10 @@
-"""CopilotRuntime: the one CopilotClient of the process, and the session configuration.
+"""CopilotRuntime: one Copilot CLI process (a CopilotClient), and the session configuration.
 
 Every session is created and resumed with the options built in `_session_options`, so
 model, provider, system message, tools and permissions are decided in one place. Every
-request to the runtime goes through here, and the SDK's errors become threadpilot's
-(bot/errors.py) here and nowhere else.
+request to a runtime goes through here, and the SDK's errors become threadpilot's
+(bot/errors.py) here and nowhere else. Which runtime serves a thread is the pool's
+decision (bot/runtime_pool.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import itertools
 import logging
 import os
 import shutil
+import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,13 +76,55 @@ class SessionSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class RuntimeInfo:
-    version: str
-    protocol_version: int
+class RuntimeLoad:
+    """One runtime at a glance, for `status` and /metrics."""
+
+    name: str
+    up: bool
     pid: int | None
     rss_bytes: int | None
-    auth_mode: str
-    uptime_s: float
+    live_sessions: int
+    turns: int  # under way now
+    restarts: int
+    uptime_s: float | None  # since its CLI last started; None while down
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeInfo:
+    """What the CLI says of itself."""
+
+    version: str
+    protocol_version: int
+
+
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    """Wait for `process` to end, in a thread of its own: not in the default executor,
+    which is small (cores + 4) and which the SDK needs for every request it writes; one
+    thread held there per runtime starved it, and the bot hung, at six runtimes on two
+    cores."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[int] = loop.create_future()
+
+    def settle(code: int) -> None:
+        if not ended.done():
+            ended.set_result(code)
+
+    def wait() -> None:
+        code = process.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed first: nobody waits
+            loop.call_soon_threadsafe(settle, code)
+
+    threading.Thread(target=wait, name=f"wait-{process.pid}", daemon=True).start()
+    return await ended
+
+
+def auth_mode(settings: Settings) -> str:
+    """How the runtime authenticates to its model, in words."""
+    if settings.byok:
+        return f"BYOK {settings.provider_type or 'openai'} at {settings.provider_base_url}"
+    if settings.github_token:
+        return "GitHub token"
+    return "GitHub logged-in user"
 
 
 def process_rss(pid: int) -> int | None:
@@ -94,22 +139,37 @@ def process_rss(pid: int) -> int | None:
 
 
 class CopilotRuntime:
-    """Start once per process with `start()`; `stop()` on shutdown."""
+    """One CLI process: `start()` it, `stop()` it; a supervisor restarts it if it dies.
 
-    def __init__(self, settings: Settings, cli_path: Path) -> None:
+    Its state (sessions) lives under `root`/copilot and its threads' working directories
+    under `root`/workspaces; runtimes with the same root share them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        cli_path: Path,
+        *,
+        name: str = "0",
+        root: Path | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
+        self.name = name
         self._settings = settings
         self._cli_path = cli_path
+        self._root = root or settings.data_dir
         self._policy = ToolPolicy(settings.tools, settings.url_allowed_hosts)
-        self._sandbox: Sandbox | None = None  # found at start when `bash` is enabled
+        self._sandbox = sandbox  # found at start when `bash` is enabled and none was given
         self._client: CopilotClient | None = None
+        # Sessions this process holds live (created or resumed, not yet disconnected).
+        self.live: set[str] = set()
+        self.restarts = 0
         self._started_at = 0.0
         self._up = asyncio.Event()
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watching: set[asyncio.Queue[Any]] = set()
-        self.on_down: list[Callable[[], None]] = []  # called when the CLI dies
-        self.home = settings.data_dir / "copilot"
-        self.workspaces = settings.data_dir / "workspaces"
+        self.home = self._root / "copilot"
+        self.workspaces = self._root / "workspaces"
 
     @property
     def client(self) -> CopilotClient:
@@ -123,12 +183,13 @@ class CopilotRuntime:
 
     def _cli_env(self) -> dict[str, str]:
         settings = self._settings
-        data = settings.data_dir.resolve()
+        root = self._root.resolve()
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-        # The CLI unpacks ~235 MB into its cache on first start; keep it with our data.
-        env["XDG_CACHE_HOME"] = str(data / "cache")
-        env["XDG_STATE_HOME"] = str(data / "state")
-        env["XDG_CONFIG_HOME"] = str(data / "config")
+        # The CLI unpacks ~235 MB into its cache on first start; keep it with our data,
+        # once for every runtime (it holds the CLI's own files, nobody's state).
+        env["XDG_CACHE_HOME"] = str(settings.data_dir.resolve() / "cache")
+        env["XDG_STATE_HOME"] = str(root / "state")
+        env["XDG_CONFIG_HOME"] = str(root / "config")
         # The pinned CLI stays the one that runs.
         env["COPILOT_AUTO_UPDATE"] = "false"
         if settings.byok:
@@ -147,16 +208,31 @@ class CopilotRuntime:
     def unwatch(self, queue: asyncio.Queue[Any]) -> None:
         self._watching.discard(queue)
 
-    async def running(self, timeout_s: float) -> None:
-        """Wait until the runtime is up (it may be restarting after its CLI died); raise
-        RuntimeUnavailable if it is not within `timeout_s`."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._up.wait()
-        except TimeoutError:
-            raise RuntimeUnavailable(
-                f"the Copilot runtime is not up after {timeout_s:g}s"
-            ) from None
+    @property
+    def up(self) -> bool:
+        return self._up.is_set()
+
+    @property
+    def turns(self) -> int:
+        """Turns under way here: each watches the runtime while it runs."""
+        return len(self._watching)
+
+    def load(self) -> RuntimeLoad:
+        pid = self._pid()
+        return RuntimeLoad(
+            name=self.name,
+            up=self.up,
+            pid=pid,
+            rss_bytes=process_rss(pid) if pid else None,
+            live_sessions=len(self.live),
+            turns=self.turns,
+            restarts=self.restarts,
+            uptime_s=time.monotonic() - self._started_at if self.up else None,
+        )
+
+    async def wait_up(self) -> None:
+        """Return once the runtime is up (it may be restarting after its CLI died)."""
+        await self._up.wait()
 
     async def start(self) -> None:
         if "bash" in self._settings.tools and self._sandbox is None:
@@ -188,7 +264,8 @@ class CopilotRuntime:
         self._up.set()
         self._supervisor = asyncio.create_task(self._supervise(client))
         log.info(
-            "copilot runtime started in %.1fs (%s, pid %s)",
+            "copilot runtime %s started in %.1fs (%s, pid %s)",
+            self.name,
             self._started_at - started,
             self._cli_path,
             self._pid(),
@@ -203,6 +280,7 @@ class CopilotRuntime:
         self._stopping = True
         client, self._client = self._client, None
         self._up.clear()
+        self.live.clear()
         if client is not None:
             await client.stop()
         if self._supervisor is not None:
@@ -215,16 +293,20 @@ class CopilotRuntime:
         process = compat.cli_process(client)
         if process is None:
             return
-        code = await asyncio.to_thread(process.wait)
+        code = await _exit_code(process)
         if self._stopping or self._client is not client:
             return
-        log.error("the Copilot CLI stopped unexpectedly (exit code %s): restarting it", code)
+        log.error(
+            "the Copilot CLI of runtime %s stopped unexpectedly (exit code %s): restarting it",
+            self.name,
+            code,
+        )
         self._client = None
         self._up.clear()
+        self.live.clear()
+        self.restarts += 1
         for queue in self._watching:
             queue.put_nowait(RUNTIME_STOPPED)
-        for callback in self.on_down:
-            callback()
         with contextlib.suppress(Exception):  # it is gone; release what the SDK holds
             await client.force_stop()
         for attempt in itertools.count():
@@ -244,24 +326,11 @@ class CopilotRuntime:
 
     @property
     def auth_mode(self) -> str:
-        settings = self._settings
-        if settings.byok:
-            return f"BYOK {settings.provider_type or 'openai'} at {settings.provider_base_url}"
-        if settings.github_token:
-            return "GitHub token"
-        return "GitHub logged-in user"
+        return auth_mode(self._settings)
 
     async def info(self) -> RuntimeInfo:
         status = await self.client.get_status()
-        pid = self._pid()
-        return RuntimeInfo(
-            version=status.version,
-            protocol_version=status.protocol_version,
-            pid=pid,
-            rss_bytes=process_rss(pid) if pid else None,
-            auth_mode=self.auth_mode,
-            uptime_s=time.monotonic() - self._started_at,
-        )
+        return RuntimeInfo(version=status.version, protocol_version=status.protocol_version)
 
     def workspace(self, thread_slug: str) -> Path:
         """The thread's own working directory: tools never see another thread's files."""
@@ -341,15 +410,30 @@ class CopilotRuntime:
         return options
 
     async def create(self, spec: SessionSpec, *, tools: bool = True) -> CopilotSession:
-        """A new session; `tools=False` leaves out every tool (THREADPILOT_TOOLS too)."""
+        """A new session, live here until `disconnect`; `tools=False` leaves out every
+        tool (THREADPILOT_TOOLS too)."""
         options = self._session_options(spec, tools)
         with _translated(spec.session_id):
-            return await self.client.create_session(session_id=spec.session_id, **options)
+            session = await self.client.create_session(session_id=spec.session_id, **options)
+        self.live.add(spec.session_id)
+        return session
 
     async def resume(self, spec: SessionSpec) -> CopilotSession:
+        """A persisted session, live here until `disconnect`."""
         options = self._session_options(spec, True)
         with _translated(spec.session_id):
-            return await self.client.resume_session(spec.session_id, **options)
+            session = await self.client.resume_session(spec.session_id, **options)
+        self.live.add(spec.session_id)
+        return session
+
+    async def disconnect(self, session: CopilotSession) -> None:
+        """Release a live session (its state stays on disk, to resume anywhere)."""
+        try:
+            await session.disconnect()
+        except Exception as exc:  # already gone in the runtime: nothing left to release
+            log.debug("disconnecting %s: %s", session.session_id, exc)
+        finally:
+            self.live.discard(session.session_id)
 
     async def send(
         self, session: CopilotSession, prompt: str, attachments: Sequence[dict[str, Any]]

@@ -2,7 +2,8 @@
 
 - idle sweep: every live session idle for THREADPILOT_IDLE_TIMEOUT_S minus
   THREADPILOT_RESET_MARGIN_S gets a summary reset, well before the runtime's own idle
-  timer (set to twice the timeout) could drop it.
+  timer (set to twice the timeout) could drop it; tenants' runtimes idle for
+  THREADPILOT_TENANT_IDLE_S are stopped.
 - housekeeping: retired sessions past the restore period leave the runtime's state;
   journal entries past their retention are pruned.
 
@@ -25,7 +26,7 @@ from bot.config import Settings
 from bot.errors import SessionNotFound
 from bot.journal import Journal
 from bot.metrics import Metrics
-from bot.runtime import CopilotRuntime
+from bot.runtime_pool import RuntimePool
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
 from bot.summary_reset import SummaryReset
@@ -48,7 +49,7 @@ class JobReport:
 @dataclass(kw_only=True, eq=False)
 class Scheduler:
     settings: Settings
-    runtime: CopilotRuntime
+    runtimes: RuntimePool
     store: Store
     journal: Journal
     sessions: SessionManager
@@ -118,7 +119,11 @@ class Scheduler:
                 return await self._reset_if_idle(thread, cutoff)
 
         done = await asyncio.gather(*(reset(thread) for thread in idle))
-        return f"{sum(done)} of {len(idle)} idle sessions summarized and reset"
+        report = f"{sum(done)} of {len(idle)} idle sessions summarized and reset"
+        stopped = await self.runtimes.stop_idle()
+        return (
+            f"{report}; the runtimes of {len(stopped)} idle tenants stopped" if stopped else report
+        )
 
     async def _reset_if_idle(self, thread: ThreadRecord, cutoff: float) -> bool:
         ticket = self.sessions.join(thread.key)
@@ -138,9 +143,11 @@ class Scheduler:
         working directories of threads quiet for as long."""
         now = self.clock()
         deleted = 0
-        for session_id in await self.store.expired_sessions(now - self.settings.restore_period_s):
+        for key, session_id in await self.store.expired_sessions(
+            now - self.settings.restore_period_s
+        ):
             try:
-                await self.runtime.delete(session_id)
+                await (await self.runtimes.any(key)).delete(session_id)
             except SessionNotFound:
                 pass  # never created in the runtime (reset before its first message)
             except Exception as exc:  # e.g. the runtime is down: next time
@@ -152,7 +159,7 @@ class Scheduler:
         pruned = await self.journal.prune(quiet_since)
         removed = 0
         for thread in await self.store.quiet_threads(quiet_since, active=False):
-            removed += await asyncio.to_thread(self.runtime.remove_workspace, thread.key.slug)
+            removed += await asyncio.to_thread(self.runtimes.remove_workspace, thread.key)
         return (
             f"{deleted} retired sessions deleted, {pruned} journal entries pruned, "
             f"{removed} working directories removed"

@@ -1,12 +1,15 @@
-"""SessionManager: each thread's agent session, live in the one runtime or resumable from disk.
+"""SessionManager: each thread's agent session, live in one runtime or resumable from disk.
 
 A thread's current session is created the first time it is needed and resumed after
-that: after a restart, after LRU eviction, and when the runtime dropped it on its own.
-Callers hold the thread's lane ticket (`join`) while they use its session.
+that: after a restart, after LRU eviction, when the runtime dropped it on its own, and
+when its runtime died (then in another, as the pool places it). The manager keeps one
+handle per thread, so a session is never live twice. Callers hold the thread's lane
+ticket (`join`) while they use its session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import OrderedDict
@@ -25,6 +28,7 @@ from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
 from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime, SessionSpec
+from bot.runtime_pool import RuntimePool
 from bot.store import Retirement, Store, ThreadRecord
 from bot.thread_context import orientation, start_context
 from bot.thread_key import ThreadKey
@@ -41,18 +45,24 @@ class _Live:
     key: ThreadKey
     session_id: str
     session: CopilotSession
+    runtime: CopilotRuntime
+
+    @property
+    def held(self) -> bool:
+        """False once its runtime let go of it (the CLI died or stopped)."""
+        return self.session_id in self.runtime.live
 
 
 class SessionManager:
     def __init__(
         self,
-        runtime: CopilotRuntime,
+        runtimes: RuntimePool,
         store: Store,
         settings: Settings,
         metrics: Metrics,
         clock: Clock = system_clock,
     ) -> None:
-        self._runtime = runtime
+        self._runtimes = runtimes
         self._store = store
         self._metrics = metrics
         self._clock = clock
@@ -62,8 +72,8 @@ class SessionManager:
         # Thread id -> its live session, least recently used first.
         self._live: OrderedDict[int, _Live] = OrderedDict()
         self.lanes = Lanes()
-        # The CLI died: its sessions are gone from memory (not from disk, to resume from).
-        runtime.on_down.append(self._live.clear)
+        # Disconnects under way, by thread: the thread's session is not resumed before.
+        self._releasing: dict[int, asyncio.Task[None]] = {}
 
     def join(self, key: ThreadKey | None) -> Ticket:
         """A place in the thread's lane: one turn or command at a time, in arrival order."""
@@ -71,44 +81,43 @@ class SessionManager:
 
     @property
     def live_count(self) -> int:
-        return len(self._live)
+        return sum(live.held for live in self._live.values())
 
     def live_by_platform(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for live in self._live.values():
-            counts[live.key.platform] = counts.get(live.key.platform, 0) + 1
+            if live.held:
+                counts[live.key.platform] = counts.get(live.key.platform, 0) + 1
         return counts
 
     def is_live(self, thread: ThreadRecord) -> bool:
         live = self._live.get(thread.id)
-        return live is not None and live.session_id == thread.session_id
+        return live is not None and live.session_id == thread.session_id and live.held
 
     async def start_turn(
         self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
     ) -> Turn:
         """Send `prompt` on the thread's session; iterate the returned turn's events.
-        A runtime that is restarting is waited for, up to the turn timeout."""
-        await self._runtime.running(self._turn_timeout_s)
+        With no runtime up, one is waited for, up to the turn timeout."""
         turn = self._turn(await self._session(thread), prompt, attachments)
         try:
             await turn.send()
         except SessionNotFound:
             # The runtime dropped the session behind our back; its history is on disk.
             log.info("runtime no longer holds %s; resuming it", thread.session_id)
-            self._live.pop(thread.id, None)
+            await self._disconnect(thread.id)
             turn = self._turn(await self._session(thread), prompt, attachments)
             await turn.send()
         return turn
 
-    def _turn(
-        self, session: CopilotSession, prompt: str, attachments: Sequence[Attachment]
-    ) -> Turn:
-        return Turn(session, prompt, attachments, self._turn_timeout_s, self._runtime)
+    def _turn(self, live: _Live, prompt: str, attachments: Sequence[Attachment]) -> Turn:
+        return Turn(live.session, prompt, attachments, self._turn_timeout_s, live.runtime)
 
     async def finish_turn(
         self, thread: ThreadRecord, turn: Turn, context_ref: str | None = None
     ) -> None:
-        """Record the turn's usage and, if given, how far the agent now knows the thread."""
+        """Record the turn's usage and, if given, how far the agent now knows the thread;
+        bring the live sessions back under the cap, which busy threads may have exceeded."""
         usage = turn.usage
         await self._store.touch(
             thread.id,
@@ -116,22 +125,24 @@ class SessionManager:
             usage.context_limit if usage else 0,
             context_ref,
         )
+        self._evict()
 
     @asynccontextmanager
     async def scratch_turn(self, key: ThreadKey, prompt: str) -> AsyncIterator[Turn]:
         """A turn on a session of its own, without tools, deleted afterwards: for a job on
         a thread (a summary) that must not become part of the thread's conversation."""
         session_id = f"{key.slug}-s{uuid.uuid4().hex[:12]}"
-        spec = SessionSpec(session_id, self._runtime.scratch_workspace())
-        session = await self._runtime.create(spec, tools=False)
+        runtime = await self._runtimes.place(key)
+        spec = SessionSpec(session_id, self._runtimes.scratch_workspace(key))
+        session = await runtime.create(spec, tools=False)
         try:
-            turn = self._turn(session, prompt, ())
+            turn = self._turn(_Live(key, session_id, session, runtime), prompt, ())
             await turn.send()
             yield turn
         finally:
             try:
-                await session.disconnect()
-                await self._runtime.delete(session_id)
+                await runtime.disconnect(session)
+                await runtime.delete(session_id)
             except Exception as exc:  # housekeeping cannot find it: only disk space is lost
                 log.warning("could not delete the scratch session %s: %s", session_id, exc)
 
@@ -154,41 +165,44 @@ class SessionManager:
     ) -> ThreadRecord:
         """Fork the session of `point` into the new thread `child`, keeping the history up
         to that point; parent and child then evolve independently."""
-        session_id = await self._runtime.fork(point.session_id, point.to_event_id)
+        runtime = await self._runtimes.any(thread.key)
+        session_id = await runtime.fork(point.session_id, point.to_event_id)
         seed = await self._store.session_seed(point.session_id)
         return await self._store.create_branch(child, session_id, thread, seed, point.turn_id)
 
     async def close(self) -> None:
         for thread_id in list(self._live):
-            await self._disconnect(thread_id)
+            self._release(thread_id)
+        await asyncio.gather(*self._releasing.values())
 
-    async def _session(self, thread: ThreadRecord) -> CopilotSession:
+    async def _session(self, thread: ThreadRecord) -> _Live:
         live = self._live.get(thread.id)
-        if live is not None and live.session_id == thread.session_id:
+        if live is not None and live.session_id == thread.session_id and live.held:
             self._live.move_to_end(thread.id)
-            return live.session
+            return live
         await self._disconnect(thread.id)
-        workspace = self._runtime.workspace(thread.key.slug)
+        runtime = await self._runtimes.place(thread.key)
+        workspace = self._runtimes.workspace(thread.key)
         told = start_context(orientation(thread.key.platform), thread.summary)
         spec = SessionSpec(thread.session_id, workspace, told)
         if thread.session_state == "new":
-            session = await self._runtime.create(spec)
+            session = await runtime.create(spec)
             await self._store.mark_active(thread.id)
         else:
             try:
-                session = await self._runtime.resume(spec)
+                session = await runtime.resume(spec)
             except SessionNotFound:
                 log.warning(
                     "the runtime has no state for %s (deleted outside threadpilot?); "
                     "starting it empty",
                     thread.session_id,
                 )
-                session = await self._runtime.create(spec)
+                session = await runtime.create(spec)
         session_id = thread.session_id
         session.on(lambda event: self._watch(session_id, event))
-        self._live[thread.id] = _Live(thread.key, thread.session_id, session)
-        await self._evict()
-        return session
+        live = self._live[thread.id] = _Live(thread.key, session_id, session, runtime)
+        self._evict()
+        return live
 
     def _watch(self, session_id: str, event: SessionEvent) -> None:
         # Compaction is the bot's job (a summary reset); when the runtime does it anyway
@@ -197,20 +211,37 @@ class SessionManager:
             self._metrics.compactions.inc()
             log.warning("the runtime compacted %s on its own", session_id)
 
-    async def _evict(self) -> None:
-        """Disconnect least recently used idle sessions beyond the cap (resumable later)."""
-        for thread_id in list(self._live):
-            if len(self._live) <= self._max_live:
+    def _evict(self) -> None:
+        """Release least recently used idle sessions beyond the cap (resumable later);
+        forget those their runtime let go of."""
+        for thread_id, live in list(self._live.items()):
+            if not live.held:
+                del self._live[thread_id]
+        excess = len(self._live) - self._max_live
+        for thread_id, live in list(self._live.items()):
+            if excess <= 0:
                 return
-            if not self.lanes.busy(self._live[thread_id].key):
-                log.debug("evicting %s", self._live[thread_id].session_id)
-                await self._disconnect(thread_id)
+            if not self.lanes.busy(live.key):
+                log.debug("evicting %s", live.session_id)
+                self._release(thread_id)
+                excess -= 1
+
+    def _release(self, thread_id: int) -> None:
+        """Start letting go of the thread's live session, if it has one."""
+        live = self._live.pop(thread_id, None)
+        if live is not None and live.held:
+            release = asyncio.create_task(live.runtime.disconnect(live.session))
+            self._releasing[thread_id] = release
+            release.add_done_callback(lambda _: self._forget_release(thread_id, release))
+
+    def _forget_release(self, thread_id: int, release: asyncio.Task[None]) -> None:
+        if self._releasing.get(thread_id) is release:
+            del self._releasing[thread_id]
 
     async def _disconnect(self, thread_id: int) -> None:
-        live = self._live.pop(thread_id, None)
-        if live is None:
-            return
-        try:
-            await live.session.disconnect()
-        except Exception as exc:  # already gone in the runtime: nothing left to release
-            log.debug("disconnecting %s: %s", live.session_id, exc)
+        """Let go of the thread's live session, and wait until no runtime holds it: only
+        then may it go live again (two handles on one session fork its history)."""
+        self._release(thread_id)
+        release = self._releasing.get(thread_id)
+        if release is not None:
+            await asyncio.shield(release)

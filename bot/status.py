@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.metrics import Metrics, RecentError
-from bot.runtime import CopilotRuntime, RuntimeInfo
+from bot.runtime import RuntimeInfo, RuntimeLoad
+from bot.runtime_pool import RuntimePool
 from bot.scheduler import JobReport, Scheduler
 from bot.sessions import SessionManager
 from bot.store import Store
@@ -22,7 +23,10 @@ class PlatformSessions:
 
 @dataclass(frozen=True, slots=True)
 class StatusReport:
-    runtime: RuntimeInfo
+    runtime: RuntimeInfo | None  # of the first runtime up; None when none is
+    runtimes: list[RuntimeLoad]
+    isolation: str  # shared or tenant (THREADPILOT_RUNTIME_ISOLATION)
+    auth_mode: str
     sessions: dict[str, PlatformSessions]
     turns_running: int
     turns_queued: int
@@ -39,7 +43,7 @@ class Status:
     """Makes the report from the parts it describes; `troubles` says what keeps each
     platform from working fully."""
 
-    runtime: CopilotRuntime
+    runtimes: RuntimePool
     store: Store
     sessions: SessionManager
     scheduler: Scheduler
@@ -50,7 +54,10 @@ class Status:
         live = self.sessions.live_by_platform()
         counts = await self.store.thread_counts()
         return StatusReport(
-            runtime=await self.runtime.info(),
+            runtime=await self.runtimes.info(),
+            runtimes=self.runtimes.loads(),
+            isolation="tenant" if self.runtimes.isolated else "shared",
+            auth_mode=self.runtimes.auth_mode,
             sessions={
                 platform: PlatformSessions(live.get(platform, 0), active, total)
                 for platform, (total, active) in sorted(counts.items())
@@ -73,17 +80,29 @@ def _mib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**20:.1f} MiB"
 
 
+def _seconds(s: float | None) -> str:
+    return "-" if s is None else f"{s:.0f}s"
+
+
 def _when(at: float | None) -> str:
     return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at)) + "Z"
 
 
 def format_status(report: StatusReport) -> str:
     rt = report.runtime
+    version = f"Copilot CLI {rt.version} (protocol {rt.protocol_version})" if rt else "none up"
     lines = [
         "threadpilot status",
-        f"runtime: Copilot CLI {rt.version} (protocol {rt.protocol_version}), "
-        f"pid {rt.pid or '?'}, RSS {_mib(rt.rss_bytes)}, up {rt.uptime_s:.0f}s",
-        f"auth: {rt.auth_mode}",
+        f"runtimes: {version}, {len(report.runtimes)} {report.isolation}",
+    ]
+    lines += [
+        f"  {r.name}: {'up' if r.up else 'down'}, pid {r.pid or '-'}, RSS {_mib(r.rss_bytes)}, "
+        f"{r.live_sessions} live sessions, {r.turns} turns under way, {r.restarts} restarts, "
+        f"up {_seconds(r.uptime_s)}"
+        for r in report.runtimes
+    ]
+    lines += [
+        f"auth: {report.auth_mode}",
         f"turns: {report.turns_running} running, {report.turns_queued} queued",
         "sessions (live / persisted / total threads):",
     ]

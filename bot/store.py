@@ -427,15 +427,18 @@ class Store:
             ]
         )
 
-    async def expired_sessions(self, retired_before: float) -> list[str]:
-        """Retired sessions past the restore period whose runtime state is still there."""
+    async def expired_sessions(self, retired_before: float) -> list[tuple[ThreadKey, str]]:
+        """Retired sessions past the restore period whose runtime state is still there,
+        with their threads."""
         rows = await self.run(
             lambda conn: conn.execute(
-                "SELECT session_id FROM sessions WHERE retired_at < ? AND deleted_at IS NULL",
+                "SELECT t.platform, t.workspace, t.channel, t.thread, s.session_id "
+                "FROM sessions s JOIN threads t ON t.id = s.thread_id "
+                "WHERE s.retired_at < ? AND s.deleted_at IS NULL",
                 (retired_before,),
             ).fetchall()
         )
-        return [row[0] for row in rows]
+        return [(ThreadKey(row[0], row[1], row[2], row[3]), row[4]) for row in rows]
 
     async def mark_deleted(self, session_id: str) -> None:
         await self.run(

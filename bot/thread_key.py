@@ -30,6 +30,10 @@ def encode_component(value: str) -> str:
     return f"_{hint}_{tag}"
 
 
+# The workspace of a conversation that belongs to no server: a Discord DM.
+NO_SERVER = "@me"
+
+
 @dataclass(frozen=True, slots=True)
 class ThreadKey:
     """(platform, workspace, channel, thread): Slack team/channel/thread_ts, Discord

@@ -38,6 +38,7 @@ from bot.replies import (
     TextRestart,
 )
 from bot.runtime import CopilotRuntime
+from bot.runtime_pool import RuntimePool
 from bot.store import Store, ThreadRecord
 from bot.thread_key import ThreadKey
 from tests.discord_harness import DiscordHarness
@@ -175,6 +176,13 @@ class Chat:
         self._channel = uuid.uuid4().hex[:10]
         self._ids = itertools.count(1)
 
+    @classmethod
+    async def on_own_runtimes(cls, settings: Settings, cli_path: Path, db: Path) -> Chat:
+        """A Chat on runtimes of its own (started here; `app.close()` stops them)."""
+        runtimes = RuntimePool(settings, cli_path)
+        await runtimes.start()
+        return cls(App(settings, runtimes, await Store.open(db), platforms=recording))
+
     @property
     def platform(self) -> RecordingPlatform:
         platform = self.app.platforms["slack"]
@@ -290,14 +298,22 @@ def cli_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-async def runtime(
+async def runtimes(
     tmp_path_factory: pytest.TempPathFactory, fake_model: FakeModel, cli_path: Path
-) -> AsyncIterator[CopilotRuntime]:
+) -> AsyncIterator[RuntimePool]:
+    """One shared runtime (a pool of one), for every test that needs no runtime of its own."""
     settings = make_settings(tmp_path_factory.mktemp("runtime"), fake_model.base_url)
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    yield runtime
-    await runtime.stop()
+    pool = RuntimePool(settings, cli_path)
+    await pool.start()
+    yield pool
+    await pool.stop()
+
+
+@pytest.fixture
+def runtime(runtimes: RuntimePool) -> CopilotRuntime:
+    """The shared pool's one runtime, for tests of a single CLI."""
+    (only,) = runtimes.runtimes()
+    return only
 
 
 @pytest.fixture(scope="session")
@@ -313,7 +329,7 @@ AppFactory = Callable[..., Awaitable[Chat]]
 
 @pytest.fixture
 async def make_chat(
-    tmp_path: Path, runtime: CopilotRuntime, fake_model: FakeModel
+    tmp_path: Path, runtimes: RuntimePool, fake_model: FakeModel
 ) -> AsyncIterator[AppFactory]:
     """Build a Chat on the shared runtime with a fresh store; settings may be overridden."""
     apps: list[App] = []
@@ -323,7 +339,7 @@ async def make_chat(
     ) -> Chat:
         settings = make_settings(tmp_path, fake_model.base_url, **overrides)
         store = await Store.open(tmp_path / f"threadpilot-{len(apps)}.db", clock)
-        app = App(settings, runtime, store, platforms=platforms, clock=clock)
+        app = App(settings, runtimes, store, platforms=platforms, clock=clock)
         apps.append(app)
         return Chat(app)
 

@@ -132,6 +132,8 @@ class _Rule:
 class FakeModel:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        # Called with each request as it arrives: a test checks what holds at that moment.
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
         self._rules: list[_Rule] = []
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -199,6 +201,8 @@ class FakeModel:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        for observe in self.observers:
+            observe(body)
         async with self._arrived:
             self._arrived.notify_all()
         reply = self._reply_for(body)

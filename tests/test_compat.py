@@ -28,12 +28,16 @@ TIMESTAMPS = [
 ]
 
 
-async def test_sdk_errors_still_tell_a_missing_session_on_resume_send_and_delete(
+async def test_sdk_errors_still_tell_a_missing_session_on_resume_fork_send_and_delete(
     runtime: CopilotRuntime, tmp_path: Path
 ) -> None:
     with pytest.raises(SessionNotFound) as resumed:
         await runtime.resume(SessionSpec("compat-never-was", tmp_path))
     assert isinstance(resumed.value.__cause__, compat.RpcError)
+
+    with pytest.raises(SessionNotFound) as forked:
+        await runtime.fork("compat-never-was")
+    assert isinstance(forked.value.__cause__, compat.RpcError)
 
     with pytest.raises(SessionNotFound) as deleted:
         await runtime.delete("compat-never-was")
@@ -51,7 +55,7 @@ async def test_the_sdk_client_still_keeps_its_cli_process_in_process(
 ) -> None:
     process = compat.cli_process(runtime.client)
     assert process is not None and process.poll() is None
-    assert (await runtime.info()).pid == process.pid
+    assert runtime.load().pid == process.pid
 
 
 @pytest.mark.parametrize("value", TIMESTAMPS)

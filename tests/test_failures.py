@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import App
 from bot.config import Settings
 from bot.replies import FinalText, TextRestart, ToolProgress
 from bot.router import EMPTY_PROMPT
 from bot.runtime import CopilotRuntime
-from bot.store import Store
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, Chat, make_settings, recording
+from tests.conftest import AppFactory, Chat, make_settings
 from tests.fake_model import FakeModel, Reply, ToolCall, user_texts
 
 
@@ -142,9 +140,10 @@ async def test_hostile_thread_ids_work_end_to_end_inside_the_data_dir(
     assert sink.text == f"echo: hello from {thread[:20]}"
     record = await chat.app.store.thread(chat.key(thread))
     assert record is not None
-    state = runtime.home / "session-state" / record.session_id
-    assert state.is_dir() and state.resolve().is_relative_to(runtime.home.resolve())
-    workspace = runtime.workspace(record.key.slug)
+    home = chat.app.runtimes.home(record.key)
+    state = home / "session-state" / record.session_id
+    assert state.is_dir() and state.resolve().is_relative_to(home.resolve())
+    workspace = chat.app.runtimes.workspace(record.key)
     assert workspace.is_relative_to(runtime.workspaces.resolve())
 
 
@@ -152,14 +151,10 @@ async def test_tools_are_off_unless_enabled_and_file_access_stays_in_the_workspa
     tmp_path: Path, fake_model: FakeModel, cli_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(tmp_path, fake_model.base_url, tools=("view",))
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    chat = Chat(
-        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
-    )
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite")
     try:
         key = chat.key("tools")
-        workspace = runtime.workspace(key.slug)
+        workspace = chat.app.runtimes.workspace(key)
         (workspace / "notes.txt").write_text("the workspace note")
         outside = tmp_path / "outside.txt"
         outside.write_text("a secret outside the workspace")
@@ -202,11 +197,7 @@ async def test_without_credentials_a_turn_fails_fast_with_a_clear_message(
     for name in ("GITHUB_TOKEN", "COPILOT_GITHUB_TOKEN", "GH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=None, data_dir=tmp_path, turn_timeout_s=60)  # type: ignore[call-arg]
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    chat = Chat(
-        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
-    )
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite")
     try:
         async with asyncio.timeout(30):  # well inside the 60 s turn timeout
             sink = await chat.say("no-credentials", "hello?")

@@ -10,12 +10,10 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from bot.app import App
 from bot.router import STORE_FAILING
-from bot.runtime import CopilotRuntime
-from bot.store import Store, statement
+from bot.store import statement
 from bot.turns import RUNTIME_STOPPED_MESSAGE
-from tests.conftest import AppFactory, Chat, make_settings, reap, recording, start_bot, stop_bot
+from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import FakeSlack
 
@@ -78,17 +76,14 @@ async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
     tmp_path: Path, fake_model: FakeModel, cli_path: Path
 ) -> None:
     settings = make_settings(tmp_path, fake_model.base_url)
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    chat = Chat(
-        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
-    )
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite")
+    (runtime,) = chat.app.runtimes.runtimes()
     try:
         await chat.say("crash", "before the crash: remember 99")
         gate = fake_model.hold("during the crash")
         turn = asyncio.create_task(chat.say("crash", "during the crash"))
         await fake_model.wait_for_request("during the crash")
-        old_pid = (await runtime.info()).pid
+        old_pid = runtime.load().pid
         assert old_pid is not None
         os.kill(old_pid, signal.SIGKILL)
 
@@ -98,10 +93,10 @@ async def test_when_the_cli_dies_mid_turn_the_thread_is_told_and_it_comes_back(
         assert chat.app.metrics.recent_errors[-1].where == "turn"
 
         # Asked while the CLI restarts: it waits for the runtime, and is answered.
-        assert not runtime.started
+        assert not runtime.up
         after = await chat.say("crash", "after the crash: what number?")
         assert after.text == "echo: after the crash: what number?" and after.errors == []
-        assert (await runtime.info()).pid != old_pid
+        assert runtime.load().pid != old_pid
         request = fake_model.requests_with("after the crash")[-1]
         assert user_texts(request)[0] == "before the crash: remember 99"  # resumed from disk
     finally:

@@ -77,7 +77,7 @@ async def test_threadpilot_status_prints_the_admin_status_of_the_running_bot(
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     text = out.decode()
-    assert text.startswith("threadpilot status\nruntime: Copilot CLI 1.0.102")
+    assert text.startswith("threadpilot status\nruntimes: Copilot CLI 1.0.102")
     assert "slack: 1 / 1 / 1" in text and "idle sweep: next -" in text
 
 

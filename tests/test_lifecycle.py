@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import App
 from bot.replies import ErrorReply, FinalText
 from bot.runtime import CopilotRuntime
-from bot.store import Store
 from bot.summary_reset import SUMMARY_PROMPT
-from tests.conftest import AppFactory, Chat, FakeClock, make_settings, recording
+from tests.conftest import AppFactory, Chat, FakeClock, make_settings
 from tests.fake_model import FakeModel, Reply, start_context, user_texts
 
 IDLE_TIMEOUT, MARGIN = 1800, 120
@@ -137,11 +135,7 @@ async def small_window(
 ) -> AsyncIterator[Chat]:
     """A runtime whose model has a 1,000-token window, to fill it quickly."""
     settings = make_settings(tmp_path, fake_model.base_url, provider_max_prompt_tokens=1000)
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    chat = Chat(
-        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
-    )
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite")
     yield chat
     await chat.app.close()
 
@@ -243,13 +237,13 @@ async def test_restore_with_nothing_to_restore_says_so(chat: Chat) -> None:
 
 
 async def test_housekeeping_deletes_expired_sessions_and_prunes_the_journal(
-    make_chat: AppFactory, clock: FakeClock, runtime: CopilotRuntime
+    make_chat: AppFactory, clock: FakeClock
 ) -> None:
     chat = await make_chat(clock=clock, restore_period_s=3600, journal_retention_s=7200)
     first = await chat.say("tidy", "to be forgotten")
     retired = (await chat.thread("tidy")).session_id
     await chat.say("tidy", "/reset")
-    state = runtime.home / "session-state" / retired
+    state = chat.app.runtimes.home(chat.key("tidy")) / "session-state" / retired
     assert state.exists()
 
     clock.advance(3601)
@@ -258,7 +252,7 @@ async def test_housekeeping_deletes_expired_sessions_and_prunes_the_journal(
     assert not state.exists()
     assert "no earlier conversation" in (await chat.say("tidy", "/restore")).errors[0]
 
-    workspace = runtime.workspace((await chat.thread("tidy")).key.slug)
+    workspace = chat.app.runtimes.workspace(chat.key("tidy"))
     (workspace / "notes.txt").write_text("the agent's scratch")
     clock.advance(7200)
     # Received before the cut-off: the first message and the reset (not the restore); and
@@ -366,7 +360,9 @@ async def test_status_is_for_admins_and_shows_the_fleet(
     assert isinstance(status, FinalText) and status.private
     text = status.text
     for expected in (
-        "runtime: Copilot CLI 1.0.102 (protocol 3), pid ",
+        "runtimes: Copilot CLI 1.0.102 (protocol 3), 1 shared",
+        "  0: up, pid ",
+        ", 0 restarts, up ",
         "RSS ",
         "auth: BYOK openai at http://127.0.0.1:",
         "turns: 1 running, 0 queued",  # the status command itself

@@ -19,10 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.app import App
 from bot.doctor import check_tools, diagnose
-from bot.runtime import CopilotRuntime
-from bot.store import Store
 from bot.tool_policy import ToolPolicy
 from tests.conftest import (
     AppFactory,
@@ -32,7 +29,6 @@ from tests.conftest import (
     SlackFactory,
     make_settings,
     reap,
-    recording,
     start_bot,
 )
 from tests.discord_harness import DiscordHarness
@@ -219,11 +215,7 @@ async def chat_with_tools(
 ) -> AsyncIterator[Chat]:
     """A Chat on a runtime of its own, whose sessions get the tools `overrides` name."""
     settings = make_settings(tmp_path / "data", fake_model.base_url, **overrides)
-    runtime = CopilotRuntime(settings, cli_path)
-    await runtime.start()
-    chat = Chat(
-        App(settings, runtime, await Store.open(tmp_path / "db.sqlite"), platforms=recording)
-    )
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite")
     try:
         yield chat
     finally:
@@ -252,11 +244,11 @@ async def test_shell_commands_see_their_thread_and_nothing_else(
     async with chat_with_tools(
         tmp_path, fake_model, cli_path, tools=("bash",), github_token=GITHUB_SECRET
     ) as chat:
-        runtime = chat.app.runtime
+        runtimes = chat.app.runtimes
         await chat.say("other thread", "hello")
-        other = runtime.workspace(chat.key("other thread").slug)
+        other = runtimes.workspace(chat.key("other thread"))
         (other / "plans.txt").write_text("the other thread's plans")
-        mine = runtime.workspace(chat.key("shell").slug)
+        mine = runtimes.workspace(chat.key("shell"))
         (mine / "notes.txt").write_text("this thread's notes")
         data = chat.app.settings.data_dir.resolve()
         port = urllib.parse.urlsplit(fake_model.base_url).port
@@ -394,10 +386,15 @@ async def test_the_url_tool_reaches_only_public_https_addresses(
             allowed = f"http://[::]:{port}/allowed"  # the operator's THREADPILOT_URL_ALLOWED_HOSTS
             fake_model.script(
                 "fetch these",
-                Reply(tool_calls=[ToolCall("web_fetch", {"url": u}) for u in [*attacks, allowed]]),
+                Reply(tool_calls=[ToolCall("web_fetch", {"url": u}) for u in attacks]),
+            )
+            # In a turn of its own: the CLI cancels the calls still waiting beside a refused one.
+            fake_model.script(
+                "fetch the allowed one", Reply(tool_calls=[ToolCall("web_fetch", {"url": allowed})])
             )
 
             await chat.say("urls", "fetch these")
+            await chat.say("urls", "fetch the allowed one")
 
             assert hits == reachable
             denied = [r.getMessage() for r in caplog.records if "denied url" in r.getMessage()]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.app import App
 from bot.runtime import CopilotRuntime
-from bot.store import Store
-from tests.conftest import AppFactory, Chat, make_settings, recording
+from tests.conftest import AppFactory, Chat, make_settings
 from tests.fake_model import FakeModel, user_texts
 
 
@@ -17,26 +15,17 @@ async def test_a_thread_resumes_its_history_after_a_full_restart(
     settings = make_settings(tmp_path, fake_model.base_url)
 
     async def start() -> Chat:
-        runtime = CopilotRuntime(settings, cli_path)
-        await runtime.start()
-        return Chat(
-            App(
-                settings,
-                runtime,
-                await Store.open(tmp_path / "threadpilot.db"),
-                platforms=recording,
-            )
-        )
+        return await Chat.on_own_runtimes(settings, cli_path, tmp_path / "threadpilot.db")
 
     first = await start()
     key = first.key("1714900000.000100")
     said = await first.say(key, "remember the word pineapple")
-    old_pid = (await first.app.runtime.info()).pid
+    old_pid = first.app.runtimes.loads()[0].pid
     await first.app.close()  # the CLI process exits; nothing is left in memory
 
     second = await start()
     try:
-        assert (await second.app.runtime.info()).pid != old_pid
+        assert second.app.runtimes.loads()[0].pid != old_pid
         sink = await second.say(key, "which word?")
         assert sink.text == "echo: which word?"
         request = fake_model.requests_with("which word?")[-1]

@@ -58,7 +58,7 @@ async def test_the_slack_shortcut_summarizes_a_thread_the_bot_was_never_part_of(
         assert line in given
     key = ThreadKey("slack", "T01", slack.channel, root)
     assert await slack.app.store.thread(key) is None  # the bot did not join the thread
-    assert scratch_sessions(slack.app.runtime.home, key) == []  # nor kept a session
+    assert scratch_sessions(slack.app.runtimes.home(key), key) == []  # nor kept a session
 
     # So people go on talking among themselves there, unanswered.
     _, events = fake.user_message(slack.channel, "thanks!", user="U2", thread_ts=root)

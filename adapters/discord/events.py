@@ -14,9 +14,8 @@ import discord
 
 from bot.errors import FileUnavailable
 from bot.inbound import InboundFile
-from bot.thread_key import ThreadKey
+from bot.thread_key import NO_SERVER, ThreadKey
 
-DM_WORKSPACE = "@me"
 THREAD_NAME_LIMIT = 100
 
 
@@ -25,7 +24,7 @@ def key_of(channel: object) -> ThreadKey | None:
     if isinstance(channel, discord.Thread):
         return ThreadKey("discord", str(channel.guild.id), str(channel.parent_id), str(channel.id))
     if isinstance(channel, discord.DMChannel):
-        return ThreadKey("discord", DM_WORKSPACE, str(channel.id), str(channel.id))
+        return ThreadKey("discord", NO_SERVER, str(channel.id), str(channel.id))
     return None
 
 
