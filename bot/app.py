@@ -110,7 +110,7 @@ class App:
         runtimes = RuntimePool(settings, cli)
         store: Store | None = None
         try:
-            store = await Store.open(settings.data_dir / "threadpilot.db", clock)
+            store = await Store.open(settings.database, clock)
             interrupted = await Journal(store, clock).recover()
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))

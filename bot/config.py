@@ -43,6 +43,7 @@ SECRETS = (
     "THREADPILOT_PROVIDER_API_KEY",
     "GITHUB_TOKEN",
     "COPILOT_GITHUB_TOKEN",
+    "THREADPILOT_DATABASE_URL",  # it may carry a password
 )
 
 
@@ -110,6 +111,8 @@ class Settings(BaseSettings):
     )
     provider_base_url: str | None = Field(None, alias="THREADPILOT_PROVIDER_BASE_URL")
     provider_api_key: SecretStr | None = Field(None, alias="THREADPILOT_PROVIDER_API_KEY")
+    # PostgreSQL instead of the SQLite file in the data dir.
+    database_url: SecretStr | None = Field(None, alias="THREADPILOT_DATABASE_URL")
     provider_wire_api: Literal["completions", "responses"] | None = Field(
         None, alias="THREADPILOT_PROVIDER_WIRE_API"
     )
@@ -185,6 +188,22 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
+
+    @property
+    def database(self) -> Path | str:
+        """Where the store is: THREADPILOT_DATABASE_URL, or the SQLite file in the data dir."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return self.data_dir / "threadpilot.db"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL (unset: SQLite in the data dir)")
+        return value
 
     @field_validator("runtimes", mode="before")
     @classmethod

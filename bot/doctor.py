@@ -7,9 +7,11 @@ live with their adapters (`adapters/*/doctor.py`), which the command line hands 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +20,9 @@ import aiohttp
 from bot import local_model
 from bot.config import Settings
 from bot.copilot_cli import VERSION, find_cli, installed_version
+from bot.database import PostgresDatabase
 from bot.errors import CliNotFound, ConfigError
+from bot.migrations import MIGRATIONS
 from bot.sandbox import find_sandbox
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,45 @@ async def check_data(settings: Settings) -> list[Finding]:
             if verdict == "ok"
             else problem("data", f"{database.name} is damaged ({verdict}): restore a backup")
         )
+    return findings
+
+
+# Leases and timed jobs compare this machine's clock with the database's.
+_MAX_CLOCK_SKEW_S = 2.0
+
+
+async def check_database(settings: Settings) -> list[Finding]:
+    """THREADPILOT_DATABASE_URL: reachable, migrated, and on time (SQLite is check_data's)."""
+    if settings.database_url is None:
+        return []
+    db = PostgresDatabase(settings.database_url.get_secret_value())
+
+    def probe() -> tuple[int, float]:
+        conn = db.connect()
+        try:
+            return db.schema_version(conn), db.clock(conn) - time.time()
+        finally:
+            db.close(conn)
+
+    try:
+        version, skew = await asyncio.to_thread(probe)
+    except db.errors as exc:
+        return [problem("database", f"{db.name} is not reachable: {exc}".strip())]
+    findings = [ok("database", f"{db.name} is reachable")]
+    latest = len(MIGRATIONS)
+    if version > latest:
+        findings.append(
+            problem("database", f"schema version {version} is newer than this threadpilot's")
+        )
+    else:
+        findings.append(
+            ok("database", f"schema version {version} of {latest} (the bot migrates at start)")
+        )
+    findings.append(
+        ok("database", f"its clock is {skew:+.1f}s from this machine's")
+        if abs(skew) <= _MAX_CLOCK_SKEW_S
+        else problem("database", f"its clock is {skew:+.1f}s from this machine's: sync both")
+    )
     return findings
 
 
@@ -183,4 +226,10 @@ async def check_tools(settings: Settings) -> list[Finding]:
     return [ok("tools", f"bash runs sandboxed by {sandbox.bwrap}, {network}")]
 
 
-CORE_CHECKS: tuple[Check, ...] = (check_data, check_runtime, check_tools, check_provider)
+CORE_CHECKS: tuple[Check, ...] = (
+    check_data,
+    check_database,
+    check_runtime,
+    check_tools,
+    check_provider,
+)

@@ -8,11 +8,11 @@ received -> running -> done | failed, or to interrupted when the process died un
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.clock import Clock, system_clock
+from bot.database import Connection
 from bot.errors import UnknownMessage
 from bot.store import (
     Store,
@@ -74,7 +74,7 @@ class Journal:
         is recorded running at once, saving `start()`'s round trip."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> Claim | None:
+        def work(conn: Connection) -> Claim | None:
             thread = None
             if key is not None:
                 thread = upsert_thread(conn, key, now) if joins else select_thread(conn, key)
@@ -123,7 +123,7 @@ class Journal:
         """Mark the entry running; return its thread as it is now (if it has one)."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> ThreadRecord | None:
+        def work(conn: Connection) -> ThreadRecord | None:
             (thread_id,) = conn.execute(
                 "UPDATE turns SET state = 'running', started_at = ? WHERE id = ? "
                 "RETURNING thread_id",
@@ -166,7 +166,7 @@ class Journal:
         turn of the current session. None when there is no such turn. Raises
         UnknownMessage for a message it has no record of."""
 
-        def work(conn: sqlite3.Connection) -> ForkPoint | None:
+        def work(conn: Connection) -> ForkPoint | None:
             if message_ref is None:
                 point = conn.execute(
                     "SELECT id, session_id FROM turns WHERE thread_id = ? AND session_id = ? "
@@ -176,7 +176,7 @@ class Journal:
             else:
                 (anchor,) = conn.execute(
                     "SELECT MIN(id) FROM turns WHERE thread_id = ? AND (user_ref = ? OR "
-                    "EXISTS (SELECT 1 FROM json_each(reply_refs) WHERE value = ?))",
+                    f"? IN ({conn.json_values('reply_refs')}))",
                     (thread.id, message_ref, message_ref),
                 ).fetchone()
                 if anchor is None:
@@ -223,7 +223,7 @@ class Journal:
         Returns the threads they were in, each once, to be told."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> list[ThreadKey]:
+        def work(conn: Connection) -> list[ThreadKey]:
             rows = conn.execute(
                 "UPDATE turns SET state = 'interrupted', finished_at = ? "
                 "WHERE state IN ('received', 'running') RETURNING thread_id",

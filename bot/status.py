@@ -68,7 +68,7 @@ class Status:
             lifecycle=await self.store.lifecycle_counts(),
             compactions=self.metrics.compactions_total(),
             recent_errors=list(self.metrics.recent_errors)[-5:],
-            store_bytes=self.store.size_bytes(),
+            store_bytes=await self.store.size_bytes(),
             troubles=self.troubles(),
         )
 

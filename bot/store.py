@@ -1,17 +1,17 @@
-"""Store: the SQLite database (WAL) holding threads and the sessions they have had.
+"""Store: the database holding threads and the sessions they have had: SQLite (WAL) on one
+machine, PostgreSQL for replicas (bot/database.py says what differs).
 
 Every operation is a small synchronous function run in the store's one database thread
 as one transaction (`Store.run`). Operations that arrive while a commit is in progress are
 committed together with the next one (group commit): one round trip to the database
 thread for many turns instead of several per turn. The turn journal lives in the same
-database; its queries are in bot/journal.py. SQLite's errors become StoreError here.
+database; its queries are in bot/journal.py. The engine's errors become StoreError here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.clock import Clock, system_clock
+from bot.database import Connection, Database, database
 from bot.errors import StoreError
 from bot.migrations import MIGRATIONS
 from bot.thread_key import ThreadKey
@@ -26,7 +27,7 @@ from bot.thread_key import ThreadKey
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], T]
+Work = Callable[[Connection], T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ def _key_params(key: ThreadKey) -> tuple[str, str, str, str]:
     return (key.platform, key.workspace, key.channel, key.thread)
 
 
-def _thread(row: sqlite3.Row) -> ThreadRecord:
+def _thread(row: Any) -> ThreadRecord:
     return ThreadRecord(
         id=row["id"],
         key=ThreadKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
@@ -93,39 +94,37 @@ def _thread(row: sqlite3.Row) -> ThreadRecord:
     )
 
 
-def select_thread(conn: sqlite3.Connection, key: ThreadKey) -> ThreadRecord | None:
+def select_thread(conn: Connection, key: ThreadKey) -> ThreadRecord | None:
     row = conn.execute(f"{_SELECT_THREAD} WHERE {_BY_KEY}", _key_params(key)).fetchone()
     return _thread(row) if row else None
 
 
-def select_thread_by_id(conn: sqlite3.Connection, thread_id: int) -> ThreadRecord:
+def select_thread_by_id(conn: Connection, thread_id: int) -> ThreadRecord:
     row = conn.execute(f"{_SELECT_THREAD} WHERE t.id = ?", (thread_id,)).fetchone()
     if row is None:
         raise KeyError(f"no thread {thread_id}")
     return _thread(row)
 
 
-def upsert_thread(conn: sqlite3.Connection, key: ThreadKey, now: float) -> ThreadRecord:
+def upsert_thread(conn: Connection, key: ThreadKey, now: float) -> ThreadRecord:
     """The thread's record, created (generation 1, no runtime session yet) if new."""
     existing = select_thread(conn, key)
     if existing is not None:
         return existing
     session_id = key.session_id(1)
-    cursor = conn.execute(
+    (thread_id,) = conn.execute(
         "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
-        "created_at, last_activity) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "created_at, last_activity) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (*_key_params(key), session_id, now, now),
-    )
+    ).fetchone()
     conn.execute(
         "INSERT INTO sessions (session_id, thread_id, generation, created_at) VALUES (?, ?, 1, ?)",
-        (session_id, cursor.lastrowid, now),
+        (session_id, thread_id, now),
     )
-    return select_thread_by_id(conn, int(cursor.lastrowid or 0))
+    return select_thread_by_id(conn, thread_id)
 
 
-def _record(
-    conn: sqlite3.Connection, thread_id: int, session_id: str, action: str, now: float
-) -> None:
+def _record(conn: Connection, thread_id: int, session_id: str, action: str, now: float) -> None:
     conn.execute(
         "INSERT INTO lifecycle (thread_id, session_id, action, at) VALUES (?, ?, ?, ?)",
         (thread_id, session_id, action, now),
@@ -135,57 +134,59 @@ def _record(
 def statement(sql: str, params: tuple[Any, ...] = ()) -> Work[None]:
     """A work that runs one statement."""
 
-    def work(conn: sqlite3.Connection) -> None:
+    def work(conn: Connection) -> None:
         conn.execute(sql, params)
 
     return work
 
 
-def _translated(exc: BaseException) -> BaseException:
-    if isinstance(exc, sqlite3.Error):
+def _translated(exc: BaseException, db: Database) -> BaseException:
+    if isinstance(exc, db.errors):
         error = StoreError(f"the database refused it: {exc}")
         error.__cause__ = exc
         return error
     return exc
 
 
-def _settle(batch: list[tuple[Work[Any], asyncio.Future[Any]]], outcomes: list[Any]) -> None:
+def _settle(
+    db: Database, batch: list[tuple[Work[Any], asyncio.Future[Any]]], outcomes: list[Any]
+) -> None:
     for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():  # the caller gave up waiting
             continue
         if ok:
             future.set_result(value)
         else:
-            future.set_exception(_translated(value))
+            future.set_exception(_translated(value, db))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    # Autocommit mode: transactions are begun and committed explicitly in _apply.
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _migrate(db: Database, conn: Connection) -> None:
     """Apply the migrations the database has not had yet, each with its version number
     in one transaction."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    version = db.schema_version(conn)
     if version > len(MIGRATIONS):
         raise StoreError(
-            f"{path} has schema version {version}, newer than this threadpilot "
+            f"{db.name} has schema version {version}, newer than this threadpilot "
             f"({len(MIGRATIONS)}); upgrade threadpilot or restore an older backup"
         )
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        db.migrate(conn, number, script)
         log.info("store migrated to schema version %d", number)
 
 
+def _open(db: Database) -> Connection:
+    conn = db.connect()
+    try:
+        _migrate(db, conn)
+    except BaseException:
+        db.close(conn)
+        raise
+    return conn
+
+
 def _apply(
-    conn: sqlite3.Connection,
+    db: Database,
+    conn: Connection,
     batch: list[tuple[Work[Any], asyncio.Future[Any]]],
     loop: asyncio.AbstractEventLoop,
 ) -> None:
@@ -193,7 +194,7 @@ def _apply(
     wake every waiter at once (straight from here saves the loop a round trip)."""
     outcomes: list[tuple[bool, Any]] = []
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        db.begin(conn)
         for work, _ in batch:
             conn.execute("SAVEPOINT work")
             try:
@@ -204,43 +205,44 @@ def _apply(
             conn.execute("RELEASE work")
         conn.execute("COMMIT")
     except Exception as exc:  # the transaction itself failed: nothing was written
-        if conn.in_transaction:
+        if db.in_transaction(conn):
             conn.execute("ROLLBACK")
         log.error("database write failed: %s", exc)
         outcomes = [(False, exc)] * len(batch)
-    loop.call_soon_threadsafe(_settle, batch, outcomes)
+    loop.call_soon_threadsafe(_settle, db, batch, outcomes)
 
 
 class Store:
-    """One connection to `<data dir>/threadpilot.db`, used only from the store's own
-    thread. Open with `await Store.open(path)`."""
+    """One connection to the database, used only from the store's own thread. Open with
+    `await Store.open(target)`: an SQLite file's path, or a PostgreSQL URL."""
 
     def __init__(
-        self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, path: Path, clock: Clock
+        self, db: Database, conn: Connection, thread: ThreadPoolExecutor, clock: Clock
     ) -> None:
+        self._db = db
         self._conn = conn
         self._thread = thread
-        self.path = path
         self._clock = clock
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._open = True
 
     @classmethod
-    async def open(cls, path: Path, clock: Clock = system_clock) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    async def open(cls, target: Path | str, clock: Clock = system_clock) -> Store:
+        db = database(target)
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadpilot-store")
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(thread, _connect, path)
-            await loop.run_in_executor(thread, _migrate, conn, path)
-        except sqlite3.Error as exc:
+            conn = await loop.run_in_executor(thread, _open, db)
+        except BaseException as exc:
             thread.shutdown(wait=False)
-            raise _translated(exc) from exc
-        except BaseException:
-            thread.shutdown(wait=False)
-            raise
-        return cls(conn, thread, path, clock)
+            raise _translated(exc, db) from exc
+        return cls(db, conn, thread, clock)
+
+    @property
+    def name(self) -> str:
+        """The database, in words: its file, or its server (without credentials)."""
+        return self._db.name
 
     @property
     def is_open(self) -> bool:
@@ -250,7 +252,7 @@ class Store:
         self._open = False
         if self._flusher is not None:
             await self._flusher
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._conn.close)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close, self._conn)
         self._thread.shutdown(wait=False)
 
     async def run(self, work: Work[T]) -> T:
@@ -258,7 +260,7 @@ class Store:
 
         Its writes are committed (with those of concurrent operations) before this
         returns; if it raises, its writes are rolled back and the error is raised here
-        (SQLite's as StoreError).
+        (the engine's as StoreError).
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((work, future))
@@ -270,11 +272,10 @@ class Store:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending, []
-            await loop.run_in_executor(self._thread, _apply, self._conn, batch, loop)
+            await loop.run_in_executor(self._thread, _apply, self._db, self._conn, batch, loop)
 
     async def schema_version(self) -> int:
-        (version,) = await self.run(lambda conn: conn.execute("PRAGMA user_version").fetchone())
-        return int(version)
+        return await self.run(self._db.schema_version)
 
     # --- threads ---------------------------------------------------------------------
 
@@ -317,7 +318,7 @@ class Store:
         generation = thread.generation + 1
         session_id = thread.key.session_id(generation)
 
-        def work(conn: sqlite3.Connection) -> ThreadRecord:
+        def work(conn: Connection) -> ThreadRecord:
             conn.execute(
                 "UPDATE sessions SET retired_at = ?, retire_cause = ?, summary = ?, "
                 "summary_event_id = ? WHERE session_id = ?",
@@ -347,7 +348,7 @@ class Store:
         None if there is none."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> ThreadRecord | None:
+        def work(conn: Connection) -> ThreadRecord | None:
             marks = ", ".join("?" * len(causes))
             row = conn.execute(
                 "SELECT session_id FROM sessions WHERE thread_id = ? AND deleted_at IS NULL "
@@ -387,20 +388,20 @@ class Store:
         """Record a thread whose session was forked from `parent`'s (already in the runtime)."""
         now = self._clock()
 
-        def work(conn: sqlite3.Connection) -> ThreadRecord:
-            cursor = conn.execute(
+        def work(conn: Connection) -> ThreadRecord:
+            (thread_id,) = conn.execute(
                 "INSERT INTO threads (platform, workspace, channel, thread, session_id, "
                 "session_state, created_at, last_activity, parent_id, branch_turn_id) "
-                "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?) RETURNING id",
                 (*_key_params(key), session_id, now, now, parent.id, branch_turn_id),
-            )
+            ).fetchone()
             conn.execute(
                 "INSERT INTO sessions (session_id, thread_id, generation, seed_summary, "
                 "created_at) VALUES (?, ?, 1, ?, ?)",
-                (session_id, cursor.lastrowid, seed_summary, now),
+                (session_id, thread_id, seed_summary, now),
             )
             _record(conn, parent.id, parent.session_id, "branch", now)
-            return select_thread_by_id(conn, int(cursor.lastrowid or 0))
+            return select_thread_by_id(conn, thread_id)
 
         return await self.run(work)
 
@@ -423,7 +424,7 @@ class Store:
                 for row in conn.execute(
                     f"{_SELECT_THREAD} WHERE t.last_activity < ?{state} ORDER BY t.last_activity",
                     (before,),
-                )
+                ).fetchall()
             ]
         )
 
@@ -461,13 +462,13 @@ class Store:
         """Per platform: (threads, threads whose session exists in the runtime)."""
         rows = await self.run(
             lambda conn: conn.execute(
-                "SELECT platform, COUNT(*), SUM(session_state = 'active') FROM threads "
-                "GROUP BY platform"
+                "SELECT platform, COUNT(*), "
+                "SUM(CASE WHEN session_state = 'active' THEN 1 ELSE 0 END) "
+                "FROM threads GROUP BY platform"
             ).fetchall()
         )
         return {row[0]: (row[1], row[2] or 0) for row in rows}
 
-    def size_bytes(self) -> int:
-        """Bytes on disk, including the write-ahead log."""
-        files = (self.path, self.path.with_name(self.path.name + "-wal"))
-        return sum(f.stat().st_size for f in files if f.exists())
+    async def size_bytes(self) -> int:
+        """The database's size in bytes (an SQLite file with its write-ahead log)."""
+        return await self.run(self._db.size_bytes)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from tests.fake_discord import ADMIN_ID, GUILD_ID, FakeDiscord
 from tests.fake_discord import TOKEN as DISCORD_TOKEN
 from tests.fake_model import FakeModel
 from tests.fake_slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from tests.postgres import postgres_server
 from tests.slack_harness import SlackHarness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,6 +290,13 @@ async def fake_model() -> AsyncIterator[FakeModel]:
     await model.start()
     yield model
     await model.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """The URL of a throwaway PostgreSQL server's `postgres` database, for the session."""
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,7 @@ async def test_a_full_disk_is_reported_in_the_thread_and_nothing_is_corrupted(
     assert later.errors == [STORE_FAILING]
     assert fake_model.requests_with("said while the disk is full") == []  # stopped first
 
-    with sqlite3.connect(store.path) as db:
+    with sqlite3.connect(store.name) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     await store.run(statement("PRAGMA max_page_count = 1000000"))  # space freed
     after = await chat.say("kept", "what number did I mention?")

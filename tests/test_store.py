@@ -1,37 +1,156 @@
-"""The SQLite store and journal: schema migrations, WAL, crash recovery."""
+"""The store and journal on both engines (SQLite and a real PostgreSQL server): schema
+migrations, every operation the bot uses, crash recovery; and SQLite's WAL and locking."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from bot.app import App
+from bot.doctor import check_database
 from bot.errors import StoreError
 from bot.journal import Journal, TurnOutcome
 from bot.migrations import MIGRATIONS
-from bot.store import Store, statement
+from bot.runtime_pool import RuntimePool
+from bot.store import Retirement, Store, statement
 from bot.thread_key import ThreadKey
-from tests.conftest import journal_state
+from tests.conftest import Chat, FakeClock, journal_state, make_settings, recording
+from tests.fake_model import FakeModel, user_texts
+from tests.postgres import new_database
 
 KEY = ThreadKey("discord", "111", "222", "333")
 
 
-async def test_opening_migrates_once_in_wal_mode(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where a fresh database is: an SQLite file, or a new database on the server."""
+    if request.param == "sqlite":
+        return tmp_path / "db.sqlite"
+    return new_database(request.getfixturevalue("postgres"))
+
+
+async def test_opening_migrates_once(target: Path | str) -> None:
+    store = await Store.open(target)
     thread = await store.ensure_thread(KEY)
     await store.close()
 
-    reopened = await Store.open(tmp_path / "db.sqlite")
+    reopened = await Store.open(target)
     try:
         assert await reopened.schema_version() == len(MIGRATIONS)
-        mode = await reopened.run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone())
-        assert mode[0] == "wal"
         again = await reopened.ensure_thread(KEY)
         assert again == thread and again.session_id == "discord-111-222-333-g1"
+        assert await reopened.size_bytes() > 0
     finally:
         await reopened.close()
+
+
+async def test_a_database_from_a_newer_version_is_refused(target: Path | str) -> None:
+    store = await Store.open(target)
+    newer = len(MIGRATIONS) + 1
+    if isinstance(target, Path):
+        await store.run(statement(f"PRAGMA user_version = {newer}"))
+    else:
+        await store.run(statement("UPDATE schema_version SET version = ?", (newer,)))
+    await store.close()
+    with pytest.raises(StoreError, match="newer than this threadpilot"):
+        await Store.open(target)
+
+
+async def test_a_sessions_life_reads_back_the_same_on_either_engine(target: Path | str) -> None:
+    clock = FakeClock()
+    store = await Store.open(target, clock)
+    journal = Journal(store, clock)
+    try:
+        thread = await store.ensure_thread(KEY)
+        await store.mark_active(thread.id)
+        claim = await journal.claim("discord:1", KEY, "turn", "msg-1", start=True)
+        assert claim is not None
+        await journal.finish(
+            claim.turn_id,
+            TurnOutcome(ok=True, reply_refs=["reply-1", "reply-2"], session_id=thread.session_id,
+                        user_event_id="ev-user", answer_event_id="ev-answer"),
+        )  # fmt: skip
+        clock.advance(0.125)  # times keep their fractions (8-byte floats on both)
+        await store.touch(thread.id, 900, 1000, "ctx-1")
+        active = await store.thread(KEY)
+        assert active is not None and active.session_state == "active"
+        assert (active.context_tokens, active.context_limit, active.context_ref) == (
+            900,
+            1000,
+            "ctx-1",
+        )
+        assert active.last_activity == clock.now
+
+        # A branch from one of the bot's replies (found in the turn's JSON list of them).
+        point = await journal.fork_point(active, "reply-2")
+        assert point is not None and point.session_id == thread.session_id
+        child_key = ThreadKey("discord", "111", "222", "444")
+        child = await store.create_branch(child_key, "child-g1", active, None, point.turn_id)
+        assert child.parent_id == thread.id and child.session_state == "active"
+
+        fresh = await store.retire_session(active, Retirement("reset", summary="we said hi"))
+        assert fresh.generation == 2 and fresh.summary == "we said hi"
+        restored = await store.restore_session(fresh, ("reset",), clock.now - 60)
+        assert restored is not None and restored.session_id == thread.session_id
+        assert await store.lifecycle_counts() == {"branch": 1, "reset": 1, "restore": 1}
+        assert await store.thread_counts() == {"discord": (2, 2)}
+
+        clock.advance(3600)
+        quiet = await store.quiet_threads(clock.now - 60, active=True)
+        assert {t.key for t in quiet} == {KEY, child_key}
+        expired = await store.expired_sessions(clock.now)
+        assert expired == [(KEY, fresh.session_id)]
+        await store.mark_deleted(fresh.session_id)
+        assert await store.expired_sessions(clock.now) == []
+        assert await journal.prune(clock.now) == 1
+    finally:
+        await store.close()
+
+
+async def test_unfinished_journal_entries_become_interrupted_at_start(
+    target: Path | str,
+) -> None:
+    store = await Store.open(target)
+    journal = Journal(store)
+    queued = await journal.claim("discord:1", KEY, "turn")
+    running = await journal.claim("discord:2", KEY, "turn")
+    finished = await journal.claim("discord:3", KEY, "turn", start=True)
+    assert queued and running and finished
+    assert await journal.claim("discord:3", KEY, "turn") is None
+    assert await journal_state(store, "discord:3") == "running"
+    thread = await journal.start(running.turn_id)
+    assert thread is not None and thread.key == KEY == finished.thread.key  # type: ignore[union-attr]
+    await journal.finish(finished.turn_id, TurnOutcome(ok=True, reply_refs=["m1"]))
+    await store.close()  # the process dies here
+
+    store = await Store.open(target)
+    journal = Journal(store)
+    try:
+        assert await journal.recover() == [KEY]  # two entries, one thread
+        statuses = [await journal_state(store, f"discord:{n}") for n in (1, 2, 3)]
+        assert statuses == ["interrupted", "interrupted", "done"]
+        refs = await store.run(
+            lambda conn: conn.execute(
+                "SELECT reply_refs FROM turns WHERE event_id = 'discord:3'"
+            ).fetchone()
+        )
+        assert refs[0] == '["m1"]'
+    finally:
+        await store.close()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "db.sqlite")
+    try:
+        mode = await store.run(lambda conn: conn.execute("PRAGMA journal_mode").fetchone())
+        assert mode[0] == "wal"
+    finally:
+        await store.close()
 
 
 async def test_a_write_waits_out_another_writer_instead_of_failing(tmp_path: Path) -> None:
@@ -50,39 +169,45 @@ async def test_a_write_waits_out_another_writer_instead_of_failing(tmp_path: Pat
         await store.close()
 
 
-async def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
-    await store.run(statement(f"PRAGMA user_version = {len(MIGRATIONS) + 1}"))
-    await store.close()
-    with pytest.raises(StoreError, match="newer than this threadpilot"):
-        await Store.open(tmp_path / "db.sqlite")
-
-
-async def test_unfinished_journal_entries_become_interrupted_at_start(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "db.sqlite")
-    journal = Journal(store)
-    queued = await journal.claim("discord:1", KEY, "turn")
-    running = await journal.claim("discord:2", KEY, "turn")
-    finished = await journal.claim("discord:3", KEY, "turn", start=True)
-    assert queued and running and finished
-    assert await journal.claim("discord:3", KEY, "turn") is None
-    assert await journal_state(store, "discord:3") == "running"
-    thread = await journal.start(running.turn_id)
-    assert thread.key == KEY == finished.thread.key
-    await journal.finish(finished.turn_id, TurnOutcome(ok=True, reply_refs=["m1"]))
-    await store.close()  # the process dies here
-
-    store = await Store.open(tmp_path / "db.sqlite")
-    journal = Journal(store)
+async def test_the_bot_answers_resets_and_restores_on_postgresql(
+    postgres: str, runtimes: RuntimePool, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    url = new_database(postgres)
+    settings = make_settings(tmp_path, fake_model.base_url, database_url=url)
+    chat = Chat(App(settings, runtimes, await Store.open(settings.database), platforms=recording))
     try:
-        assert await journal.recover() == [KEY]  # two entries, one thread
-        statuses = [await journal_state(store, f"discord:{n}") for n in (1, 2, 3)]
-        assert statuses == ["interrupted", "interrupted", "done"]
-        refs = await store.run(
-            lambda conn: conn.execute(
-                "SELECT reply_refs FROM turns WHERE event_id = 'discord:3'"
-            ).fetchone()
-        )
-        assert refs[0] == '["m1"]'
+        await chat.say("pg", "remember the word quince")
+        assert (await chat.say("pg", "/reset")).text.startswith("Started afresh")
+        await chat.say("pg", "/restore")
+        sink = await chat.say("pg", "which word?")
+        assert sink.text == "echo: which word?"
+        history = user_texts(fake_model.requests_with("which word?")[-1])
+        assert history == ["remember the word quince", "which word?"]
+        assert await chat.app.store.lifecycle_counts() == {"reset": 1, "restore": 1}
     finally:
-        await store.close()
+        await chat.app.sessions.close()
+        await chat.app.store.close()
+
+
+async def test_doctor_checks_the_database(postgres: str, tmp_path: Path) -> None:
+    url = new_database(postgres)
+    await (await Store.open(url)).close()
+
+    found = await check_database(make_settings(tmp_path, "http://unused", database_url=url))
+    assert [f.ok for f in found] == [True, True, True]
+    assert f"schema version {len(MIGRATIONS)} of {len(MIGRATIONS)}" in found[1].text
+    assert "clock is" in found[2].text
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"postgresql://postgres@127.0.0.1:{closed.getsockname()[1]}/nothing"
+        (unreachable,) = await check_database(
+            make_settings(tmp_path, "http://unused", database_url=nowhere)
+        )
+    assert not unreachable.ok and "is not reachable" in unreachable.text
+
+
+def test_a_database_url_must_be_postgresql(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
+        make_settings(tmp_path, "http://unused", database_url="mysql://db/threadpilot")
+    assert make_settings(tmp_path, "http://unused").database == tmp_path / "threadpilot.db"
