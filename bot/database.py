@@ -12,6 +12,7 @@ sqlite3's, so the store's one database thread and its operations serve both engi
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -131,9 +132,12 @@ class _Row(tuple[Any, ...]):
 
 
 def _rows(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
-    names = {column.name: i for i, column in enumerate(cursor.description or ())}
-    row_type: type[_Row] = type("Row", (_Row,), {"names": names})
-    return row_type
+    return _row_type(tuple(column.name for column in cursor.description or ()))
+
+
+@functools.cache  # a class per statement shape, not per execution
+def _row_type(names: tuple[str, ...]) -> type[_Row]:
+    return type("Row", (_Row,), {"names": {name: i for i, name in enumerate(names)}})
 
 
 class _PostgresConnection:

@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.app import App
+from bot.database import Connection
 from bot.doctor import check_database
 from bot.errors import StoreError
 from bot.journal import Journal, TurnOutcome
@@ -211,3 +212,26 @@ def test_a_database_url_must_be_postgresql(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
         make_settings(tmp_path, "http://unused", database_url="mysql://db/threadpilot")
     assert make_settings(tmp_path, "http://unused").database == tmp_path / "threadpilot.db"
+
+
+async def test_an_operation_that_fails_takes_none_committed_with_it(target: Path | str) -> None:
+    store = await Store.open(target)
+    try:
+
+        def half_done(conn: Connection) -> None:
+            conn.execute("INSERT INTO lifecycle (thread_id, session_id, action, at) "
+                         "VALUES (?, 'x', 'never', 0)", (thread.id,))  # fmt: skip
+            raise ValueError("changed its mind")
+
+        thread = await store.ensure_thread(KEY)
+        # Issued together, so they share one transaction (group commit).
+        failed, other = await asyncio.gather(
+            store.run(half_done),
+            store.ensure_thread(ThreadKey("discord", "111", "222", "555")),
+            return_exceptions=True,
+        )
+        assert isinstance(failed, ValueError) and not isinstance(other, BaseException)
+        assert await store.thread(other.key) == other
+        assert await store.lifecycle_counts() == {}  # its own write rolled back
+    finally:
+        await store.close()
