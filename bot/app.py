@@ -107,7 +107,7 @@ class App:
         cli = find_cli(settings.cli_dir, settings.cli_path)
         source = await choose_model(settings)
         settings = source.settings
-        runtimes = RuntimePool(settings, cli)
+        runtimes = RuntimePool(settings, cli, clock)
         store: Store | None = None
         try:
             store = await Store.open(settings.database, clock)

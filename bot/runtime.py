@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -47,6 +46,9 @@ class RuntimeStopped:
 
 
 RUNTIME_STOPPED = RuntimeStopped()
+# Under a runtime's root: its session state, and its threads' working directories.
+HOME_DIR = "copilot"
+WORKSPACES_DIR = "workspaces"
 _RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -168,8 +170,8 @@ class CopilotRuntime:
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watching: set[asyncio.Queue[Any]] = set()
-        self.home = self._root / "copilot"
-        self.workspaces = self._root / "workspaces"
+        self.home = self._root / HOME_DIR
+        self.workspaces = self._root / WORKSPACES_DIR
 
     @property
     def client(self) -> CopilotClient:
@@ -324,32 +326,9 @@ class CopilotRuntime:
         process = compat.cli_process(self._client)
         return process.pid if process is not None else None
 
-    @property
-    def auth_mode(self) -> str:
-        return auth_mode(self._settings)
-
     async def info(self) -> RuntimeInfo:
         status = await self.client.get_status()
         return RuntimeInfo(version=status.version, protocol_version=status.protocol_version)
-
-    def workspace(self, thread_slug: str) -> Path:
-        """The thread's own working directory: tools never see another thread's files."""
-        path = self.workspaces / thread_slug
-        path.mkdir(parents=True, exist_ok=True)
-        return path.resolve()
-
-    def remove_workspace(self, thread_slug: str) -> bool:
-        """Delete a thread's working directory, if it has one; whether it did."""
-        path = self.workspaces / thread_slug
-        if not path.is_dir():
-            return False
-        shutil.rmtree(path)
-        return True
-
-    def scratch_workspace(self) -> Path:
-        """The working directory of sessions without tools that belong to no thread (a
-        slug starts with a platform name, so none is called this)."""
-        return self.workspace("_scratch")
 
     def _session_options(self, spec: SessionSpec, tools: bool) -> dict[str, Any]:
         settings = self._settings

@@ -20,14 +20,20 @@ import asyncio
 import hashlib
 import logging
 import shutil
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.errors import RuntimeUnavailable
-from bot.runtime import CopilotRuntime, RuntimeInfo, RuntimeLoad, auth_mode
+from bot.runtime import (
+    HOME_DIR,
+    WORKSPACES_DIR,
+    CopilotRuntime,
+    RuntimeInfo,
+    RuntimeLoad,
+    auth_mode,
+)
 from bot.sandbox import Sandbox, find_sandbox
 from bot.thread_key import NO_SERVER, ThreadKey, encode_component
 
@@ -55,7 +61,7 @@ class RuntimePool:
         self,
         settings: Settings,
         cli_path: Path,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = system_clock,
     ) -> None:
         self._settings = settings
         self._cli_path = cli_path
@@ -153,9 +159,10 @@ class RuntimePool:
         await asyncio.gather(*(r.stop() for r in tenant.runtimes), return_exceptions=True)
 
     async def place(self, key: ThreadKey) -> CopilotRuntime:
-        """The runtime a session of `key`'s thread is to go live in: of its tenant, up, with
-        the fewest turns under way (ties broken by a stable hash of the thread). One that
-        is restarting is waited for, up to the turn timeout."""
+        """The runtime a session of `key`'s thread is to go live in, or that is to fork or
+        delete one of its sessions: of its tenant, up, with the fewest turns under way
+        (ties broken by a stable hash of the thread). With none up, one is waited for, up
+        to the turn timeout."""
         tenant = self._tenant(self.tenant(key))
         tenant.last_used = self._clock()
         await self._ready(tenant)
@@ -164,10 +171,6 @@ class RuntimePool:
         tied = [r for r in up if r.turns == fewest]
         digest = hashlib.sha256(key.slug.encode()).digest()
         return tied[int.from_bytes(digest[:4], "big") % len(tied)]
-
-    async def any(self, key: ThreadKey) -> CopilotRuntime:
-        """A runtime that can reach `key`'s thread's state (to fork or delete a session)."""
-        return await self.place(key)
 
     async def _up(self, tenant: _Tenant) -> list[CopilotRuntime]:
         up = [r for r in tenant.runtimes if r.up]
@@ -219,17 +222,17 @@ class RuntimePool:
 
     def home(self, key: ThreadKey) -> Path:
         """The state directory of the runtimes that serve `key`'s thread."""
-        return self._root(self.tenant(key)) / "copilot"
+        return self._root(self.tenant(key)) / HOME_DIR
 
     def workspace(self, key: ThreadKey) -> Path:
         """The thread's own working directory: tools never see another thread's files."""
-        path = self._root(self.tenant(key)) / "workspaces" / key.slug
+        path = self._root(self.tenant(key)) / WORKSPACES_DIR / key.slug
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()
 
     def remove_workspace(self, key: ThreadKey) -> bool:
         """Delete a thread's working directory, if it has one; whether it did."""
-        path = self._root(self.tenant(key)) / "workspaces" / key.slug
+        path = self._root(self.tenant(key)) / WORKSPACES_DIR / key.slug
         if not path.is_dir():
             return False
         shutil.rmtree(path)
@@ -238,6 +241,6 @@ class RuntimePool:
     def scratch_workspace(self, key: ThreadKey) -> Path:
         """The working directory of `key`'s tenant's sessions that belong to no thread and
         have no tools (a slug starts with a platform name, so none is called this)."""
-        path = self._root(self.tenant(key)) / "workspaces" / "_scratch"
+        path = self._root(self.tenant(key)) / WORKSPACES_DIR / "_scratch"
         path.mkdir(parents=True, exist_ok=True)
         return path.resolve()

@@ -147,7 +147,7 @@ class Scheduler:
             now - self.settings.restore_period_s
         ):
             try:
-                await (await self.runtimes.any(key)).delete(session_id)
+                await (await self.runtimes.place(key)).delete(session_id)
             except SessionNotFound:
                 pass  # never created in the runtime (reset before its first message)
             except Exception as exc:  # e.g. the runtime is down: next time

@@ -165,7 +165,7 @@ class SessionManager:
     ) -> ThreadRecord:
         """Fork the session of `point` into the new thread `child`, keeping the history up
         to that point; parent and child then evolve independently."""
-        runtime = await self._runtimes.any(thread.key)
+        runtime = await self._runtimes.place(thread.key)
         session_id = await runtime.fork(point.session_id, point.to_event_id)
         seed = await self._store.session_seed(point.session_id)
         return await self._store.create_branch(child, session_id, thread, seed, point.turn_id)

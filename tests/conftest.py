@@ -178,11 +178,14 @@ class Chat:
         self._ids = itertools.count(1)
 
     @classmethod
-    async def on_own_runtimes(cls, settings: Settings, cli_path: Path, db: Path) -> Chat:
+    async def on_own_runtimes(
+        cls, settings: Settings, cli_path: Path, db: Path, clock: Clock = system_clock
+    ) -> Chat:
         """A Chat on runtimes of its own (started here; `app.close()` stops them)."""
-        runtimes = RuntimePool(settings, cli_path)
+        runtimes = RuntimePool(settings, cli_path, clock)
         await runtimes.start()
-        return cls(App(settings, runtimes, await Store.open(db), platforms=recording))
+        store = await Store.open(db, clock)
+        return cls(App(settings, runtimes, store, platforms=recording, clock=clock))
 
     @property
     def platform(self) -> RecordingPlatform:

@@ -18,15 +18,13 @@ from typing import Any
 
 import pytest
 
-from bot.app import App
 from bot.config import Settings
 from bot.errors import SessionNotFound
 from bot.runtime import SessionSpec
 from bot.runtime_pool import SHARED, RuntimePool
-from bot.store import Store
 from bot.thread_key import NO_SERVER, ThreadKey
 from bot.turns import RUNTIME_STOPPED_MESSAGE
-from tests.conftest import Chat, FakeClock, make_settings, recording
+from tests.conftest import Chat, FakeClock, make_settings
 from tests.fake_model import FakeModel, Reply, ToolCall, user_texts
 
 
@@ -46,14 +44,11 @@ async def pool_chat(
         thread_turns_per_minute=0,
         **overrides,
     )
-    runtimes = RuntimePool(settings, cli_path, clock)
-    await runtimes.start()
-    store = await Store.open(tmp_path / "db.sqlite", clock)
-    app = App(settings, runtimes, store, platforms=recording, clock=clock)
+    chat = await Chat.on_own_runtimes(settings, cli_path, tmp_path / "db.sqlite", clock)
     try:
-        yield Chat(app)
+        yield chat
     finally:
-        await app.close()
+        await chat.app.close()
 
 
 def handles(pool: RuntimePool) -> Counter[str]:
