@@ -13,12 +13,14 @@ from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.inbound import Dispatcher
 from bot.journal import Journal
+from bot.leases import Leases
 from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
 from bot.replies import Notice, Platform, single
 from bot.router import Router
 from bot.runtime_pool import RuntimePool
 from bot.scheduler import Scheduler
+from bot.session_files import SharedState
 from bot.sessions import SessionManager
 from bot.status import Status
 from bot.store import Store
@@ -55,6 +57,7 @@ class App:
         model: ModelSource | None = None,
         platforms: PlatformFactory = no_platforms,
         interrupted: Sequence[ThreadKey] = (),  # threads whose turn the last run left
+        leases: Leases | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
@@ -63,8 +66,11 @@ class App:
         self.store = store
         self.interrupted = tuple(interrupted)
         self.metrics = Metrics(clock)
-        self.journal = Journal(store, clock)
-        self.sessions = SessionManager(runtimes, store, settings, self.metrics, clock)
+        self.leases = leases or Leases(store, clock, settings.lease_ttl_s)
+        self.journal = Journal(store, clock, self.leases.id)
+        self.sessions = SessionManager(
+            runtimes, store, settings, self.metrics, leases=self.leases, clock=clock
+        )
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
         self.metrics.watch_runtimes(runtimes.loads)
         self.summary_reset = SummaryReset(self.sessions, settings, self.metrics, self.tell)
@@ -75,6 +81,8 @@ class App:
             journal=self.journal,
             sessions=self.sessions,
             summary_reset=self.summary_reset,
+            leases=self.leases,
+            tell_interrupted=self.tell_interrupted,
             metrics=self.metrics,
             clock=clock,
         )
@@ -102,18 +110,27 @@ class App:
     async def start(
         cls, settings: Settings, platforms: PlatformFactory, clock: Clock = system_clock
     ) -> App:
-        """Choose the model, open the store, recover the journal, start the runtimes, and
-        make the platforms (with the settings as the model choice left them)."""
+        """Choose the model, open the store, join the replicas, recover the journal, start
+        the runtimes, and make the platforms (with the settings as the model choice left
+        them)."""
         cli = find_cli(settings.cli_dir, settings.cli_path)
         source = await choose_model(settings)
         settings = source.settings
-        runtimes = RuntimePool(settings, cli, clock)
         store: Store | None = None
+        runtimes: RuntimePool | None = None
         try:
             store = await Store.open(settings.database, clock)
-            interrupted = await Journal(store, clock).recover()
+            leases = Leases(store, clock, settings.lease_ttl_s)
+            await leases.start()
+            # On one machine this is the only replica: whatever another left is over. With
+            # replicas, only those whose leases have lapsed are.
+            alone = settings.database_url is None
+            seen_before = float("inf") if alone else clock() - leases.ttl_s
+            interrupted = await Journal(store, clock, leases.id).recover(seen_before)
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))
+            shared = None if alone else SharedState(store, clock)
+            runtimes = RuntimePool(settings, cli, clock, shared)
             await runtimes.start()
             return cls(
                 settings,
@@ -122,10 +139,12 @@ class App:
                 model=source,
                 platforms=platforms,
                 interrupted=interrupted,
+                leases=leases,
                 clock=clock,
             )
         except BaseException:
-            await runtimes.stop()
+            if runtimes is not None:
+                await runtimes.stop()
             if store is not None:
                 await store.close()
             await source.stop()
@@ -139,10 +158,11 @@ class App:
             raise LookupError(f"no platform serves {key}")
         await platform.sink(key).render(single(Notice(text)))
 
-    async def tell_interrupted(self) -> None:
-        """Tell each thread whose answer the last run never finished (once platforms are
-        up): the bot does not retry on its own, since the agent may have acted already."""
-        for key in self.interrupted:
+    async def tell_interrupted(self, keys: Sequence[ThreadKey] | None = None) -> None:
+        """Tell each thread whose answer a replica never finished (by default those the
+        last run left, once platforms are up): the bot does not retry on its own, since
+        the agent may have acted already."""
+        for key in self.interrupted if keys is None else keys:
             try:
                 await self.tell(key, INTERRUPTED)
             except Exception as exc:
@@ -162,5 +182,9 @@ class App:
         self.scheduler.shutdown()
         await self.sessions.close()
         await self.runtimes.stop()
+        try:
+            await self.leases.leave()
+        except Exception as exc:  # their leases lapse all the same
+            log.warning("could not leave the replicas cleanly: %s", exc)
         await self.store.close()
         await self.model_source.stop()

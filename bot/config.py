@@ -111,8 +111,10 @@ class Settings(BaseSettings):
     )
     provider_base_url: str | None = Field(None, alias="THREADPILOT_PROVIDER_BASE_URL")
     provider_api_key: SecretStr | None = Field(None, alias="THREADPILOT_PROVIDER_API_KEY")
-    # PostgreSQL instead of the SQLite file in the data dir.
+    # PostgreSQL instead of the SQLite file in the data dir: replicas (bot/leases.py).
     database_url: SecretStr | None = Field(None, alias="THREADPILOT_DATABASE_URL")
+    # How long a replica's threads stay its own after its last heartbeat.
+    lease_ttl_s: float = Field(15, ge=1, le=300, alias="THREADPILOT_LEASE_TTL_S")
     provider_wire_api: Literal["completions", "responses"] | None = Field(
         None, alias="THREADPILOT_PROVIDER_WIRE_API"
     )

@@ -42,6 +42,11 @@ class Connection(Protocol):
         `? IN (...)`."""
         ...
 
+    def share_lock(self) -> str:
+        """What to end a SELECT with so that its rows stay as read until the transaction
+        ends (SQLite's write transactions exclude each other already)."""
+        ...
+
 
 class Database(Protocol):
     name: str  # what to call it in messages: a file path, or the server
@@ -73,6 +78,9 @@ class _SqliteConnection:
 
     def json_values(self, column: str) -> str:
         return f"SELECT value FROM json_each({column})"
+
+    def share_lock(self) -> str:
+        return ""
 
 
 class SqliteDatabase:
@@ -150,6 +158,9 @@ class _PostgresConnection:
 
     def json_values(self, column: str) -> str:
         return f"SELECT jsonb_array_elements_text({column}::jsonb)"
+
+    def share_lock(self) -> str:
+        return " FOR SHARE"
 
 
 # The migrations are written for SQLite; these make them PostgreSQL's.

@@ -9,6 +9,7 @@
     │   ├── RuntimeUnavailable its CLI process stopped and is being restarted
     │   └── SessionNotFound    it holds no such session (never saved, deleted, dropped)
     ├── StoreError             the database refused a read or a write
+    ├── LeaseLost              another replica took over the thread this one was answering
     ├── PlatformError          a chat platform would not hand something over
     │   ├── FileUnavailable    an attached file
     │   │   └── FileRefused    one the bot will not download (kept outside the platform)
@@ -58,6 +59,11 @@ class SessionNotFound(AgentRuntimeError):
 
 class StoreError(ThreadpilotError):
     """The database refused a read or a write (a full disk, say); nothing was written."""
+
+
+class LeaseLost(ThreadpilotError):
+    """This replica no longer owns the thread (it stalled past its lease, and another
+    took the thread over): whatever it was doing there must leave no trace."""
 
 
 class PlatformError(ThreadpilotError):

@@ -54,9 +54,13 @@ class ForkPoint:
 
 
 class Journal:
-    def __init__(self, store: Store, clock: Clock = system_clock) -> None:
+    """The journal as one replica keeps it: the entries it claims are its own until they
+    finish, or until it is counted dead (`recover`)."""
+
+    def __init__(self, store: Store, clock: Clock = system_clock, replica: str = "") -> None:
         self._store = store
         self._clock = clock
+        self._replica = replica
 
     async def claim(
         self,
@@ -80,8 +84,8 @@ class Journal:
                 thread = upsert_thread(conn, key, now) if joins else select_thread(conn, key)
             row = conn.execute(
                 "INSERT INTO turns (event_id, thread_id, kind, state, user_ref, received_at, "
-                "started_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING "
-                "RETURNING id",
+                "started_at, replica) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING id",
                 (
                     event_id,
                     thread.id if thread else None,
@@ -90,6 +94,7 @@ class Journal:
                     user_ref,
                     now,
                     now if start else None,
+                    self._replica,
                 ),
             ).fetchone()
             return Claim(int(row[0]), thread) if row else None
@@ -134,10 +139,12 @@ class Journal:
         return await self._store.run(work)
 
     async def finish(self, turn_id: int, outcome: TurnOutcome) -> None:
+        """Record how the entry ended, unless it was counted interrupted meanwhile."""
         await self._store.run(
             statement(
                 "UPDATE turns SET state = ?, finished_at = ?, reply_refs = ?, session_id = ?, "
-                "user_event_id = ?, answer_event_id = ?, error = ? WHERE id = ?",
+                "user_event_id = ?, answer_event_id = ?, error = ? "
+                "WHERE id = ? AND state IN ('received', 'running')",
                 (
                     "done" if outcome.ok else "failed",
                     self._clock(),
@@ -218,16 +225,22 @@ class Journal:
             )
         )
 
-    async def recover(self) -> list[ThreadKey]:
-        """At start-up: entries a previous process left unfinished become interrupted.
-        Returns the threads they were in, each once, to be told."""
+    async def recover(self, seen_before: float) -> list[ThreadKey]:
+        """Entries left unfinished by replicas not seen since `seen_before` (dead, or gone
+        with a previous run) become interrupted, and those replicas are forgotten.
+        Returns the threads they were in, each once, to be told (by the one replica whose
+        update found them)."""
         now = self._clock()
 
         def work(conn: Connection) -> list[ThreadKey]:
+            conn.execute(
+                "DELETE FROM replicas WHERE seen_at < ? AND id <> ?", (seen_before, self._replica)
+            )
             rows = conn.execute(
                 "UPDATE turns SET state = 'interrupted', finished_at = ? "
-                "WHERE state IN ('received', 'running') RETURNING thread_id",
-                (now,),
+                "WHERE state IN ('received', 'running') AND (replica IS NULL OR ("
+                "replica <> ? AND replica NOT IN (SELECT id FROM replicas))) RETURNING thread_id",
+                (now, self._replica),
             ).fetchall()
             ids = sorted({row[0] for row in rows if row[0] is not None})
             return [select_thread_by_id(conn, thread_id).key for thread_id in ids]

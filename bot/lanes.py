@@ -12,6 +12,7 @@ class Ticket:
 
     def __init__(self, lanes: Lanes, key: Hashable, ahead: asyncio.Future[None] | None) -> None:
         self._lanes = lanes
+        self._key = key
         self._ahead = ahead
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done.add_done_callback(lambda done: lanes._left(key, done))
@@ -41,6 +42,7 @@ class Ticket:
             self._lanes.queued -= 1
         if self._ahead is None or self._ahead.done():
             self._done.set_result(None)
+            self._lanes._left(self._key, self._done)  # now: `busy` is asked right after
         else:
             # Leaving before our turn: whoever is behind us still waits for the job ahead.
             self._ahead.add_done_callback(lambda _: self._done.set_result(None))

@@ -113,3 +113,6 @@ def setup(settings: Settings, level: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if level is not None else settings.log_level)
+    # A line per scheduled run (the heartbeat's every few seconds) says nothing; the
+    # scheduler (bot/scheduler.py) records each job's last result for `status`.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

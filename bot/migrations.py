@@ -1,4 +1,5 @@
-"""The database schema, as numbered migrations applied in order (tracked in PRAGMA user_version).
+"""The database schema, as numbered migrations applied in order (tracked in PRAGMA
+user_version on SQLite, in the schema_version table on PostgreSQL).
 
 Never edit a released migration; append a new one.
 """
@@ -82,5 +83,34 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE turns RENAME COLUMN status TO state;
     DROP INDEX turns_status;
     CREATE INDEX turns_state ON turns (state);
+    """,
+    # 4: replicas (bot/leases.py): who is alive, which one runs each thread's turns, who
+    # took each journal entry; and the runtime's session state, where replicas share it
+    # (bot/session_files.py).
+    """
+    CREATE TABLE replicas (
+        id              TEXT PRIMARY KEY,
+        started_at      REAL NOT NULL,
+        seen_at         REAL NOT NULL             -- its last heartbeat
+    );
+
+    CREATE TABLE leases (                         -- one owner per thread at a time
+        thread_id       INTEGER PRIMARY KEY REFERENCES threads(id),
+        owner           TEXT NOT NULL,            -- a replica's id
+        epoch           INTEGER NOT NULL,         -- + 1 each time the owner changes
+        expires_at      REAL NOT NULL             -- 0: let go (the owner may take it back)
+    );
+
+    ALTER TABLE turns ADD COLUMN replica TEXT;    -- the replica that took the entry
+    CREATE INDEX turns_open ON turns (thread_id, id) WHERE state IN ('received', 'running');
+
+    CREATE TABLE session_files (                  -- the runtime's session state, by session
+        session_id      TEXT NOT NULL,
+        path            TEXT NOT NULL,            -- inside the session, the same on every replica
+        part            INTEGER NOT NULL,         -- a file is its parts in order; appends add one
+        content         TEXT,                     -- NULL: a directory
+        at              REAL NOT NULL,
+        PRIMARY KEY (session_id, path, part)
+    );
     """,
 )

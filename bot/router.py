@@ -3,9 +3,11 @@
 For each message: decide whether it is for the bot (bot/routing.py; a message of a bot
 thread that is not is journaled, for the agent to read with its next turn); take its
 place in the thread's lane (arrival order), claim its event id in the journal (a
-duplicate stops here), say so if it waits behind others, wait for the jobs ahead, then
-run it as a command or a turn, with what the agent should know of the thread, and let the
-adapter's sink show the reply stream.
+duplicate stops here, whichever replica took it first), say so if it waits behind others,
+wait for the jobs ahead and for the thread's lease (bot/leases.py: behind what other
+replicas received there before), then run it as a command or a turn, with what the agent
+should know of the thread, and let the adapter's sink show the reply stream, for as long
+as this replica still owns the thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -22,7 +24,7 @@ from bot.attachments import accept_files
 from bot.command_handlers import CommandCall, CommandHandlers
 from bot.commands import Command, parse
 from bot.config import Settings
-from bot.errors import RuntimeUnavailable, StoreError
+from bot.errors import LeaseLost, RuntimeUnavailable, StoreError
 from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
@@ -154,6 +156,7 @@ class Router:
             return
         ticket = self.sessions.join(inbound.key)
         turn_id: int | None = None
+        leased: int | None = None  # the thread whose lease this holds
         try:
             first = ticket.first
             claim = await self.journal.claim(
@@ -168,11 +171,20 @@ class Router:
                 log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
                 return
             turn_id = claim.turn_id
-            if not ticket.first:  # it waits behind others: show it was taken
+            if not first:  # it waits behind others: show it was taken
                 await sink.render(single(Queued()))
             await ticket.ready()
+            moved = False
+            if claim.thread is not None:
+
+                async def waiting() -> None:  # behind another replica's work
+                    if first:
+                        await sink.render(single(Queued()))
+
+                moved = await self.sessions.take(claim.thread.id, turn_id, waiting)
+                leased = claim.thread.id
             # Queued behind others: read the thread as they left it (reset, branch, ...).
-            thread = claim.thread if first else await self.journal.start(turn_id)
+            thread = claim.thread if first and not moved else await self.journal.start(turn_id)
             if parsed:
                 await self._command(turn_id, parsed, inbound, thread, sink)
             elif thread is not None and arrival is not None:
@@ -183,11 +195,13 @@ class Router:
             if turn_id is not None and self._draining:
                 await self._tell_stopped(turn_id, sink)
             raise
+        except LeaseLost as exc:  # the replica that took over tells the thread
+            log.warning("stopped %s in %s: %s", inbound.event_id, inbound.key, exc)
         except Exception as exc:
             log.exception("handling %s in %s failed", inbound.event_id, inbound.key)
             await self._report_failure(turn_id, exc, sink)
         finally:
-            ticket.release()
+            await self.sessions.leave(ticket, inbound.key, leased)
 
     async def _tell_stopped(self, turn_id: int, sink: ReplySink) -> None:
         try:
@@ -253,7 +267,7 @@ class Router:
             block = await self.context.for_turn(reader, thread, turn_id, arrival)
             prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
         turn = await self.sessions.start_turn(thread, prompt, attachments)
-        async with aclosing(turn.events()) as events:
+        async with aclosing(self._owned(thread, turn.events())) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
         self.metrics.turn_seconds.observe(time.perf_counter() - started)
         self.metrics.turns.labels("done" if turn.error is None else "failed").inc()
@@ -278,6 +292,16 @@ class Router:
         if self._context_full(turn):
             # Summarize+reset now, before the runtime would compact on the next turn.
             await self.summary_reset.run(thread, "context")
+
+    async def _owned(
+        self, thread: ThreadRecord, events: AsyncGenerator[ReplyEvent, None]
+    ) -> AsyncGenerator[ReplyEvent, None]:
+        """`events`, each only while this replica still owns the thread: one that
+        stalled past its lease shows nothing more (LeaseLost)."""
+        async with aclosing(events):
+            async for event in events:
+                await self.sessions.confirm(thread)
+                yield event
 
     def _context_full(self, turn: Turn) -> bool:
         usage = turn.usage

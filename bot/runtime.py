@@ -29,7 +29,9 @@ from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject,
 from bot import compat
 from bot.config import SECRETS, Settings
 from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
+from bot.leases import Fence
 from bot.sandbox import Sandbox, find_sandbox
+from bot.session_files import SharedState
 from bot.shell_tool import shell_tool
 from bot.tool_policy import ToolPolicy
 
@@ -70,11 +72,13 @@ def _translated(session_id: str) -> Iterator[None]:
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
     """A session as the runtime is to create or resume it: in `workspace`, with
-    `start_context` given to the agent at each of its starts."""
+    `start_context` given to the agent at each of its starts, its state written under
+    `fence` where replicas share it."""
 
     session_id: str
     workspace: Path
     start_context: str | None = None
+    fence: Fence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +147,9 @@ def process_rss(pid: int) -> int | None:
 class CopilotRuntime:
     """One CLI process: `start()` it, `stop()` it; a supervisor restarts it if it dies.
 
-    Its state (sessions) lives under `root`/copilot and its threads' working directories
-    under `root`/workspaces; runtimes with the same root share them."""
+    Its state (sessions) lives under `root`/copilot, or in the database with `shared`
+    (replicas); its threads' working directories under `root`/workspaces; runtimes with
+    the same root share them."""
 
     def __init__(
         self,
@@ -154,8 +159,10 @@ class CopilotRuntime:
         name: str = "0",
         root: Path | None = None,
         sandbox: Sandbox | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.name = name
+        self._shared = shared
         self._settings = settings
         self._cli_path = cli_path
         self._root = root or settings.data_dir
@@ -258,6 +265,7 @@ class CopilotRuntime:
             ),
             # Longer than ours: the bot retires idle sessions itself, before this fires.
             session_idle_timeout_seconds=2 * settings.idle_timeout_s,
+            session_fs=self._shared.config if self._shared else None,
         )
         started = time.monotonic()
         await client.start()
@@ -365,6 +373,11 @@ class CopilotRuntime:
                 "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
             },
         }
+        if self._shared is not None:
+            shared, fence = self._shared, spec.fence
+            options["create_session_fs_handler"] = lambda session: shared.files(
+                session.session_id, fence
+            )
         if tools and self._sandbox is not None:
             options["tools"] = [shell_tool(self._sandbox, workspace, settings.shell_timeout_s)]
         if start_context:
@@ -426,6 +439,11 @@ class CopilotRuntime:
 
     async def fork(self, session_id: str, to_event_id: str | None = None) -> str:
         """Copy a session's persisted history (before `to_event_id`) into a new session."""
+        if self._shared is not None:
+            try:
+                return await self._shared.fork(session_id, to_event_id)
+            except FileNotFoundError as exc:
+                raise SessionNotFound(session_id) from exc
         with _translated(session_id):
             result = await self.client.rpc.sessions.fork(
                 SessionsForkRequest(session_id=session_id, to_event_id=to_event_id)
@@ -433,5 +451,10 @@ class CopilotRuntime:
         return result.session_id
 
     async def delete(self, session_id: str) -> None:
+        if self._shared is not None:
+            try:
+                return await self._shared.delete(session_id)
+            except FileNotFoundError as exc:
+                raise SessionNotFound(session_id) from exc
         with _translated(session_id):
             await self.client.delete_session(session_id)

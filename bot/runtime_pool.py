@@ -4,6 +4,8 @@ The CLI is one process; to use every core the bot runs THREADPILOT_RUNTIMES of t
 
 - shared (THREADPILOT_RUNTIME_ISOLATION, the default): all runtimes share one state
   directory, so any of them can resume any session.
+- with a database URL (replicas), the state of every session is in the database
+  (bot/session_files.py): any runtime of any replica can resume any session.
 - tenant: each tenant (a Slack workspace, a Discord server, a Discord DM) gets runtimes of
   its own, with their own state and working directories under `tenants/<tenant>/`. They
   start at the tenant's first message and stop when they held no session for
@@ -35,6 +37,7 @@ from bot.runtime import (
     auth_mode,
 )
 from bot.sandbox import Sandbox, find_sandbox
+from bot.session_files import SharedState
 from bot.thread_key import NO_SERVER, ThreadKey, encode_component
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,10 @@ class RuntimePool:
         settings: Settings,
         cli_path: Path,
         clock: Clock = system_clock,
+        shared: SharedState | None = None,
     ) -> None:
         self._settings = settings
+        self._shared = shared
         self._cli_path = cli_path
         self._clock = clock
         self._sandbox: Sandbox | None = None
@@ -122,6 +127,7 @@ class RuntimePool:
                     name=f"{name}/{i}" if name else str(i),
                     root=root,
                     sandbox=self._sandbox,
+                    shared=self._shared,
                 )
                 for i in range(self._settings.runtimes)
             ]

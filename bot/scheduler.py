@@ -4,6 +4,8 @@
   THREADPILOT_RESET_MARGIN_S gets a summary reset, well before the runtime's own idle
   timer (set to twice the timeout) could drop it; tenants' runtimes idle for
   THREADPILOT_TENANT_IDLE_S are stopped.
+- takeover: the journal entries of replicas whose heartbeat stopped (bot/leases.py)
+  become interrupted, and their threads are told (once, by one replica).
 - housekeeping: retired sessions past the restore period leave the runtime's state;
   journal entries past their retention are pruned.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,11 +27,13 @@ from bot.clock import Clock
 from bot.config import Settings
 from bot.errors import SessionNotFound
 from bot.journal import Journal
+from bot.leases import Leases
 from bot.metrics import Metrics
 from bot.runtime_pool import RuntimePool
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
 from bot.summary_reset import SummaryReset
+from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +58,17 @@ class Scheduler:
     journal: Journal
     sessions: SessionManager
     summary_reset: SummaryReset
+    leases: Leases
+    tell_interrupted: Callable[[Sequence[ThreadKey]], Awaitable[None]]
     metrics: Metrics
     clock: Clock
     _aps: AsyncIOScheduler | None = field(default=None, init=False)
     _reports: dict[str, JobReport] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._reports = {name: JobReport(name) for name in ("idle sweep", "housekeeping")}
+        self._reports = {
+            name: JobReport(name) for name in ("takeover", "idle sweep", "housekeeping")
+        }
 
     @property
     def sweep_interval_s(self) -> int:
@@ -69,7 +77,8 @@ class Scheduler:
 
     def start(self) -> None:
         self._aps = AsyncIOScheduler()
-        jobs: dict[str, tuple[Callable[[], Awaitable[str]], int]] = {
+        jobs: dict[str, tuple[Callable[[], Awaitable[str]], float]] = {
+            "takeover": (self.takeover, self.leases.interval_s),
             "idle sweep": (self.idle_sweep, self.sweep_interval_s),
             "housekeeping": (self.housekeeping, HOUSEKEEPING_INTERVAL_S),
         }
@@ -81,6 +90,8 @@ class Scheduler:
                 id=name,
                 max_instances=1,
                 coalesce=True,
+                # Late is better than never: a busy loop must not skip a run.
+                misfire_grace_time=None,
             )
         self._aps.start()
 
@@ -106,6 +117,14 @@ class Scheduler:
             report.last_result = f"failed: {exc}"
             self.metrics.error(name, str(exc))
 
+    async def takeover(self) -> str:
+        """Take over what replicas that stopped left: their entries are interrupted."""
+        interrupted = await self.journal.recover(self.clock() - self.leases.ttl_s)
+        if interrupted:
+            log.warning("a replica stopped while answering in %d threads", len(interrupted))
+            await self.tell_interrupted(interrupted)
+        return f"{len(interrupted)} threads a stopped replica left were told"
+
     async def idle_sweep(self) -> str:
         """Summary-reset every session idle past the deadline, live or evicted; returns a
         summary."""
@@ -127,16 +146,21 @@ class Scheduler:
 
     async def _reset_if_idle(self, thread: ThreadRecord, cutoff: float) -> bool:
         ticket = self.sessions.join(thread.key)
+        held = False
         try:
             if not ticket.first:  # a message is being answered: not idle after all
                 return False
             await ticket.ready()
+            # Another replica is at work there (or resetting it): not idle after all.
+            held = await self.sessions.take_now(thread.id)
+            if not held:
+                return False
             current = await self.store.thread_by_id(thread.id)
             if current.last_activity >= cutoff or current.session_state != "active":
                 return False
             return await self.summary_reset.run(current, "idle") is not None
         finally:
-            ticket.release()
+            await self.sessions.leave(ticket, thread.key, thread.id if held else None)
 
     async def housekeeping(self) -> str:
         """Delete retired sessions past the restore period; prune the journal, and the

@@ -1,10 +1,12 @@
 """SessionManager: each thread's agent session, live in one runtime or resumable from disk.
 
 A thread's current session is created the first time it is needed and resumed after
-that: after a restart, after LRU eviction, when the runtime dropped it on its own, and
-when its runtime died (then in another, as the pool places it). The manager keeps one
-handle per thread, so a session is never live twice. Callers hold the thread's lane
-ticket (`join`) while they use its session.
+that: after a restart, after LRU eviction, when the runtime dropped it on its own, when
+its runtime died (then in another, as the pool places it), and when another replica ran
+the thread meanwhile. The manager keeps one handle per thread, so a session is never live
+twice in a replica, and uses it only under the thread's lease (bot/leases.py), so never in
+two replicas at once. Callers hold the thread's lane ticket (`join`) and its lease
+(`take`) while they use its session, and `leave` when done.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -23,9 +25,10 @@ from copilot.session_events import SessionCompactionCompleteData, SessionEvent
 from bot.attachments import Attachment
 from bot.clock import Clock, system_clock
 from bot.config import Settings
-from bot.errors import SessionNotFound
+from bot.errors import LeaseLost, SessionNotFound
 from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
+from bot.leases import Fence, Leases
 from bot.metrics import Metrics
 from bot.runtime import CopilotRuntime, SessionSpec
 from bot.runtime_pool import RuntimePool
@@ -46,6 +49,7 @@ class _Live:
     session_id: str
     session: CopilotSession
     runtime: CopilotRuntime
+    fence: Fence | None  # the lease it went live under
 
     @property
     def held(self) -> bool:
@@ -60,10 +64,13 @@ class SessionManager:
         store: Store,
         settings: Settings,
         metrics: Metrics,
+        *,
+        leases: Leases,
         clock: Clock = system_clock,
     ) -> None:
         self._runtimes = runtimes
         self._store = store
+        self._leases = leases
         self._metrics = metrics
         self._clock = clock
         self._max_live = settings.max_live_sessions
@@ -78,6 +85,32 @@ class SessionManager:
     def join(self, key: ThreadKey | None) -> Ticket:
         """A place in the thread's lane: one turn or command at a time, in arrival order."""
         return self.lanes.join(key)
+
+    async def take(
+        self, thread_id: int, entry_id: int | None, waiting: Callable[[], Awaitable[None]]
+    ) -> bool:
+        """Hold the thread's lease (behind its earlier journal entries, wherever they
+        were received); whether the thread may have changed since this replica last had
+        it. `waiting` is called once if it must wait."""
+        return await self._leases.hold(thread_id, entry_id, waiting)
+
+    async def take_now(self, thread_id: int) -> bool:
+        """Hold the thread's lease if nobody else does; whether it does."""
+        return await self._leases.take(thread_id) is not None
+
+    async def leave(self, ticket: Ticket, key: ThreadKey | None, thread_id: int | None) -> None:
+        """Give up the ticket; with nothing more queued in the thread here, let go of its
+        lease too, so another replica may run what it receives there."""
+        ticket.release()
+        if thread_id is not None and not self.lanes.busy(key):
+            await self._leases.let_go(thread_id)
+
+    async def confirm(self, thread: ThreadRecord) -> None:
+        """Raise LeaseLost unless this replica still owns the thread."""
+        fence = self._leases.held(thread.id)
+        if fence is None:
+            raise LeaseLost(f"thread {thread.id} was taken over")
+        await self._leases.confirm(fence)
 
     @property
     def live_count(self) -> int:
@@ -136,7 +169,7 @@ class SessionManager:
         spec = SessionSpec(session_id, self._runtimes.scratch_workspace(key))
         session = await runtime.create(spec, tools=False)
         try:
-            turn = self._turn(_Live(key, session_id, session, runtime), prompt, ())
+            turn = self._turn(_Live(key, session_id, session, runtime, None), prompt, ())
             await turn.send()
             yield turn
         finally:
@@ -176,15 +209,19 @@ class SessionManager:
         await asyncio.gather(*self._releasing.values())
 
     async def _session(self, thread: ThreadRecord) -> _Live:
+        fence = self._leases.held(thread.id)
         live = self._live.get(thread.id)
         if live is not None and live.session_id == thread.session_id and live.held:
-            self._live.move_to_end(thread.id)
-            return live
+            if live.fence == fence:
+                self._live.move_to_end(thread.id)
+                return live
+            # Another replica ran the thread meanwhile: this handle's history is behind.
+            log.info("%s moved here from another replica; resuming it", thread.session_id)
         await self._disconnect(thread.id)
         runtime = await self._runtimes.place(thread.key)
         workspace = self._runtimes.workspace(thread.key)
         told = start_context(orientation(thread.key.platform), thread.summary)
-        spec = SessionSpec(thread.session_id, workspace, told)
+        spec = SessionSpec(thread.session_id, workspace, told, fence)
         if thread.session_state == "new":
             session = await runtime.create(spec)
             await self._store.mark_active(thread.id)
@@ -200,7 +237,7 @@ class SessionManager:
                 session = await runtime.create(spec)
         session_id = thread.session_id
         session.on(lambda event: self._watch(session_id, event))
-        live = self._live[thread.id] = _Live(thread.key, session_id, session, runtime)
+        live = self._live[thread.id] = _Live(thread.key, session_id, session, runtime, fence)
         self._evict()
         return live
 

@@ -117,7 +117,7 @@ async def test_unfinished_journal_entries_become_interrupted_at_start(
     target: Path | str,
 ) -> None:
     store = await Store.open(target)
-    journal = Journal(store)
+    journal = Journal(store, replica="the last run")
     queued = await journal.claim("discord:1", KEY, "turn")
     running = await journal.claim("discord:2", KEY, "turn")
     finished = await journal.claim("discord:3", KEY, "turn", start=True)
@@ -130,9 +130,9 @@ async def test_unfinished_journal_entries_become_interrupted_at_start(
     await store.close()  # the process dies here
 
     store = await Store.open(target)
-    journal = Journal(store)
+    journal = Journal(store, replica="this run")
     try:
-        assert await journal.recover() == [KEY]  # two entries, one thread
+        assert await journal.recover(float("inf")) == [KEY]  # two entries, one thread
         statuses = [await journal_state(store, f"discord:{n}") for n in (1, 2, 3)]
         assert statuses == ["interrupted", "interrupted", "done"]
         refs = await store.run(
