@@ -90,6 +90,9 @@ async def _serve(settings: Settings, console: bool) -> None:
         else:
             await stop.wait()
         log.info("stopping")
+        for platform in started:
+            if isinstance(platform, SlackAdapter):
+                await platform.stop_receiving()
         await app.router.drain(app.settings.shutdown_grace_s)
     finally:
         for platform in started:

@@ -8,6 +8,9 @@ clients use, so they run unmodified against it.
   message on every page, as Slack returns it); `users.info` names people.
 - Socket Mode: `apps.connections.open` hands out a WebSocket that says hello, carries
   envelopes (events, slash commands, shortcuts), records acks, and can send `disconnect`.
+  With several connections open (replicas), each envelope goes to one of them at random,
+  as Slack does; an event not acknowledged within 3 s is delivered again (on request),
+  to another connection where there is one.
 - HTTP mode: signed (or badly signed) deliveries to the bot's `/slack/events`.
 - Files people attach, downloaded with the bot token: plainly, or answered as a test
   scripts it (`Served`: streamed without a size, encoded, redirected, stalled).
@@ -16,10 +19,12 @@ clients use, so they run unmodified against it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
 import json
+import random
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -125,6 +130,9 @@ class FakeSlack(FakeServer):
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._socket_ready = asyncio.Event()
+        self._sockets: list[web.WebSocketResponse] = []  # open, oldest first
+        self._pick = random.Random(15)  # which connection gets an envelope
+        self._retries: set[asyncio.Task[None]] = set()
         self.connections = 0
         self._envelopes: dict[str, Envelope] = {}
         self._uploads: dict[str, bytes] = {}
@@ -446,10 +454,14 @@ class FakeSlack(FakeServer):
     async def _link(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        self._socket = socket
+        self._sockets.append(socket)
         self.connections += 1
         await socket.send_json(
-            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": APP_ID}}
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "connection_info": {"app_id": APP_ID},
+            }
         )
         self._socket_ready.set()
         await self._notify()
@@ -460,16 +472,30 @@ class FakeSlack(FakeServer):
                 if envelope is not None:
                     envelope.ack_payload = ack.get("payload")
                     envelope.acked.set()
-        if self._socket is socket:
-            self._socket = None
+        self._sockets.remove(socket)
+        if not self._sockets:
             self._socket_ready.clear()
         return socket
 
-    async def push(self, kind: str, payload: dict[str, Any], retry_attempt: int = 0) -> Envelope:
-        """Send an envelope (events_api, slash_commands, interactive) over the socket."""
+    @property
+    def open_connections(self) -> int:
+        return len(self._sockets)
+
+    async def push(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        retry_attempt: int = 0,
+        *,
+        redeliver: bool = False,
+        avoid: web.WebSocketResponse | None = None,
+    ) -> Envelope:
+        """Send an envelope (events_api, slash_commands, interactive) over a socket; with
+        `redeliver`, an event is sent again, up to 3 times, while it is not acknowledged."""
         async with asyncio.timeout(30):
             await self._socket_ready.wait()
-        assert self._socket is not None
+        others = [open_ for open_ in self._sockets if open_ is not avoid]
+        socket = self._pick.choice(others or self._sockets)
         envelope = Envelope(f"env-{next(self._ids)}")
         self._envelopes[envelope.envelope_id] = envelope
         message: dict[str, Any] = {
@@ -481,14 +507,33 @@ class FakeSlack(FakeServer):
         if kind == "events_api":
             message["retry_attempt"] = retry_attempt
             message["retry_reason"] = "timeout" if retry_attempt else ""
-        await self._socket.send_json(message)
+        with contextlib.suppress(ConnectionError):  # closing: as good as unacknowledged
+            await socket.send_json(message)
+        if redeliver and kind == "events_api" and retry_attempt < 3:
+            again = self._redeliver(envelope, kind, payload, retry_attempt + 1, socket)
+            task = asyncio.create_task(again)
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
         return envelope
+
+    async def _redeliver(
+        self,
+        envelope: Envelope,
+        kind: str,
+        payload: dict[str, Any],
+        attempt: int,
+        avoid: web.WebSocketResponse,
+    ) -> None:
+        try:
+            async with asyncio.timeout(3.0):
+                await envelope.acked.wait()
+        except TimeoutError:
+            await self.push(kind, payload, attempt, redeliver=True, avoid=avoid)
 
     async def disconnect(self, reason: str = "refresh_requested") -> None:
         """What Slack sends before it drops a socket; the client is to reconnect."""
-        assert self._socket is not None
         connections = self.connections
-        await self._socket.send_json({"type": "disconnect", "reason": reason})
+        await self._sockets[-1].send_json({"type": "disconnect", "reason": reason})
         await self.wait_for(lambda: self.connections > connections and self._socket_ready.is_set())
 
     # --- payloads as Slack sends them -----------------------------------------------

@@ -173,6 +173,7 @@ async def test_slack_connect_authors_face_the_allow_list_and_shared_channels_nee
     assert fake_model.requests_with("from outside") == [] and slack.replies(ts) == []
     assert "channels shared with other organisations" in fake.ephemeral[-1]["text"]
 
+    await slack.adapter.stop()  # Slack would deliver to either bot's connection
     opted_in = await make_slack(allowed_workspaces=frozenset({"slack:T01"}), slack_connect=True)
     for team, text in (("TOTHER", "an outsider again"), ("T01", "a colleague")):
         ts, events = fake.user_message(

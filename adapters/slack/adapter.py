@@ -117,10 +117,17 @@ class SlackAdapter:
             "Socket" if self._socket else "HTTP",
         )
 
+    async def stop_receiving(self) -> None:
+        """Shutting down: close the Socket Mode connection, so Slack delivers what comes
+        next to another replica's (and redelivers what this one did not acknowledge),
+        while the answers under way here still post."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close_async()  # type: ignore[no-untyped-call]
+
     async def stop(self) -> None:
         self._ready = False
-        if self._socket is not None:
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
+        await self.stop_receiving()
         await self._downloads.close()
 
     def sink(self, key: ThreadKey) -> SlackSink:
