@@ -387,3 +387,56 @@ def test_the_readme_deploys_with_secret_files_and_a_loopback_port() -> None:
     deploying = deploying[: deploying.index("\n### ", 1)]
     assert "127.0.0.1:8080:8080" in deploying and "_FILE" in deploying
     assert "LoadCredential" in deploying and "NetworkPolicy" in deploying
+
+
+# --- Replicas (database mode) -----------------------------------------------------------
+
+
+def test_the_replica_manifests_run_three_that_never_all_go_at_once() -> None:
+    path = DEPLOY / "kubernetes-replicas.yaml"
+    validated = _run(_tool("kubernetes-validate"), "--strict", str(path))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text())}
+    assert "PersistentVolumeClaim" not in docs  # nothing of a replica's own to keep
+    deployment = docs["Deployment"]["spec"]
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    budget = docs["PodDisruptionBudget"]["spec"]
+    assert budget["minAvailable"] == deployment["replicas"] - 1
+    assert budget["selector"] == deployment["selector"]
+    pod, single = _pod(docs), _pod(_k8s())
+    # As locked down as the one-machine pod; its data dir is scratch.
+    assert pod["securityContext"] == single["securityContext"]
+    (container,), (alone,) = pod["containers"], single["containers"]
+    assert container["securityContext"] == alone["securityContext"]
+    assert {v["name"]: v for v in pod["volumes"]}["data"]["emptyDir"]
+    secret = docs["Secret"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    _check_file_secrets(
+        env, {f"/run/secrets/threadpilot/{key}": key for key in secret["stringData"]}
+    )
+    assert "THREADPILOT_DATABASE_URL_FILE" in env
+    # It may reach PostgreSQL, and otherwise what the one-machine pod may.
+    egress = docs["NetworkPolicy"]["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 5432} in egress[0]["ports"]
+    assert egress[1:] == _k8s()["NetworkPolicy"]["spec"]["egress"]
+
+
+def test_the_replica_compose_file_runs_two_on_one_database() -> None:
+    path = DEPLOY / "docker-compose.replicas.yml"
+    checked = _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    compose = yaml.safe_load(path.read_text())
+    replicas = {n: s for n, s in compose["services"].items() if n.startswith("threadpilot")}
+    assert len(replicas) == 2
+    for service in replicas.values():
+        env = service["environment"]
+        _check_file_secrets(env, {f"/run/secrets/{name}": name for name in service["secrets"]})
+        assert env["THREADPILOT_DATABASE_URL_FILE"] == "/run/secrets/database_url"
+        assert service["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    assert compose["services"]["postgres"]["healthcheck"]
