@@ -3,17 +3,19 @@
 Allow-lists (THREADPILOT_ALLOWED_WORKSPACES, _CHANNELS, _USERS; empty means everyone) say
 where the bot answers and whom; admins are always let in, and so is the console, whose
 user already owns the process. Rate limits (turns per minute, per user and per thread)
-keep one person or one runaway thread from taking the agent for everyone.
+keep one person or one runaway thread from taking the agent for everyone; they are counted
+in the store, so replicas count them together.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict, deque
 
 from bot.clock import Clock
 from bot.config import Settings
+from bot.database import Connection
 from bot.inbound import Inbound
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,36 +27,29 @@ NOT_SHARED = (
 _WINDOW_S = 60.0
 
 
-class _Window:
-    """Events in the last minute, per key."""
-
-    def __init__(self, limit: int, clock: Clock) -> None:
-        self._limit = limit
-        self._clock = clock
-        self._events: defaultdict[str, deque[float]] = defaultdict(deque)
-
-    def wait(self, key: str) -> float:
-        """Seconds until another event for `key` fits in the window (0: now)."""
-        if self._limit <= 0:
-            return 0.0
-        now = self._clock()
-        events = self._events[key]
-        while events and events[0] <= now - _WINDOW_S:
-            events.popleft()
-        if len(events) >= self._limit:
-            return events[0] + _WINDOW_S - now
-        return 0.0
-
-    def add(self, key: str) -> None:
-        if self._limit > 0:
-            self._events[key].append(self._clock())
+def _waits(conn: Connection, limits: dict[str, int], now: float) -> float:
+    """Seconds until one more turn fits every key's window (0: now, and it is counted)."""
+    counted = [key for key, limit in limits.items() if limit > 0]
+    wait = 0.0
+    for key in counted:
+        conn.execute("DELETE FROM rate_events WHERE key = ? AND at <= ?", (key, now - _WINDOW_S))
+        limit = limits[key]
+        rows = conn.execute(
+            "SELECT at FROM rate_events WHERE key = ? ORDER BY at DESC LIMIT ?", (key, limit)
+        ).fetchall()
+        if len(rows) >= limit:  # the oldest of the last `limit` must leave the window
+            wait = max(wait, rows[-1][0] + _WINDOW_S - now)
+    if wait == 0.0:
+        for key in counted:
+            conn.execute("INSERT INTO rate_events (key, at) VALUES (?, ?)", (key, now))
+    return wait
 
 
 class Access:
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
         self._settings = settings
-        self._per_user = _Window(settings.user_turns_per_minute, clock)
-        self._per_thread = _Window(settings.thread_turns_per_minute, clock)
+        self._store = store
+        self._clock = clock
 
     def refusal(self, inbound: Inbound) -> str | None:
         """Why this message may not reach the bot (logged), or None if it may."""
@@ -80,18 +75,23 @@ class Access:
                 return NOT_ALLOWED
         return None
 
-    def too_often(self, inbound: Inbound) -> str | None:
+    async def too_often(self, inbound: Inbound) -> str | None:
         """A polite "slow down" if this turn is over a rate limit, else None (and it
         counts)."""
+        settings, now = self._settings, self._clock()
         user = f"{inbound.platform}:{inbound.user_id}"
         thread = str(inbound.key)
-        wait = max(self._per_user.wait(user), self._per_thread.wait(thread))
+        limits = {
+            f"user:{user}": settings.user_turns_per_minute,
+            f"thread:{thread}": settings.thread_turns_per_minute,
+        }
+        if not any(limit > 0 for limit in limits.values()):
+            return None
+        wait = await self._store.run(lambda conn: _waits(conn, limits, now))
         if wait > 0:
             log.warning("rate limited %s in %s for %.0fs", user, thread, wait)
             return (
                 "You're sending messages faster than I can take them. "
                 f"Please wait {wait:.0f} seconds and try again."
             )
-        self._per_user.add(user)
-        self._per_thread.add(thread)
         return None

@@ -87,13 +87,13 @@ class App:
             clock=clock,
         )
         self.status = Status(
-            runtimes, store, self.sessions, self.scheduler, self.metrics, self.troubles
+            runtimes, store, self.sessions, self.scheduler, self.metrics, self.leases, self.troubles
         )
         context = ThreadContext(settings.thread_context_chars, self.journal)
         self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)
         self.router = Router(
             settings=settings,
-            access=Access(settings, clock),
+            access=Access(settings, store, clock),
             store=store,
             journal=self.journal,
             sessions=self.sessions,

@@ -50,6 +50,16 @@ class Fence:
     epoch: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaSeen:
+    """A replica of the fleet, for `status`."""
+
+    id: str
+    seen_s: float  # since its last heartbeat
+    leases: int  # threads it holds now
+    this: bool  # the replica asked
+
+
 def fenced(conn: Connection, fence: Fence) -> bool:
     """Whether `fence` still holds, inside a transaction about to write under it; on
     PostgreSQL the lease row stays locked until that transaction ends, so nobody takes
@@ -139,6 +149,20 @@ class Leases:
                 log.warning("another replica took over thread %d", thread_id)
                 self._held.pop(thread_id, None)
         self._renewed_at = now
+
+    async def fleet(self) -> list[ReplicaSeen]:
+        """The replicas alive (this one first), each with the leases it holds."""
+        now = self._clock()
+        rows = await self._store.run(
+            lambda conn: conn.execute(
+                "SELECT r.id, r.seen_at, COUNT(l.thread_id) FROM replicas r "
+                "LEFT JOIN leases l ON l.owner = r.id AND l.expires_at > ? "
+                "WHERE r.seen_at >= ? GROUP BY r.id, r.seen_at ORDER BY r.id",
+                (now, now - self.ttl_s),
+            ).fetchall()
+        )
+        seen = [ReplicaSeen(row[0], now - row[1], row[2], row[0] == self.id) for row in rows]
+        return sorted(seen, key=lambda replica: not replica.this)
 
     async def take(self, thread_id: int, entry_id: int | None = None) -> Fence | None:
         """The thread's lease, if it is free, lapsed or already this replica's, and no

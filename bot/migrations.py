@@ -85,8 +85,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX turns_state ON turns (state);
     """,
     # 4: replicas (bot/leases.py): who is alive, which one runs each thread's turns, who
-    # took each journal entry; and the runtime's session state, where replicas share it
-    # (bot/session_files.py).
+    # took each journal entry; rate limits counted for the fleet (bot/access.py); and the
+    # runtime's session state, where replicas share it (bot/session_files.py).
     """
     CREATE TABLE replicas (
         id              TEXT PRIMARY KEY,
@@ -103,6 +103,12 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE turns ADD COLUMN replica TEXT;    -- the replica that took the entry
     CREATE INDEX turns_open ON turns (thread_id, id) WHERE state IN ('received', 'running');
+
+    CREATE TABLE rate_events (                    -- turns of the last minute, fleet-wide
+        key             TEXT NOT NULL,            -- user:<platform:id> or thread:<key>
+        at              REAL NOT NULL
+    );
+    CREATE INDEX rate_events_key ON rate_events (key, at);
 
     CREATE TABLE session_files (                  -- the runtime's session state, by session
         session_id      TEXT NOT NULL,

@@ -150,7 +150,7 @@ class Router:
             return
         # Turns count, and commands that act on a thread (a branch is a post and a fork).
         counts = not parsed or parsed[0].needs_thread
-        slow_down = self.access.too_often(inbound) if counts else None
+        slow_down = await self.access.too_often(inbound) if counts else None
         if slow_down is not None:
             await self._refuse(inbound, slow_down, "rate limited", sink)
             return

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.leases import Leases, ReplicaSeen
 from bot.metrics import Metrics, RecentError
 from bot.runtime import RuntimeInfo, RuntimeLoad
 from bot.runtime_pool import RuntimePool
@@ -36,6 +37,7 @@ class StatusReport:
     recent_errors: list[RecentError]
     store_bytes: int
     troubles: dict[str, str]  # by platform: what keeps it from working fully
+    replicas: list[ReplicaSeen]  # this one first
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Status:
     sessions: SessionManager
     scheduler: Scheduler
     metrics: Metrics
+    leases: Leases
     troubles: Callable[[], dict[str, str]]
 
     async def report(self) -> StatusReport:
@@ -70,6 +73,7 @@ class Status:
             recent_errors=list(self.metrics.recent_errors)[-5:],
             store_bytes=await self.store.size_bytes(),
             troubles=self.troubles(),
+            replicas=await self.leases.fleet(),
         )
 
     async def text(self) -> str:
@@ -122,4 +126,10 @@ def format_status(report: StatusReport) -> str:
     lines.append("recent errors:" if report.recent_errors else "recent errors: none")
     lines += [f"  {_when(e.at)} {e.where}: {e.message}" for e in report.recent_errors]
     lines.append(f"store: {_mib(report.store_bytes)}")
+    lines.append(f"replicas: {len(report.replicas)}")
+    lines += [
+        f"  {r.id}{' (this one)' if r.this else ''}: seen {r.seen_s:.0f}s ago, "
+        f"{r.leases} threads held"
+        for r in report.replicas
+    ]
     return "\n".join(lines)

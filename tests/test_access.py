@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bot.access import Access
+from bot.inbound import Inbound
+from bot.store import Store
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, FakeClock
+from tests.conftest import AppFactory, FakeClock, make_settings
 from tests.fake_model import FakeModel
+from tests.postgres import new_database
 
 
 async def test_allow_lists_refuse_politely_once_and_never_reach_the_model(
@@ -61,3 +67,28 @@ async def test_rate_limits_per_user_and_per_thread_with_a_polite_reply(
 
     clock.advance(61)
     assert (await chat.say("busy", "turn 4")).text == "echo: turn 4"
+
+
+async def test_replicas_count_rate_limits_together(postgres: str, tmp_path: Path) -> None:
+    """Two replicas on one database: a person's turns count against one allowance,
+    whichever replica takes them."""
+    store = await Store.open(new_database(postgres))
+    clock = FakeClock()
+    settings = make_settings(tmp_path, "http://unused", user_turns_per_minute=3)
+    one, two = Access(settings, store, clock), Access(settings, store, clock)
+    key = ThreadKey("slack", "T1", "C1", "1.0")
+
+    def turn(n: int) -> Inbound:
+        return Inbound(event_id=f"Ev{n}", key=key, user_id="U1", text="hi")
+
+    try:
+        assert [await access.too_often(turn(n)) for n, access in enumerate((one, two, one))] == [
+            None, None, None
+        ]  # fmt: skip
+        clock.advance(10)
+        refusal = await two.too_often(turn(4))
+        assert refusal is not None and "wait 50 seconds" in refusal
+        clock.advance(51)  # the first turn has left the window
+        assert await two.too_often(turn(5)) is None
+    finally:
+        await store.close()

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import App
 from bot.replies import ErrorReply, FinalText
 from bot.runtime import CopilotRuntime
+from bot.runtime_pool import RuntimePool
+from bot.store import Store
 from bot.summary_reset import SUMMARY_PROMPT
-from tests.conftest import AppFactory, Chat, FakeClock, make_settings
+from tests.conftest import AppFactory, Chat, FakeClock, make_settings, recording
 from tests.fake_model import FakeModel, Reply, start_context, user_texts
+from tests.postgres import new_database
 
 IDLE_TIMEOUT, MARGIN = 1800, 120
 
@@ -372,6 +376,39 @@ async def test_status_is_for_admins_and_shows_the_fleet(
         "housekeeping: next 20",
         "turn: something broke",
         "store: ",
+        "takeover: next 20",
+        f"replicas: 1\n  {chat.app.leases.id} (this one): seen 0s ago, ",
     ):
         assert expected in text, (expected, text)
     assert not isinstance(reply.events[0], ErrorReply)
+
+
+async def test_replicas_summarize_an_idle_thread_once(
+    postgres: str,
+    runtimes: RuntimePool,
+    fake_model: FakeModel,
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    """Every replica sweeps; the thread's lease lets one of them reset it, once."""
+    url = new_database(postgres)
+    settings = make_settings(tmp_path, fake_model.base_url)
+    apps = [
+        App(settings, runtimes, await Store.open(url, clock), platforms=recording, clock=clock)
+        for _ in range(3)
+    ]
+    try:
+        chat = Chat(apps[0])
+        await chat.say("swept", "once only: remember 7")
+        tag = f"SUMMARY of {chat.key('swept')}"
+        script_summary(fake_model, tag)
+        clock.advance(IDLE_TIMEOUT - MARGIN + 1)
+        reports = await asyncio.gather(*(app.scheduler.idle_sweep() for app in apps))
+        assert sum(report.startswith("1 of 1") for report in reports) == 1, reports
+        assert (await apps[1].store.lifecycle_counts()).get("idle") == 1
+        thread = await apps[2].store.thread(chat.key("swept"))
+        assert thread is not None and thread.summary == tag
+    finally:
+        for app in apps:
+            await app.sessions.close()
+            await app.store.close()
