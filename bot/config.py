@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,6 +169,13 @@ class Settings(BaseSettings):
     # Answer in Slack channels shared with other organisations (Slack Connect).
     slack_connect: bool = Field(False, alias="THREADPILOT_SLACK_CONNECT")
     discord_message_content: bool = Field(False, alias="THREADPILOT_DISCORD_MESSAGE_CONTENT")
+    # Replicas: Discord's gateway sharding. Each replica connects the shards it is given
+    # (all of them when unset); `ordinal` takes the number a StatefulSet ends its pod's
+    # hostname with.
+    discord_shard_count: int | None = Field(None, ge=1, alias="THREADPILOT_DISCORD_SHARD_COUNT")
+    discord_shard_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), alias="THREADPILOT_DISCORD_SHARD_IDS"
+    )
     http_port: int = Field(8080, ge=0, le=65535, alias="THREADPILOT_HTTP_PORT")
     http_host: str | None = Field(None, alias="THREADPILOT_HTTP_HOST")  # see http_bind_host
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -189,6 +198,17 @@ class Settings(BaseSettings):
     @field_validator("discord_guild_ids", "tools", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _shard_ids(cls, value: object) -> object:
+        if value == "ordinal":
+            host = socket.gethostname()
+            ordinal = re.search(r"-(\d+)$", host)
+            if ordinal is None:
+                raise ValueError(f"the hostname {host!r} does not end with a pod ordinal (-N)")
+            return (int(ordinal[1]),)
         return _split_list(value)
 
     @property
@@ -281,6 +301,15 @@ class Settings(BaseSettings):
             )
         if self.provider_base_url and not self.model:
             raise ValueError("THREADPILOT_MODEL is required with a BYOK provider")
+        if self.discord_shard_ids and self.discord_shard_count is None:
+            raise ValueError("THREADPILOT_DISCORD_SHARD_IDS needs THREADPILOT_DISCORD_SHARD_COUNT")
+        beyond = [n for n in self.discord_shard_ids if n >= (self.discord_shard_count or 0)]
+        if beyond:
+            raise ValueError(
+                f"THREADPILOT_DISCORD_SHARD_IDS {beyond} are not below "
+                f"THREADPILOT_DISCORD_SHARD_COUNT ({self.discord_shard_count}): shards count "
+                "from 0"
+            )
         return self
 
     @property

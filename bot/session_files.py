@@ -22,8 +22,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,7 +68,7 @@ def _under(key: str) -> str:
     return f"{key}/" if key else ""
 
 
-def _children(key: str, paths: Sequence[str]) -> dict[str, bool]:
+def _children(key: str, paths: Iterable[str]) -> dict[str, bool]:
     """The entries right under directory `key`, each with whether it is a directory."""
     prefix = _under(key)
     found: dict[str, bool] = {}
@@ -82,12 +81,6 @@ def _children(key: str, paths: Sequence[str]) -> dict[str, bool]:
 
 class StaleWrite(PermissionError):
     """A write under a lease another replica has taken since."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    path: str
-    is_dir: bool
 
 
 class SessionFiles(SessionFsProvider):
@@ -125,17 +118,17 @@ class SessionFiles(SessionFsProvider):
             ).fetchall()
         )
 
-    async def _paths(self, key: str) -> list[str]:
-        """The stored paths at or under `key`."""
+    async def _paths(self, key: str) -> dict[str, bool]:
+        """The stored paths at or under `key`, each with whether it is a directory."""
         sid, prefix = self._session_id, _under(key)
         rows = await self._store.run(
             lambda conn: conn.execute(
-                "SELECT DISTINCT path FROM session_files WHERE session_id = ? "
-                "AND (path = ? OR substr(path, 1, ?) = ?)",
+                "SELECT path, content IS NULL FROM session_files WHERE session_id = ? "
+                "AND part = 0 AND (path = ? OR substr(path, 1, ?) = ?)",
                 (sid, key, len(prefix), prefix),
             ).fetchall()
         )
-        return [row[0] for row in rows]
+        return {row[0]: bool(row[1]) for row in rows}
 
     async def read_file(self, path: str) -> str:
         parts = await self._parts(_key(path))
@@ -207,25 +200,15 @@ class SessionFiles(SessionFsProvider):
         paths = await self._paths(key)
         if not paths and not await self.exists(path):
             raise FileNotFoundError(path)
-        dirs = await self._directories(paths)
         return [
             SessionFSReaddirWithTypesEntry.from_dict(
                 {
                     "name": name,
-                    "type": "directory" if nested or _under(key) + name in dirs else "file",
+                    "type": "directory" if nested or paths.get(_under(key) + name) else "file",
                 }
             )
             for name, nested in sorted(_children(key, paths).items())
         ]
-
-    async def _directories(self, paths: list[str]) -> set[str]:
-        sid = self._session_id
-        rows = await self._store.run(
-            lambda conn: conn.execute(
-                "SELECT path FROM session_files WHERE session_id = ? AND content IS NULL", (sid,)
-            ).fetchall()
-        )
-        return {row[0] for row in rows} & set(paths)
 
     async def rm(self, path: str, recursive: bool, force: bool) -> None:
         key = _key(path)

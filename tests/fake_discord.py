@@ -8,7 +8,8 @@
   discord.py needs to treat it as a rate limit. A global one holds back every bot-token
   request (not webhooks or interactions) until it has passed: one that comes too soon is
   refused with a global 429 again.
-- Gateway: HELLO, IDENTIFY, READY (with a loopback `resume_gateway_url`), GUILD_CREATE,
+- Gateway: HELLO, IDENTIFY, READY (with a loopback `resume_gateway_url`, and the shard a
+  sharded client identified as), GUILD_CREATE,
   heartbeats and acks, RESUME (replaying what the client missed), RECONNECT,
   INVALID_SESSION (resumable, or not: then IDENTIFY gets a new session id; also the
   answer to a RESUME of a session that is gone); zlib-stream and zstd-stream compression.
@@ -308,7 +309,10 @@ class FakeDiscord(FakeServer):
         elif op == 2:  # identify
             self.identified.append(message["d"])
             self._sequence, self._sent = 0, []
-            await self._dispatch("READY", self._ready_payload(), replayable=False)
+            ready = self._ready_payload()
+            if "shard" in message["d"]:  # Discord says which shard this session is
+                ready["shard"] = message["d"]["shard"]
+            await self._dispatch("READY", ready, replayable=False)
             await self._dispatch("GUILD_CREATE", self._guild(), replayable=False)
             self.readies += 1
             self._ready.set()

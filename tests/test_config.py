@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,7 @@ def test_values_come_from_the_environment_and_dotenv(monkeypatch: pytest.MonkeyP
         ("THREADPILOT_RESET_MARGIN_S", "1800", "{name} must be smaller"),
         ("THREADPILOT_PROVIDER_TYPE", "openai", "THREADPILOT_PROVIDER_BASE_URL is required"),
         ("THREADPILOT_HTTP_PORT", "70000", "{name}: Input should be less than"),
+        ("THREADPILOT_DISCORD_SHARD_IDS", "0", "{name} needs THREADPILOT_DISCORD_SHARD_COUNT"),
     ],
 )
 def test_a_wrong_value_names_the_variable(
@@ -152,4 +154,20 @@ def test_secrets_may_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("SLACK_BOT_TOKEN")
     monkeypatch.setenv("SLACK_BOT_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN_FILE: cannot read .*missing"):
+        load_settings()
+
+
+def test_discord_shards_are_below_the_count_or_the_pod_ordinal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("THREADPILOT_DISCORD_SHARD_COUNT", "3")
+    monkeypatch.setenv("THREADPILOT_DISCORD_SHARD_IDS", "1,3")
+    with pytest.raises(ConfigError, match=re.escape("SHARD_IDS [3] are not below")):
+        load_settings()
+    # A StatefulSet's pod threadpilot-2 takes shard 2.
+    monkeypatch.setenv("THREADPILOT_DISCORD_SHARD_IDS", "ordinal")
+    monkeypatch.setattr(socket, "gethostname", lambda: "threadpilot-2")
+    assert load_settings().discord_shard_ids == (2,)
+    monkeypatch.setattr(socket, "gethostname", lambda: "laptop")
+    with pytest.raises(ConfigError, match="does not end with a pod ordinal"):
         load_settings()

@@ -192,8 +192,9 @@ def test_the_kubernetes_manifests_match_their_schemas() -> None:
     assert env["THREADPILOT_HTTP_HOST"] == "0.0.0.0"
 
 
-def test_no_pod_mounts_a_service_account_token() -> None:
-    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()))
+@pytest.mark.parametrize("manifest", ["kubernetes.yaml", "kubernetes-replicas.yaml"])
+def test_no_pod_mounts_a_service_account_token(manifest: str) -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / manifest).read_text()))
     pods = [d["spec"]["template"]["spec"] for d in docs if "template" in d.get("spec", {})]
     assert pods
     assert all(pod["automountServiceAccountToken"] is False for pod in pods)
@@ -398,16 +399,12 @@ def test_the_replica_manifests_run_three_that_never_all_go_at_once() -> None:
     assert validated.returncode == 0, validated.stdout + validated.stderr
     docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text())}
     assert "PersistentVolumeClaim" not in docs  # nothing of a replica's own to keep
-    deployment = docs["Deployment"]["spec"]
-    assert deployment["replicas"] == 3
-    assert deployment["strategy"] == {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
+    replicas = docs["StatefulSet"]["spec"]
+    assert replicas["replicas"] == 3 and replicas["updateStrategy"] == {"type": "RollingUpdate"}
     budget = docs["PodDisruptionBudget"]["spec"]
-    assert budget["minAvailable"] == deployment["replicas"] - 1
-    assert budget["selector"] == deployment["selector"]
-    pod, single = _pod(docs), _pod(_k8s())
+    assert budget["minAvailable"] == replicas["replicas"] - 1
+    assert budget["selector"] == replicas["selector"]
+    pod, single = replicas["template"]["spec"], _pod(_k8s())
     # As locked down as the one-machine pod; its data dir is scratch.
     assert pod["securityContext"] == single["securityContext"]
     (container,), (alone,) = pod["containers"], single["containers"]
@@ -419,6 +416,9 @@ def test_the_replica_manifests_run_three_that_never_all_go_at_once() -> None:
         env, {f"/run/secrets/threadpilot/{key}": key for key in secret["stringData"]}
     )
     assert "THREADPILOT_DATABASE_URL_FILE" in env
+    # Discord: a shard per pod, from its ordinal, as many as there are pods.
+    assert env["THREADPILOT_DISCORD_SHARD_IDS"] == "ordinal"
+    assert env["THREADPILOT_DISCORD_SHARD_COUNT"] == str(replicas["replicas"])
     # It may reach PostgreSQL, and otherwise what the one-machine pod may.
     egress = docs["NetworkPolicy"]["spec"]["egress"]
     assert {"protocol": "TCP", "port": 5432} in egress[0]["ports"]
@@ -437,6 +437,9 @@ def test_the_replica_compose_file_runs_two_on_one_database() -> None:
         _check_file_secrets(env, {f"/run/secrets/{name}": name for name in service["secrets"]})
         assert env["THREADPILOT_DATABASE_URL_FILE"] == "/run/secrets/database_url"
         assert service["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+        assert env["THREADPILOT_DISCORD_SHARD_COUNT"] == str(len(replicas))
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert all(port.startswith("127.0.0.1:") for port in service["ports"])
+    shards = sorted(s["environment"]["THREADPILOT_DISCORD_SHARD_IDS"] for s in replicas.values())
+    assert shards == [str(n) for n in range(len(replicas))]  # a shard each, and each once
     assert compose["services"]["postgres"]["healthcheck"]

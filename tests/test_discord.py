@@ -356,14 +356,27 @@ async def test_the_gateway_works_with_either_compression(
         await adapter.stop()
 
 
+# As a replica of two: the one with the shard the server falls in.
+SHARD = (int(GUILD_ID) >> 22) % 2
+SHARDED = {"THREADPILOT_DISCORD_SHARD_COUNT": "2", "THREADPILOT_DISCORD_SHARD_IDS": str(SHARD)}
+
+
+@pytest.mark.parametrize("sharding", [{}, SHARDED], ids=["one", "its shard of 2"])
 async def test_threadpilot_runs_discord_and_stops_cleanly(
-    tmp_path: Path, fake_model: FakeModel, fake_discord: FakeDiscord, cli_path: Path
+    sharding: dict[str, str],
+    tmp_path: Path,
+    fake_model: FakeModel,
+    fake_discord: FakeDiscord,
+    cli_path: Path,
 ) -> None:
     identified = len(fake_discord.identified)
     syncs = len([c for c in fake_discord.calls if c.method == "PUT"])
-    process = await start_bot(tmp_path, fake_model, cli_path, **fake_discord.env)
+    env = {**fake_discord.env, **sharding}
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
     try:
         await fake_discord.wait_for(lambda: len(fake_discord.identified) > identified)
+        shard = fake_discord.identified[-1].get("shard")
+        assert shard == ([SHARD, 2] if sharding else None)
         await fake_discord.wait_for(  # this process synced its commands: it is up
             lambda: len([c for c in fake_discord.calls if c.method == "PUT"]) > syncs
         )
@@ -376,6 +389,7 @@ async def test_threadpilot_runs_discord_and_stops_cleanly(
         )
     finally:
         log = await stop_bot(process)
+        print(log)  # shown should the test fail
     assert "discord: connected as threadpilot" in log and "Traceback" not in log
 
 

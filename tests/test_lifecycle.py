@@ -400,6 +400,9 @@ async def test_replicas_summarize_an_idle_thread_once(
     try:
         chat = Chat(apps[0])
         await chat.say("swept", "once only: remember 7")
+        # Replicas have runtimes of their own; these share one, where a session must not
+        # be live twice: the one that answered lets go of it.
+        await apps[0].sessions.close()
         tag = f"SUMMARY of {chat.key('swept')}"
         script_summary(fake_model, tag)
         clock.advance(IDLE_TIMEOUT - MARGIN + 1)

@@ -86,11 +86,20 @@ class DiscordAdapter:
         intents.guild_messages = True  # messages in servers (content only when mentioned)
         intents.dm_messages = True  # DMs (always with content)
         intents.message_content = settings.discord_message_content  # privileged
-        self.client = discord.Client(
-            intents=intents,
-            guild_ready_timeout=guild_ready_timeout,
+        common: dict[str, Any] = {
+            "intents": intents,
+            "guild_ready_timeout": guild_ready_timeout,
             # The default of every message the bot creates or edits, webhooks included.
-            allowed_mentions=discord.AllowedMentions.none(),
+            "allowed_mentions": discord.AllowedMentions.none(),
+        }
+        # Replicas: Discord sends each server's events to the shard it falls in
+        # ((server id >> 22) % shard count; DMs to shard 0), and a replica connects its own.
+        if settings.discord_shard_ids:
+            common["shard_ids"] = list(settings.discord_shard_ids)
+        self.client = (
+            discord.AutoShardedClient(shard_count=settings.discord_shard_count, **common)
+            if settings.discord_shard_count
+            else discord.Client(**common)
         )
         self.tree = app_commands.CommandTree(self.client)
         self.tree.error(self._on_command_error)
@@ -123,7 +132,10 @@ class DiscordAdapter:
                 await self._syncing
         await self.client.close()
         if self._connection is not None:
-            await self._connection
+            # A sharded client's connect() would wait on for its shards' next event.
+            self._connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection
 
     async def _sync_until_done(self) -> None:
         """Register the application commands; on failure, say so and try again later."""
