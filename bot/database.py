@@ -13,14 +13,18 @@ sqlite3's, so the store's one database thread and its operations serve both engi
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 from psycopg.pq import TransactionStatus
+
+log = logging.getLogger(__name__)
 
 
 class Cursor(Protocol):
@@ -47,6 +51,11 @@ class Connection(Protocol):
         ends (SQLite's write transactions exclude each other already)."""
         ...
 
+    def notify(self, channel: str, payload: str) -> None:
+        """Tell the other processes listening on `channel`, when the transaction commits
+        (PostgreSQL; on SQLite there are none)."""
+        ...
+
 
 class Database(Protocol):
     name: str  # what to call it in messages: a file path, or the server
@@ -68,6 +77,11 @@ class Database(Protocol):
 
     def size_bytes(self, conn: Connection) -> int: ...
 
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        """Call `heard` (in a thread of its own) with each payload notified on `channel`
+        by any process; returns what stops listening."""
+        ...
+
 
 class _SqliteConnection:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -81,6 +95,9 @@ class _SqliteConnection:
 
     def share_lock(self) -> str:
         return ""
+
+    def notify(self, channel: str, payload: str) -> None:
+        pass
 
 
 class SqliteDatabase:
@@ -122,6 +139,9 @@ class SqliteDatabase:
         files = [self.path, *(Path(f"{self.path}{tail}") for tail in ("-wal", "-shm"))]
         return sum(f.stat().st_size for f in files if f.exists())
 
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        return lambda: None  # one process: nobody else to hear from
+
 
 def _sqlite(conn: Connection) -> sqlite3.Connection:
     assert isinstance(conn, _SqliteConnection)
@@ -162,6 +182,9 @@ class _PostgresConnection:
     def share_lock(self) -> str:
         return " FOR SHARE"
 
+    def notify(self, channel: str, payload: str) -> None:
+        self.raw.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
 
 # The migrations are written for SQLite; these make them PostgreSQL's.
 _PG_TYPES = (
@@ -173,6 +196,7 @@ _PG_TYPES = (
 )
 # Replicas may start at once: one migrates, the others wait for it.
 _MIGRATION_LOCK = 7_245_317
+_LISTEN_CHECK_S = 1.0  # how often a listener looks whether it is to stop
 
 
 class PostgresDatabase:
@@ -218,6 +242,25 @@ class PostgresDatabase:
     def size_bytes(self, conn: Connection) -> int:
         (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         return int(size)
+
+    def listen(self, channel: str, heard: Callable[[str], None]) -> Callable[[], None]:
+        stopping = threading.Event()
+        conn = psycopg.connect(self.url, autocommit=True)
+        conn.execute(f'LISTEN "{channel}"')
+
+        def run() -> None:
+            try:
+                while not stopping.is_set():
+                    for notice in conn.notifies(timeout=_LISTEN_CHECK_S):
+                        heard(notice.payload)
+            except psycopg.Error as exc:  # the server went away: waiters poll meanwhile
+                if not stopping.is_set():
+                    log.warning("listening on %s stopped: %s", channel, exc)
+            finally:
+                conn.close()
+
+        threading.Thread(target=run, name=f"listen-{channel}", daemon=True).start()
+        return stopping.set
 
     def clock(self, conn: Connection) -> float:
         """The server's time, as a Unix timestamp."""

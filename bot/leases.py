@@ -33,7 +33,8 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.2  # how often a replica waiting for a lease asks again
+_POLL_S = 1.0  # how often a replica waiting for a lease asks again, should it hear nothing
+CHANNEL = "threadpilot_leases"  # where replicas say they let go of a thread (its id)
 
 
 def new_replica_id() -> str:
@@ -73,7 +74,12 @@ def fenced(conn: Connection, fence: Fence) -> bool:
 
 class Leases:
     def __init__(
-        self, store: Store, clock: Clock, ttl_s: float = 15.0, replica_id: str = ""
+        self,
+        store: Store,
+        clock: Clock,
+        ttl_s: float = 15.0,
+        replica_id: str = "",
+        poll_s: float = _POLL_S,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -82,7 +88,8 @@ class Leases:
         self._held: dict[int, Fence] = {}
         self._last: dict[int, int] = {}  # thread id -> the epoch this replica last held
         self._renewed_at = float("-inf")
-        self._let_go = asyncio.Event()  # set when this replica let go of some lease
+        self._poll_s = poll_s
+        self._let_go = asyncio.Event()  # set when some replica let go of some lease
         self._beating: asyncio.Task[None] | None = None
 
     @property
@@ -96,6 +103,7 @@ class Leases:
     async def start(self) -> None:
         """Join the fleet and keep beating, from before this replica takes any event:
         the others count a replica dead whose heartbeat is older than a lease."""
+        await self._store.listen(CHANNEL, lambda _thread: self._let_go.set())
         await self.heartbeat()
         self._beating = asyncio.create_task(self._beat())
 
@@ -179,10 +187,13 @@ class Leases:
                 ).fetchone()
                 if ahead is not None:
                     # Its turn first: should this replica hold the lease, it lets go.
-                    conn.execute(
-                        "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ?",
+                    released = conn.execute(
+                        "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ? "
+                        "AND expires_at > 0",
                         (thread_id, me),
-                    )
+                    ).rowcount
+                    if released:
+                        conn.notify(CHANNEL, str(thread_id))
                     return None
             row = conn.execute(
                 "SELECT owner, epoch, expires_at FROM leases WHERE thread_id = ?", (thread_id,)
@@ -222,27 +233,32 @@ class Leases:
         Returns whether the thread may have changed since this replica last held it."""
         last = self._last.get(thread_id)
         waited = False
-        while (fence := await self.take(thread_id, entry_id)) is None:
+        while True:
+            self._let_go.clear()  # before asking: a lease let go meanwhile wakes it
+            fence = await self.take(thread_id, entry_id)
+            if fence is not None:
+                return waited or fence.epoch != last
             if not waited:
                 waited = True
                 await waiting()
-            self._let_go.clear()
-            # A lease this replica lets go is taken at once; others' are polled.
+            # Woken when a replica lets go of a lease (NOTIFY); polled should that be missed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._let_go.wait(), _POLL_S)
-        return waited or fence.epoch != last
+                await asyncio.wait_for(self._let_go.wait(), self._poll_s)
 
     async def let_go(self, thread_id: int) -> None:
         """Nothing more to do in the thread for now: any replica may take it over."""
         fence = self._held.pop(thread_id, None)
         if fence is None:
             return
-        await self._store.run(
-            lambda conn: conn.execute(
+
+        def work(conn: Connection) -> None:
+            conn.execute(
                 "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ? AND epoch = ?",
                 (fence.thread_id, fence.owner, fence.epoch),
             )
-        )
+            conn.notify(CHANNEL, str(fence.thread_id))
+
+        await self._store.run(work)
         self._let_go.set()
 
     async def confirm(self, fence: Fence) -> None:

@@ -46,12 +46,15 @@ PROMPT_TOO_LONG = (
     "Please shorten it, or attach the long part as a text file."
 )
 RESTARTING = "My agent runtime is restarting. Please try again in a moment."
-SHUTTING_DOWN = "I'm restarting right now. Please send that again in a minute."
 STOPPED_FOR_SHUTDOWN = (
     "I had to stop before finishing this answer because I'm restarting. "
     "Please ask again in a minute."
 )
 _STOPPING_S = 10.0  # for stopped answers to say so and record it
+# Shutting down, deliveries the platform libraries received before they stopped may still
+# be on their way in (Bolt hands an event over a few steps after it arrived): drain waits
+# until none has come for this long.
+_SETTLE_S = 0.5
 STORE_FAILING = (
     "I couldn't save this conversation: my database refused a write (its disk may be "
     "full), so I stopped rather than lose track of it. Please try again later; an admin "
@@ -91,25 +94,23 @@ class Router:
     metrics: Metrics
     _draining: bool = field(default=False, init=False)
     _active: set[asyncio.Task[object]] = field(default_factory=set, init=False)
+    _arrived: int = field(default=0, init=False)  # deliveries so far
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely. Never raises for a bad message."""
         # Numbered first thing, in the order messages come (bot/thread_context.py).
         arrival = self.context.arrived(inbound.key) if inbound.key else None
-        with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
-            if not await self._for_the_bot(inbound):
-                return
-            if self._draining:
-                # Not journaled: a redelivery after the restart is answered then.
-                await sink.render(single(ErrorReply(SHUTTING_DOWN)))
-                return
-            task = asyncio.current_task()
-            assert task is not None
-            self._active.add(task)
-            try:
-                await self._dispatch(inbound, sink, arrival)
-            finally:
-                self._active.discard(task)
+        # Counted from the start, so that shutting down waits for it (`drain`).
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
+        self._arrived += 1
+        try:
+            with turn_context(str(inbound.key or inbound.platform), inbound.event_id):
+                if await self._for_the_bot(inbound):
+                    await self._dispatch(inbound, sink, arrival)
+        finally:
+            self._active.discard(task)
 
     async def _for_the_bot(self, inbound: Inbound) -> bool:
         """Route `inbound`: True to answer it; a message of a bot thread that is not for
@@ -120,7 +121,7 @@ class Router:
         except Exception:  # then only messages that ask the bot are answered (or told why)
             log.exception("could not look up %s", inbound.key)
         decision = route(inbound, thread is not None, self.settings)
-        if decision is Route.CONTEXT and thread is not None and not self._draining:
+        if decision is Route.CONTEXT and thread is not None:
             event_id = f"{inbound.platform}:{inbound.event_id}"
             try:
                 await self.journal.heard(event_id, thread.id, inbound.message_ref)
@@ -131,16 +132,27 @@ class Router:
         return decision is Route.ANSWER
 
     async def drain(self, grace_s: float) -> None:
-        """Shutting down: take no new messages, give those under way `grace_s` seconds to
-        finish, then stop the rest (their threads are told)."""
+        """Shutting down (the platforms have stopped delivering where they can): give what
+        is under way, and what still comes, `grace_s` seconds to finish, then stop the
+        rest (their threads are told). Nothing that arrived is turned away: with
+        replicas, nobody would deliver it again."""
         self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while True:  # until what was received before has come in
+            arrived = self._arrived
+            await asyncio.sleep(min(_SETTLE_S, max(0.0, deadline - loop.time())))
+            if self._arrived == arrived or loop.time() >= deadline:
+                break
         if self._active:
             log.info("waiting up to %gs for %d answers under way", grace_s, len(self._active))
-            _, late = await asyncio.wait(self._active, timeout=grace_s)
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=_STOPPING_S)
+        while self._active and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._active), timeout=left)
+        late = set(self._active)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=_STOPPING_S)
 
     async def _dispatch(self, inbound: Inbound, sink: ReplySink, arrival: Arrival | None) -> None:
         parsed = parse(inbound)

@@ -239,6 +239,7 @@ class Store:
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._open = True
+        self._listening: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, target: Path | str, clock: Clock = system_clock) -> Store:
@@ -261,8 +262,21 @@ class Store:
     def is_open(self) -> bool:
         return self._open
 
+    async def listen(self, channel: str, heard: Callable[[str], None]) -> None:
+        """Call `heard` with each payload any process notifies on `channel` (from now
+        until the store closes); on SQLite, there is no other process."""
+        loop = asyncio.get_running_loop()
+
+        def relay(payload: str) -> None:  # in the listener's own thread
+            loop.call_soon_threadsafe(heard, payload)
+
+        stop = await loop.run_in_executor(None, self._db.listen, channel, relay)
+        self._listening.append(stop)
+
     async def close(self) -> None:
         self._open = False
+        for stop in self._listening:
+            stop()
         if self._flusher is not None:
             await self._flusher
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close, self._conn)

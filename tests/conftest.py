@@ -273,9 +273,10 @@ async def stop_bot(process: asyncio.subprocess.Process) -> str:
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await process.wait() == 0
-    finally:
-        log = await reap(process)
-    return log
+    except BaseException:
+        print(await reap(process))  # shown with the failure
+        raise
+    return await reap(process)
 
 
 async def reap(process: asyncio.subprocess.Process) -> str:

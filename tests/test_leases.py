@@ -1,0 +1,75 @@
+"""Leases between replicas, on a real PostgreSQL: one owner per thread, a waiter woken by
+the owner letting go (NOTIFY, not polling), turns behind earlier entries of others."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.clock import system_clock
+from bot.journal import Journal
+from bot.leases import Leases
+from bot.store import Store
+from bot.thread_key import ThreadKey
+from tests.postgres import new_database
+
+KEY = ThreadKey("slack", "T1", "C1", "1.0")
+
+
+@pytest.fixture
+async def stores(postgres: str) -> AsyncIterator[tuple[Store, Store]]:
+    """Two replicas' stores: connections of their own to one database."""
+    url = new_database(postgres)
+    one, two = await Store.open(url), await Store.open(url)
+    yield one, two
+    await one.close()
+    await two.close()
+
+
+async def test_a_waiting_replica_is_woken_when_the_owner_lets_go(
+    stores: tuple[Store, Store],
+) -> None:
+    one = stores[0]
+    # Polling once an hour: only the owner's NOTIFY can wake the waiter in time.
+    owner, waiter = (Leases(store, system_clock, poll_s=3600) for store in stores)
+    await owner.start()
+    await waiter.start()
+    try:
+        thread = await one.ensure_thread(KEY)
+        assert await owner.take(thread.id) is not None
+        waited = asyncio.Event()
+
+        async def waiting() -> None:
+            waited.set()
+
+        taking = asyncio.create_task(waiter.hold(thread.id, None, waiting))
+        await waited.wait()  # it asked, and found the thread taken
+        assert not taking.done()
+        await owner.let_go(thread.id)
+        async with asyncio.timeout(10):
+            assert await taking is True  # taken, and the thread may have changed meanwhile
+        assert waiter.held(thread.id) is not None and owner.held(thread.id) is None
+    finally:
+        await owner.leave()
+        await waiter.leave()
+
+
+async def test_a_turn_waits_behind_what_another_replica_received_first(
+    stores: tuple[Store, Store],
+) -> None:
+    one, two = stores
+    first, second = Leases(one, system_clock), Leases(two, system_clock)
+    await first.heartbeat()
+    await second.heartbeat()
+    early = await Journal(one, system_clock, first.id).claim("slack:Ev1", KEY, "turn")
+    late = await Journal(two, system_clock, second.id).claim("slack:Ev2", KEY, "turn")
+    assert early is not None and late is not None and early.thread is not None
+    thread_id = early.thread.id
+    # The second replica held the thread for something of its own; its later entry waits,
+    # and it lets the thread go to the replica whose entry came first.
+    assert await second.take(thread_id) is not None
+    assert await second.take(thread_id, late.turn_id) is None
+    assert second.held(thread_id) is None
+    assert await first.take(thread_id, early.turn_id) is not None
