@@ -9,7 +9,9 @@ whichever replica Slack picks must answer with the thread's history.
 
 - turns/s: turns of a round over the round's wall time
 - first text: from the message to the bot's first post in the thread, as a person waits
-- moved: turns run by another replica than the thread's previous one (a resume there)
+- moved: turns run by another replica than the thread's turn before (the session resumed
+  there); a message that reaches another replica is handed over to the one that holds
+  its thread's session, so this stays near 0 while replicas live
 
     python -m bench.replicas [--threads 20] [--rounds 4]
 """

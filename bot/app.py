@@ -3,6 +3,7 @@ lifetime."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -11,8 +12,8 @@ from bot.clock import Clock, system_clock
 from bot.command_handlers import CommandHandlers
 from bot.config import Settings
 from bot.copilot_cli import find_cli
-from bot.inbound import Dispatcher
-from bot.journal import Journal
+from bot.inbound import Dispatcher, Redelivering
+from bot.journal import HANDED_OVER, Journal
 from bot.leases import Leases
 from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
@@ -65,6 +66,7 @@ class App:
         self.runtimes = runtimes
         self.store = store
         self.interrupted = tuple(interrupted)
+        self.clock = clock
         self.metrics = Metrics(clock)
         self.leases = leases or Leases(store, clock, settings.lease_ttl_s)
         self.journal = Journal(store, clock, self.leases.id)
@@ -83,6 +85,7 @@ class App:
             summary_reset=self.summary_reset,
             leases=self.leases,
             tell_interrupted=self.tell_interrupted,
+            take_up=self.take_up,
             metrics=self.metrics,
             clock=clock,
         )
@@ -105,6 +108,8 @@ class App:
         self.platforms: dict[str, Platform] = {
             platform.name: platform for platform in platforms(self.router, settings)
         }
+        self._taken_up: set[int] = set()  # handed-over entries delivered again here
+        self._redeliveries: set[asyncio.Task[object]] = set()
 
     @classmethod
     async def start(
@@ -167,6 +172,45 @@ class App:
                 await self.tell(key, INTERRUPTED)
             except Exception as exc:
                 log.warning("could not tell %s about its interrupted answer: %s", key, exc)
+
+    async def stop_taking(self) -> None:
+        """Shutting down: the other replicas hand this one nothing more, and what they
+        handed it that it has not taken up goes to one of them."""
+        await self.leases.leaving()
+        handed = await self.journal.hand_back(self.clock() - self.leases.ttl_s)
+        if handed:
+            log.info("handed %d messages back to another replica", handed)
+
+    async def take_hand_overs(self) -> None:
+        """From now on (the platforms are up), take up at once what other replicas hand
+        over to this one (the scheduler's takeover job looks too, should a word be lost)."""
+
+        def told(replica: str) -> None:
+            if replica == self.leases.id:
+                task = asyncio.create_task(self.take_up())
+                self._redeliveries.add(task)
+                task.add_done_callback(self._redeliveries.discard)
+
+        await self.store.listen(HANDED_OVER, told)
+        await self.take_up()
+
+    async def take_up(self) -> int:
+        """Deliver again here the messages other replicas handed over to this one (its
+        threads' sessions are live here), each once; how many."""
+        pending = await self.journal.handed_over()
+        self._taken_up &= {handed.turn_id for handed in pending}
+        fresh = [handed for handed in pending if handed.turn_id not in self._taken_up]
+        for handed in fresh:
+            platform = self.platforms.get(handed.platform)
+            if not isinstance(platform, Redelivering):
+                log.warning("cannot deliver entry %d again: no %s here", handed.turn_id,
+                            handed.platform)  # fmt: skip
+                continue
+            self._taken_up.add(handed.turn_id)
+            task = asyncio.create_task(platform.redeliver(handed.redo))
+            self._redeliveries.add(task)
+            task.add_done_callback(self._redeliveries.discard)
+        return len(fresh)
 
     def troubles(self) -> dict[str, str]:
         """What keeps each platform from working fully while it serves."""

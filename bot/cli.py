@@ -84,6 +84,7 @@ async def _serve(settings: Settings, console: bool) -> None:
                 await platform.start()
                 started.append(platform)
         app.scheduler.start()
+        await app.take_hand_overs()
         await app.tell_interrupted()
         if isinstance(terminal, ConsoleAdapter):
             await _first(terminal.run(), stop.wait())  # /quit, end of input, or a signal
@@ -93,6 +94,7 @@ async def _serve(settings: Settings, console: bool) -> None:
         for platform in started:
             if isinstance(platform, SlackAdapter):
                 await platform.stop_receiving()
+        await app.stop_taking()
         await app.router.drain(app.settings.shutdown_grace_s)
     finally:
         for platform in started:

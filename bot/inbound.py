@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.replies import ReplySink
 from bot.thread_key import ThreadKey
@@ -82,6 +82,10 @@ class Inbound:
     read `author_workspace` (the author's own workspace, where it is not the thread's:
     Slack Connect) and `shared` (a conversation shared with another organisation).
     `thread` reads the conversation around the message, where the platform has one.
+
+    Replicas: `redo` is what the adapter can deliver the message again from, on another
+    replica (the platform's own payload; None where it cannot); `handed` marks such a
+    delivery, handed over by the replica that received it to the one whose thread it is.
     """
 
     event_id: str
@@ -99,12 +103,22 @@ class Inbound:
     author_workspace: str | None = None
     shared: bool = False
     thread: ThreadReader | None = None
+    redo: str | None = None
+    handed: bool = False
 
     def __post_init__(self) -> None:
         if not self.platform:
             if self.key is None:
                 raise ValueError("an inbound without a thread key must name its platform")
             object.__setattr__(self, "platform", self.key.platform)
+
+
+@runtime_checkable
+class Redelivering(Protocol):
+    """An adapter that can deliver a message again from its `Inbound.redo`, as if it had
+    just received it (with `handed` set)."""
+
+    async def redeliver(self, redo: str) -> None: ...
 
 
 class Dispatcher(Protocol):

@@ -44,6 +44,20 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOver:
+    """An entry another replica handed to this one: deliver it again from `redo`, on
+    `platform`."""
+
+    turn_id: int
+    platform: str
+    redo: str
+
+
+# Where a replica is told (its id) that another handed it an entry.
+HANDED_OVER = "threadpilot_handed_over"
+
+
+@dataclass(frozen=True, slots=True)
 class ForkPoint:
     """Where a branch is cut: after `turn_id`, a turn of `session_id`. The fork keeps the
     runtime events before `to_event_id` (all of them when None)."""
@@ -71,17 +85,27 @@ class Journal:
         *,
         start: bool = False,
         joins: bool = True,
+        handed: bool = False,
     ) -> Claim | None:
         """Record a new inbound event of the thread `key` (with `joins`, the thread is
         recorded too if new: the bot takes part in it from now on); None if the event id
         was seen before. With `start` (nothing queued ahead of it in the thread) the entry
-        is recorded running at once, saving `start()`'s round trip."""
+        is recorded running at once, saving `start()`'s round trip. `handed`: the event
+        was claimed by another replica and handed over to this one, which takes it up."""
         now = self._clock()
 
         def work(conn: Connection) -> Claim | None:
             thread = None
             if key is not None:
                 thread = upsert_thread(conn, key, now) if joins else select_thread(conn, key)
+            if handed:
+                row = conn.execute(
+                    "UPDATE turns SET redo = NULL, state = ?, started_at = ? WHERE event_id = ? "
+                    "AND replica = ? AND state = 'received' AND redo IS NOT NULL RETURNING id",
+                    ("running" if start else "received", now if start else None, event_id,
+                     self._replica),
+                ).fetchone()  # fmt: skip
+                return Claim(int(row[0]), thread) if row else None
             row = conn.execute(
                 "INSERT INTO turns (event_id, thread_id, kind, state, user_ref, received_at, "
                 "started_at, replica) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -100,6 +124,52 @@ class Journal:
             return Claim(int(row[0]), thread) if row else None
 
         return await self._store.run(work)
+
+    async def hand_over(self, turn_id: int, replica: str, redo: str) -> None:
+        """Give the entry to `replica`, which holds its thread's session live, to deliver
+        again from `redo` and answer (bot/router.py); it is told at once."""
+
+        def work(conn: Connection) -> None:
+            conn.execute(
+                "UPDATE turns SET replica = ?, redo = ?, state = 'received', started_at = NULL "
+                "WHERE id = ?",
+                (replica, redo, turn_id),
+            )
+            conn.notify(HANDED_OVER, replica)
+
+        await self._store.run(work)
+
+    async def hand_back(self, seen_since: float) -> int:
+        """Shutting down: what was handed to this replica and not taken up goes to another
+        live replica (which is told); how many."""
+
+        def work(conn: Connection) -> int:
+            rows = conn.execute(
+                "UPDATE turns SET replica = (SELECT id FROM replicas WHERE id <> ? "
+                "AND leaving = 0 AND seen_at >= ? ORDER BY id LIMIT 1) "
+                "WHERE replica = ? AND state = 'received' AND redo IS NOT NULL "
+                "AND EXISTS (SELECT 1 FROM replicas WHERE id <> ? AND leaving = 0 "
+                "AND seen_at >= ?) RETURNING replica",
+                (self._replica, seen_since, self._replica, self._replica, seen_since),
+            ).fetchall()
+            for replica in {row[0] for row in rows}:
+                conn.notify(HANDED_OVER, replica)
+            return len(rows)
+
+        return await self._store.run(work)
+
+    async def handed_over(self) -> list[HandedOver]:
+        """The entries other replicas handed to this one that it has not taken up yet,
+        oldest first."""
+        rows = await self._store.run(
+            lambda conn: conn.execute(
+                "SELECT t.id, th.platform, t.redo FROM turns t JOIN threads th "
+                "ON th.id = t.thread_id WHERE t.replica = ? AND t.state = 'received' "
+                "AND t.redo IS NOT NULL ORDER BY t.id",
+                (self._replica,),
+            ).fetchall()
+        )
+        return [HandedOver(row[0], row[1], row[2]) for row in rows]
 
     async def heard(self, event_id: str, thread_id: int, user_ref: str | None) -> None:
         """Record a message of the thread that was not for the bot (kind 'context'): the

@@ -115,6 +115,12 @@ class Leases:
             except Exception as exc:  # the database is unreachable: try again next beat
                 log.warning("heartbeat failed: %s", exc)
 
+    async def leaving(self) -> None:
+        """Shutting down: the others hand this replica nothing more."""
+        await self._store.run(
+            lambda conn: conn.execute("UPDATE replicas SET leaving = 1 WHERE id = ?", (self.id,))
+        )
+
     async def leave(self) -> None:
         """Shutting down: let go of every lease and leave the fleet."""
         if self._beating is not None:
@@ -157,6 +163,19 @@ class Leases:
                 log.warning("another replica took over thread %d", thread_id)
                 self._held.pop(thread_id, None)
         self._renewed_at = now
+
+    async def owner_elsewhere(self, thread_id: int) -> str | None:
+        """The live replica other than this one that last held the thread's lease (and
+        so holds its session live), if there is one."""
+        seen_since = self._clock() - self.ttl_s
+        row = await self._store.run(
+            lambda conn: conn.execute(
+                "SELECT l.owner FROM leases l JOIN replicas r ON r.id = l.owner "
+                "WHERE l.thread_id = ? AND l.owner <> ? AND r.seen_at >= ? AND r.leaving = 0",
+                (thread_id, self.id, seen_since),
+            ).fetchone()
+        )
+        return None if row is None else str(row[0])
 
     async def fleet(self) -> list[ReplicaSeen]:
         """The replicas alive (this one first), each with the leases it holds."""
@@ -209,11 +228,12 @@ class Leases:
             if owner != me and expires_at >= now:
                 return None
             epoch = epoch if owner == me else epoch + 1
-            # Compare and set: of two replicas taking a lapsed lease, one wins.
+            # Compare and set, on all three: of two replicas taking a lapsed lease, one
+            # wins, also when the other is its last owner taking it back (same epoch).
             taken = conn.execute(
                 "UPDATE leases SET owner = ?, epoch = ?, expires_at = ? "
-                "WHERE thread_id = ? AND owner = ? AND epoch = ?",
-                (me, epoch, expires, thread_id, owner, row[1]),
+                "WHERE thread_id = ? AND owner = ? AND epoch = ? AND expires_at = ?",
+                (me, epoch, expires, thread_id, owner, row[1], expires_at),
             ).rowcount
             return epoch if taken else None
 

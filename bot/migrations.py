@@ -91,7 +91,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE replicas (
         id              TEXT PRIMARY KEY,
         started_at      REAL NOT NULL,
-        seen_at         REAL NOT NULL             -- its last heartbeat
+        seen_at         REAL NOT NULL,            -- its last heartbeat
+        leaving         INTEGER NOT NULL DEFAULT 0  -- shutting down: hand it nothing more
     );
 
     CREATE TABLE leases (                         -- one owner per thread at a time
@@ -102,6 +103,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
 
     ALTER TABLE turns ADD COLUMN replica TEXT;    -- the replica that took the entry
+    ALTER TABLE turns ADD COLUMN redo TEXT;       -- handed over: the delivery, to redeliver
     CREATE INDEX turns_open ON turns (thread_id, id) WHERE state IN ('received', 'running');
 
     CREATE TABLE rate_events (                    -- turns of the last minute, fleet-wide

@@ -4,7 +4,8 @@ For each message: decide whether it is for the bot (bot/routing.py; a message of
 thread that is not is journaled, for the agent to read with its next turn); take its
 place in the thread's lane (arrival order), claim its event id in the journal (a
 duplicate stops here, whichever replica took it first), say so if it waits behind others,
-wait for the jobs ahead and for the thread's lease (bot/leases.py: behind what other
+wait for the jobs ahead; hand it over to the replica that holds the thread's session, if
+another does; else wait for the thread's lease (bot/leases.py: behind what other
 replicas received there before), then run it as a command or a turn, with what the agent
 should know of the thread, and let the adapter's sink show the reply stream, for as long
 as this replica still owns the thread.
@@ -178,6 +179,7 @@ class Router:
                 inbound.message_ref,
                 start=first,
                 joins=not parsed,  # only a turn makes the bot part of a thread
+                handed=inbound.handed,
             )
             if claim is None:
                 log.info("ignoring repeated delivery %s in %s", inbound.event_id, inbound.key)
@@ -186,6 +188,8 @@ class Router:
             if not first:  # it waits behind others: show it was taken
                 await sink.render(single(Queued()))
             await ticket.ready()
+            if claim.thread and await self._handed_over(inbound, turn_id, claim.thread.id):
+                return
             moved = False
             if claim.thread is not None:
 
@@ -214,6 +218,19 @@ class Router:
             await self._report_failure(turn_id, exc, sink)
         finally:
             await self.sessions.leave(ticket, inbound.key, leased)
+
+    async def _handed_over(self, inbound: Inbound, turn_id: int, thread_id: int) -> bool:
+        """Replicas: whether the message went to the replica that holds its thread's
+        session live, to answer there (moving the session costs a resume; a message
+        costs a row). Only what its adapter can deliver again goes."""
+        if inbound.redo is None or inbound.handed:
+            return False
+        owner = await self.sessions.owner_elsewhere(thread_id)
+        if owner is None:
+            return False
+        await self.journal.hand_over(turn_id, owner, inbound.redo)
+        log.info("handed %s over to %s", inbound.event_id, owner)
+        return True
 
     async def _tell_stopped(self, turn_id: int, sink: ReplySink) -> None:
         try:

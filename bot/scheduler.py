@@ -5,7 +5,8 @@
   timer (set to twice the timeout) could drop it; tenants' runtimes idle for
   THREADPILOT_TENANT_IDLE_S are stopped.
 - takeover: the journal entries of replicas whose heartbeat stopped (bot/leases.py)
-  become interrupted, and their threads are told (once, by one replica).
+  become interrupted, and their threads are told (once, by one replica); messages other
+  replicas handed over that were not taken up yet are.
 - housekeeping: retired sessions past the restore period leave the runtime's state;
   journal entries past their retention are pruned.
 
@@ -60,6 +61,7 @@ class Scheduler:
     summary_reset: SummaryReset
     leases: Leases
     tell_interrupted: Callable[[Sequence[ThreadKey]], Awaitable[None]]
+    take_up: Callable[[], Awaitable[int]]  # what other replicas handed over
     metrics: Metrics
     clock: Clock
     _aps: AsyncIOScheduler | None = field(default=None, init=False)
@@ -118,12 +120,17 @@ class Scheduler:
             self.metrics.error(name, str(exc))
 
     async def takeover(self) -> str:
-        """Take over what replicas that stopped left: their entries are interrupted."""
+        """Take over what replicas that stopped left (their entries are interrupted), and
+        take up what the others handed over, should their word have been missed."""
+        taken_up = await self.take_up()
         interrupted = await self.journal.recover(self.clock() - self.leases.ttl_s)
         if interrupted:
             log.warning("a replica stopped while answering in %d threads", len(interrupted))
             await self.tell_interrupted(interrupted)
-        return f"{len(interrupted)} threads a stopped replica left were told"
+        return (
+            f"{len(interrupted)} threads a stopped replica left were told, "
+            f"{taken_up} messages handed over taken up"
+        )
 
     async def idle_sweep(self) -> str:
         """Summary-reset every session idle past the deadline, live or evicted; returns a

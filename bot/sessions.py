@@ -94,6 +94,10 @@ class SessionManager:
         it. `waiting` is called once if it must wait."""
         return await self._leases.hold(thread_id, entry_id, waiting)
 
+    async def owner_elsewhere(self, thread_id: int) -> str | None:
+        """Another live replica that holds the thread's session live, if one does."""
+        return await self._leases.owner_elsewhere(thread_id)
+
     async def take_now(self, thread_id: int) -> bool:
         """Hold the thread's lease if nobody else does; whether it does."""
         return await self._leases.take(thread_id) is not None

@@ -73,3 +73,18 @@ async def test_a_turn_waits_behind_what_another_replica_received_first(
     assert await second.take(thread_id, late.turn_id) is None
     assert second.held(thread_id) is None
     assert await first.take(thread_id, early.turn_id) is not None
+
+
+async def test_of_two_replicas_taking_a_thread_at_once_one_gets_it(
+    stores: tuple[Store, Store],
+) -> None:
+    """The last owner taking its thread back keeps the epoch; another replica taking it
+    at the same moment must still lose (a lease is compared on all it holds)."""
+    one, two = stores
+    last, other = Leases(one, system_clock), Leases(two, system_clock)
+    for n in range(20):
+        thread = await one.ensure_thread(ThreadKey("slack", "T1", "C2", str(n)))
+        assert await last.take(thread.id) is not None
+        await last.let_go(thread.id)
+        taken = await asyncio.gather(last.take(thread.id), other.take(thread.id))
+        assert sum(fence is not None for fence in taken) == 1, (n, taken)

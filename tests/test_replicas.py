@@ -152,11 +152,17 @@ async def test_thirty_threads_three_turns_each_on_two_replicas_answered_once_wit
             last = fake_model.requests_with(f"{tag} t{n} turn 3")
             assert len(last) == 1
             assert user_texts(last[0])[-3:] == [f"{tag} t{n} turn {turn}" for turn in (1, 2, 3)]
-        # Both replicas took part: the work went wherever Slack sent it.
+        # Both replicas took part, and each thread stayed where its session is: what
+        # Slack sent elsewhere was handed over to it.
         takers = replicas.db(
             "SELECT DISTINCT replica FROM turns WHERE kind = 'turn' AND state = 'done'"
         )
         assert len(takers) == 2
+        per_thread = replicas.db(
+            "SELECT thread_id, COUNT(DISTINCT replica) FROM turns WHERE kind = 'turn' "
+            "GROUP BY thread_id"
+        )
+        assert len(per_thread) == 30 and {count for _, count in per_thread} == {1}
 
 
 async def test_turns_of_one_thread_keep_their_order_across_replicas(

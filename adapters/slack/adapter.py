@@ -8,7 +8,9 @@ Mode redelivery) are answered once because the core journals every `event_id`.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -165,11 +167,20 @@ class SlackAdapter:
                 return  # a channel message outside any thread: no conversation
         await self._forward(body, event)
 
-    async def _forward(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def _forward(
+        self, body: dict[str, Any], event: dict[str, Any], *, handed: bool = False
+    ) -> None:
         thread_ts = event.get("thread_ts") or event["ts"]
         reader = self._reader(event["channel"], thread_ts, event["ts"], author(event))
         inbound = message_inbound(body, event, self._bot_user_id, self._downloads.fetch, reader)
-        await self._dispatch(inbound, question_ts=event["ts"])
+        redo = json.dumps(body)
+        await self._dispatch(replace(inbound, redo=redo, handed=handed), question_ts=event["ts"])
+
+    async def redeliver(self, redo: str) -> None:
+        """A message another replica received, for this one to answer (its thread's
+        session is live here)."""
+        body = json.loads(redo)
+        await self._forward(body, body["event"], handed=True)
 
     def _reader(self, channel: str, thread_ts: str, position: str, user_id: str) -> SlackThread:
         assert self._history is not None  # listeners run once started
