@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from bot.access import Access
 from bot.clock import Clock, system_clock
@@ -187,9 +188,7 @@ class App:
 
         def told(replica: str) -> None:
             if replica == self.leases.id:
-                task = asyncio.create_task(self.take_up())
-                self._redeliveries.add(task)
-                task.add_done_callback(self._redeliveries.discard)
+                self._spawn(self.take_up())
 
         await self.store.listen(HANDED_OVER, told)
         await self.take_up()
@@ -207,10 +206,14 @@ class App:
                             handed.platform)  # fmt: skip
                 continue
             self._taken_up.add(handed.turn_id)
-            task = asyncio.create_task(platform.redeliver(handed.redo))
-            self._redeliveries.add(task)
-            task.add_done_callback(self._redeliveries.discard)
+            self._spawn(platform.redeliver(handed.redo))
         return len(fresh)
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` on its own, holding on to it until it is done."""
+        task = asyncio.create_task(work)
+        self._redeliveries.add(task)
+        task.add_done_callback(self._redeliveries.discard)
 
     def troubles(self) -> dict[str, str]:
         """What keeps each platform from working fully while it serves."""
