@@ -131,7 +131,7 @@ class App:
             # On one machine this is the only replica: whatever another left is over. With
             # replicas, only those whose leases have lapsed are.
             alone = settings.database_url is None
-            seen_before = float("inf") if alone else clock() - leases.ttl_s
+            seen_before = float("inf") if alone else leases.alive_since()
             interrupted = await Journal(store, clock, leases.id).recover(seen_before)
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))
@@ -178,7 +178,7 @@ class App:
         """Shutting down: the other replicas hand this one nothing more, and what they
         handed it that it has not taken up goes to one of them."""
         await self.leases.leaving()
-        handed = await self.journal.hand_back(self.clock() - self.leases.ttl_s)
+        handed = await self.journal.hand_back(self.leases.alive_since())
         if handed:
             log.info("handed %d messages back to another replica", handed)
 

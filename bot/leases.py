@@ -72,6 +72,16 @@ def fenced(conn: Connection, fence: Fence) -> bool:
     return row is not None
 
 
+def _release(conn: Connection, thread_id: int, owner: str) -> None:
+    """Let go of the thread's lease, if `owner` holds it, and tell the replicas waiting."""
+    released = conn.execute(
+        "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ? AND expires_at > 0",
+        (thread_id, owner),
+    ).rowcount
+    if released:
+        conn.notify(CHANNEL, str(thread_id))
+
+
 class Leases:
     def __init__(
         self,
@@ -99,6 +109,10 @@ class Leases:
 
     def held(self, thread_id: int) -> Fence | None:
         return self._held.get(thread_id)
+
+    def alive_since(self) -> float:
+        """A replica whose last heartbeat is older than this is counted dead."""
+        return self._clock() - self.ttl_s
 
     async def start(self) -> None:
         """Join the fleet and keep beating, from before this replica takes any event:
@@ -167,7 +181,7 @@ class Leases:
     async def owner_elsewhere(self, thread_id: int) -> str | None:
         """The live replica other than this one that last held the thread's lease (and
         so holds its session live), if there is one."""
-        seen_since = self._clock() - self.ttl_s
+        seen_since = self.alive_since()
         row = await self._store.run(
             lambda conn: conn.execute(
                 "SELECT l.owner FROM leases l JOIN replicas r ON r.id = l.owner "
@@ -185,7 +199,7 @@ class Leases:
                 "SELECT r.id, r.seen_at, COUNT(l.thread_id) FROM replicas r "
                 "LEFT JOIN leases l ON l.owner = r.id AND l.expires_at > ? "
                 "WHERE r.seen_at >= ? GROUP BY r.id, r.seen_at ORDER BY r.id",
-                (now, now - self.ttl_s),
+                (now, self.alive_since()),
             ).fetchall()
         )
         seen = [ReplicaSeen(row[0], now - row[1], row[2], row[0] == self.id) for row in rows]
@@ -206,13 +220,7 @@ class Leases:
                 ).fetchone()
                 if ahead is not None:
                     # Its turn first: should this replica hold the lease, it lets go.
-                    released = conn.execute(
-                        "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ? "
-                        "AND expires_at > 0",
-                        (thread_id, me),
-                    ).rowcount
-                    if released:
-                        conn.notify(CHANNEL, str(thread_id))
+                    _release(conn, thread_id, me)
                     return None
             row = conn.execute(
                 "SELECT owner, epoch, expires_at FROM leases WHERE thread_id = ?", (thread_id,)
@@ -270,15 +278,9 @@ class Leases:
         fence = self._held.pop(thread_id, None)
         if fence is None:
             return
-
-        def work(conn: Connection) -> None:
-            conn.execute(
-                "UPDATE leases SET expires_at = 0 WHERE thread_id = ? AND owner = ? AND epoch = ?",
-                (fence.thread_id, fence.owner, fence.epoch),
-            )
-            conn.notify(CHANNEL, str(fence.thread_id))
-
-        await self._store.run(work)
+        # Owned by this replica, the lease is at the epoch it holds: only a change of
+        # owner moves the epoch on.
+        await self._store.run(lambda conn: _release(conn, fence.thread_id, fence.owner))
         self._let_go.set()
 
     async def confirm(self, fence: Fence) -> None:

@@ -123,7 +123,7 @@ class Scheduler:
         """Take over what replicas that stopped left (their entries are interrupted), and
         take up what the others handed over, should their word have been missed."""
         taken_up = await self.take_up()
-        interrupted = await self.journal.recover(self.clock() - self.leases.ttl_s)
+        interrupted = await self.journal.recover(self.leases.alive_since())
         if interrupted:
             log.warning("a replica stopped while answering in %d threads", len(interrupted))
             await self.tell_interrupted(interrupted)

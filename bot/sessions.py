@@ -128,8 +128,14 @@ class SessionManager:
         return counts
 
     def is_live(self, thread: ThreadRecord) -> bool:
+        return self._current(thread) is not None
+
+    def _current(self, thread: ThreadRecord) -> _Live | None:
+        """The handle on the thread's current session, while a runtime holds it live."""
         live = self._live.get(thread.id)
-        return live is not None and live.session_id == thread.session_id and live.held
+        if live is not None and live.session_id == thread.session_id and live.held:
+            return live
+        return None
 
     async def start_turn(
         self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
@@ -214,8 +220,8 @@ class SessionManager:
 
     async def _session(self, thread: ThreadRecord) -> _Live:
         fence = self._leases.held(thread.id)
-        live = self._live.get(thread.id)
-        if live is not None and live.session_id == thread.session_id and live.held:
+        live = self._current(thread)
+        if live is not None:
             if live.fence == fence:
                 self._live.move_to_end(thread.id)
                 return live
