@@ -18,6 +18,7 @@ from bot.journal import HANDED_OVER, Journal
 from bot.leases import Leases
 from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
+from bot.profiles import Profiles
 from bot.replies import Notice, Platform, single
 from bot.router import Router
 from bot.runtime_pool import RuntimePool
@@ -60,6 +61,7 @@ class App:
         platforms: PlatformFactory = no_platforms,
         interrupted: Sequence[ThreadKey] = (),  # threads whose turn the last run left
         leases: Leases | None = None,
+        profiles: Profiles | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
@@ -71,8 +73,15 @@ class App:
         self.metrics = Metrics(clock)
         self.leases = leases or Leases(store, clock, settings.lease_ttl_s)
         self.journal = Journal(store, clock, self.leases.id)
+        self.profiles = profiles or Profiles(settings, clock)
         self.sessions = SessionManager(
-            runtimes, store, settings, self.metrics, leases=self.leases, clock=clock
+            runtimes,
+            store,
+            settings,
+            self.metrics,
+            leases=self.leases,
+            profiles=self.profiles,
+            clock=clock,
         )
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
         self.metrics.watch_runtimes(runtimes.loads)
@@ -87,14 +96,24 @@ class App:
             leases=self.leases,
             tell_interrupted=self.tell_interrupted,
             take_up=self.take_up,
+            profiles=self.profiles,
             metrics=self.metrics,
             clock=clock,
         )
         self.status = Status(
-            runtimes, store, self.sessions, self.scheduler, self.metrics, self.leases, self.troubles
+            runtimes,
+            store,
+            self.sessions,
+            self.scheduler,
+            self.metrics,
+            self.leases,
+            self.profiles,
+            self.troubles,
         )
         context = ThreadContext(settings.thread_context_chars, self.journal)
-        self.commands = CommandHandlers(settings, self.sessions, self.journal, self.status, context)
+        self.commands = CommandHandlers(
+            settings, self.sessions, self.journal, self.status, context, self.profiles
+        )
         self.router = Router(
             settings=settings,
             access=Access(settings, store, clock),
@@ -136,8 +155,9 @@ class App:
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))
             shared = None if alone else SharedState(store, clock)
+            profiles = Profiles(settings, clock)
             runtimes = RuntimePool(settings, cli, clock, shared)
-            await runtimes.start()
+            await runtimes.start(shell=profiles.enables("bash"))
             return cls(
                 settings,
                 runtimes,
@@ -146,6 +166,7 @@ class App:
                 platforms=platforms,
                 interrupted=interrupted,
                 leases=leases,
+                profiles=profiles,
                 clock=clock,
             )
         except BaseException:

@@ -43,6 +43,10 @@ class Attachment:
     mime_type: str
     data: bytes
 
+    @property
+    def is_text(self) -> bool:
+        return _is_text(self.mime_type)
+
     def to_runtime(self) -> dict[str, Any]:
         return {
             "type": "blob",

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(settings: Settings, console: bool) -> None:
     """Run the bot: the configured platforms, or the console; until SIGTERM or SIGINT
-    (even one that comes while it is still starting), then shut down cleanly."""
+    (even one that comes while it is still starting), then shut down cleanly. SIGHUP
+    reads the profiles file again."""
     from adapters.console import ConsoleAdapter, stdin_lines
     from adapters.discord import DiscordAdapter
     from adapters.slack import SlackAdapter
@@ -71,6 +72,7 @@ async def _serve(settings: Settings, console: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = await App.start(settings, platforms)
+    loop.add_signal_handler(signal.SIGHUP, app.profiles.reload)  # the file is read again
     http = HttpServer(app, app.settings.http_port, app.settings.http_bind_host)
     terminal = app.platforms.get(ConsoleAdapter.name)
     _announce(app.model_source, _choice(console, list(app.platforms)), terminal is not None)

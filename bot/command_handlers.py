@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.errors import CannotOpenThread, ThreadUnreadable, UnknownMessage
 from bot.inbound import Inbound
 from bot.journal import Journal
+from bot.profiles import Profiles
 from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
@@ -60,6 +61,7 @@ class CommandHandlers:
     journal: Journal
     status_report: Status
     context: ThreadContext
+    profiles: Profiles
     _handlers: dict[str, Handler] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +166,11 @@ class CommandHandlers:
         ):
             async for event in events:
                 yield event
+
+    async def profile(self, call: CommandCall) -> ReplyEvent:
+        key = call.inbound.key
+        assert key is not None  # the command needs a thread
+        return FinalText(self.profiles.resolve(key).explain())
 
     async def status(self, call: CommandCall) -> ReplyEvent:
         return FinalText(await self.status_report.text())

@@ -66,6 +66,11 @@ COMMANDS = (
         shortcut="Summarize this thread",
     ),
     Command(
+        "profile",
+        "which profile applies here, and what the agent is by it (model, tools, directory)",
+        private=True,
+    ),
+    Command(
         "status",
         "the bot's health (admins only)",
         admin_only=True,

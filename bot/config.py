@@ -25,7 +25,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
-from bot.tool_policy import UNSANDBOXED_TOOLS
+from bot.tool_policy import sandboxed
 
 PLATFORMS = ("slack", "discord", "console")
 
@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     # Without BYOK or a GitHub token: answer with the embedded model (bot/local_model.py).
     local_model: bool = Field(True, alias="THREADPILOT_LOCAL_MODEL")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
+    # Channel profiles (bot/profiles.py): a YAML file; unset, every thread gets the above.
+    profiles: Path | None = Field(None, alias="THREADPILOT_PROFILES")
     tools: Annotated[tuple[str, ...], NoDecode] = Field((), alias="THREADPILOT_TOOLS")
     # Sandboxed shell commands (the `bash` tool) may use the network.
     shell_network: bool = Field(False, alias="THREADPILOT_SHELL_NETWORK")
@@ -245,13 +247,7 @@ class Settings(BaseSettings):
     @field_validator("tools")
     @classmethod
     def _sandboxed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unsandboxed = sorted(UNSANDBOXED_TOOLS.intersection(value))
-        if unsandboxed:
-            raise ValueError(
-                f"{', '.join(unsandboxed)} would run commands outside the sandbox; "
-                "`bash` runs them inside it"
-            )
-        return value
+        return sandboxed(value)
 
     @field_validator(
         "admins", "allowed_workspaces", "allowed_channels", "allowed_users", mode="before"

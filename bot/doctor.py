@@ -23,6 +23,7 @@ from bot.copilot_cli import VERSION, find_cli, installed_version
 from bot.database import PostgresDatabase
 from bot.errors import CliNotFound, ConfigError
 from bot.migrations import MIGRATIONS
+from bot.profiles import Profiles
 from bot.sandbox import find_sandbox
 
 log = logging.getLogger(__name__)
@@ -214,9 +215,25 @@ async def check_provider(settings: Settings) -> list[Finding]:
     return [ok("model", f"provider at {settings.provider_base_url} answers; model {model}")]
 
 
+async def check_profiles(settings: Settings) -> list[Finding]:
+    """THREADPILOT_PROFILES: the file validates (every error with its line)."""
+    if settings.profiles is None:
+        return []
+    try:
+        profiles = Profiles(settings)
+    except ConfigError as exc:
+        return [problem("profiles", str(exc))]
+    return [ok("profiles", profiles.describe().removeprefix("profiles: "))]
+
+
 async def check_tools(settings: Settings) -> list[Finding]:
-    """The agent's tools can run as configured: `bash` only in its sandbox."""
-    if "bash" not in settings.tools:
+    """The agent's tools can run as configured: `bash` (the settings' or a profile's)
+    only in its sandbox."""
+    try:
+        shell = "bash" in settings.tools or Profiles(settings).enables("bash")
+    except ConfigError:  # check_profiles says why
+        shell = "bash" in settings.tools
+    if not shell:
         return []
     try:
         sandbox = await find_sandbox(settings)
@@ -230,6 +247,7 @@ CORE_CHECKS: tuple[Check, ...] = (
     check_data,
     check_database,
     check_runtime,
+    check_profiles,
     check_tools,
     check_provider,
 )

@@ -121,4 +121,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, path, part)
     );
     """,
+    # 5: the thread has been told that its profile redacts what the model is sent.
+    """
+    ALTER TABLE threads ADD COLUMN redaction_told INTEGER NOT NULL DEFAULT 0;
+    """,
 )

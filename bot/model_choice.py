@@ -54,6 +54,8 @@ async def choose_model(settings: Settings) -> ModelSource:
         )
     if settings.tools:
         log.warning("THREADPILOT_TOOLS is ignored: the embedded model cannot use tools")
+    if settings.profiles:  # they name models and tools the demo model has not
+        log.warning("THREADPILOT_PROFILES is ignored: it is for a real model, not the demo one")
     local = LocalModel()
     base_url = await asyncio.to_thread(local.start)
     # A plain OpenAI-compatible provider to the runtime; a short prompt and no tools, as
@@ -66,6 +68,7 @@ async def choose_model(settings: Settings) -> ModelSource:
             "provider_max_prompt_tokens": local_model.CONTEXT_TOKENS - local_model.ANSWER_TOKENS,
             "model": local_model.MODEL_NAME,
             "tools": (),
+            "profiles": None,
             "system_prompt": (
                 settings.system_prompt
                 if "system_prompt" in settings.model_fields_set

@@ -30,6 +30,7 @@ from bot.inbound import Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
+from bot.redaction import removal_note
 from bot.replies import ErrorReply, Notice, Queued, ReplyEvent, ReplySink, single
 from bot.routing import Route, route
 from bot.sessions import SessionManager
@@ -296,6 +297,12 @@ class Router:
             block = await self.context.for_turn(reader, thread, turn_id, arrival)
             prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
         turn = await self.sessions.start_turn(thread, prompt, attachments)
+        if (
+            turn.redacted
+            and not thread.redaction_told
+            and await self.store.tell_redaction(thread.id)
+        ):
+            notes.append(removal_note(turn.redacted))
         async with aclosing(self._owned(thread, turn.events())) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
         self.metrics.turn_seconds.observe(time.perf_counter() - started)

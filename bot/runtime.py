@@ -30,6 +30,7 @@ from bot import compat
 from bot.config import SECRETS, Settings
 from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
 from bot.leases import Fence
+from bot.profiles import ThreadProfile
 from bot.sandbox import Sandbox, find_sandbox
 from bot.session_files import SharedState
 from bot.shell_tool import shell_tool
@@ -71,12 +72,13 @@ def _translated(session_id: str) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
-    """A session as the runtime is to create or resume it: in `workspace`, with
-    `start_context` given to the agent at each of its starts, its state written under
-    `fence` where replicas share it."""
+    """A session as the runtime is to create or resume it: in `workspace`, the agent
+    `profile` says, with `start_context` given to the agent at each of its starts, its
+    state written under `fence` where replicas share it."""
 
     session_id: str
     workspace: Path
+    profile: ThreadProfile
     start_context: str | None = None
     fence: Fence | None = None
 
@@ -166,7 +168,6 @@ class CopilotRuntime:
         self._settings = settings
         self._cli_path = cli_path
         self._root = root or settings.data_dir
-        self._policy = ToolPolicy(settings.tools, settings.url_allowed_hosts)
         self._sandbox = sandbox  # found at start when `bash` is enabled and none was given
         self._client: CopilotClient | None = None
         # Sessions this process holds live (created or resumed, not yet disconnected).
@@ -340,8 +341,8 @@ class CopilotRuntime:
 
     def _session_options(self, spec: SessionSpec, tools: bool) -> dict[str, Any]:
         settings = self._settings
-        workspace, start_context = spec.workspace, spec.start_context
-        policy = self._policy
+        workspace, start_context, profile = spec.workspace, spec.start_context, spec.profile
+        policy = ToolPolicy(profile.tools, settings.url_allowed_hosts, profile.writable)
         ratio = settings.context_reset_ratio
 
         async def on_permission(request: Any, _invocation: Any) -> Any:
@@ -358,11 +359,11 @@ class CopilotRuntime:
 
         options: dict[str, Any] = {
             "on_permission_request": on_permission,
-            "model": settings.model,
+            "model": profile.model,
             # Replace mode: the CLI's own 21 kB coding-agent prompt is not for a chat bot.
             # Only the operator's words are system text.
-            "system_message": {"mode": "replace", "content": settings.system_prompt},
-            "available_tools": list(settings.tools) if tools else [],
+            "system_message": {"mode": "replace", "content": profile.system_prompt},
+            "available_tools": list(profile.tools) if tools else [],
             "working_directory": str(workspace),
             "streaming": True,
             # The runtime compacts only above the fill at which the bot itself summarizes
@@ -378,8 +379,14 @@ class CopilotRuntime:
             options["create_session_fs_handler"] = lambda session: shared.files(
                 session.session_id, fence
             )
-        if tools and self._sandbox is not None:
-            options["tools"] = [shell_tool(self._sandbox, workspace, settings.shell_timeout_s)]
+        if tools and "bash" in profile.tools:
+            if self._sandbox is None:  # enabled by a profile reloaded since the start
+                log.warning("bash is left out: it needs the sandbox, found only at start")
+                options["available_tools"].remove("bash")
+            else:
+                options["tools"] = [
+                    shell_tool(self._sandbox, workspace, settings.shell_timeout_s, profile.writable)
+                ]
         if start_context:
             # The runtime asks for this at every start, resumes included, and keeps none of
             # it: the right place for what must be said the same way each time.

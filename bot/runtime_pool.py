@@ -97,10 +97,11 @@ class RuntimePool:
     def runtimes(self) -> list[CopilotRuntime]:
         return [r for t in self._tenants.values() for r in t.runtimes]
 
-    async def start(self) -> None:
-        """Find the sandbox (once, so a missing one stops the bot now, not at a tenant's
-        first message) and, when shared, start every runtime."""
-        if "bash" in self._settings.tools:
+    async def start(self, shell: bool = False) -> None:
+        """Find the sandbox if `bash` is enabled by the settings or (`shell`) a profile
+        (once, so a missing one stops the bot now, not at a tenant's first message) and,
+        when shared, start every runtime."""
+        if shell or "bash" in self._settings.tools:
             self._sandbox = await find_sandbox(self._settings)
         self._started = True
         if not self.isolated:

@@ -83,7 +83,7 @@ class Sandbox:
             )
         return sandbox
 
-    def argv(self, command: str, workspace: Path) -> list[str]:
+    def argv(self, command: str, workspace: Path, writable: bool = True) -> list[str]:
         workspace = workspace.resolve()
         args = [
             self.bwrap,
@@ -109,14 +109,17 @@ class Sandbox:
         for name in _ETC:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-        args += ["--bind", str(workspace), str(workspace)]
+        args += ["--bind" if writable else "--ro-bind", str(workspace), str(workspace)]
         args += ["--chdir", str(workspace), "--", "/bin/bash", "-c", command]
         return args
 
-    async def run(self, command: str, workspace: Path, timeout_s: float) -> CommandResult:
-        """`command` run by bash in the sandbox, in `workspace`; stopped after `timeout_s`."""
+    async def run(
+        self, command: str, workspace: Path, timeout_s: float, writable: bool = True
+    ) -> CommandResult:
+        """`command` run by bash in the sandbox, in `workspace` (read-only unless
+        `writable`); stopped after `timeout_s`."""
         process = await asyncio.create_subprocess_exec(
-            *self.argv(command, workspace),
+            *self.argv(command, workspace, writable),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -149,8 +152,8 @@ async def find_sandbox(settings: Settings) -> Sandbox:
         return await Sandbox.find(network=settings.shell_network)
     except SandboxUnavailable as exc:
         raise ConfigError(
-            f"THREADPILOT_TOOLS enables bash, but commands only run sandboxed: {exc}. "
-            "Install bubblewrap, or take bash out of THREADPILOT_TOOLS."
+            f"bash is enabled (THREADPILOT_TOOLS or a profile), but commands only run "
+            f"sandboxed: {exc}. Install bubblewrap, or take bash out of the tools."
         ) from None
 
 

@@ -9,6 +9,7 @@
   replicas handed over that were not taken up yet are.
 - housekeeping: retired sessions past the restore period leave the runtime's state;
   journal entries past their retention are pruned.
+- profiles: the profiles file is read again when it changed (bot/profiles.py).
 
 The jobs read time from the injected clock, so tests advance it and call the jobs.
 """
@@ -30,6 +31,7 @@ from bot.errors import SessionNotFound
 from bot.journal import Journal
 from bot.leases import Leases
 from bot.metrics import Metrics
+from bot.profiles import Profiles
 from bot.runtime_pool import RuntimePool
 from bot.sessions import SessionManager
 from bot.store import Store, ThreadRecord
@@ -39,6 +41,7 @@ from bot.thread_key import ThreadKey
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 3600
+PROFILES_INTERVAL_S = 2
 # Summaries are model calls; a few at once keeps a sweep of many threads short.
 _PARALLEL_CHECKPOINTS = 4
 
@@ -62,15 +65,17 @@ class Scheduler:
     leases: Leases
     tell_interrupted: Callable[[Sequence[ThreadKey]], Awaitable[None]]
     take_up: Callable[[], Awaitable[int]]  # what other replicas handed over
+    profiles: Profiles
     metrics: Metrics
     clock: Clock
     _aps: AsyncIOScheduler | None = field(default=None, init=False)
     _reports: dict[str, JobReport] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._reports = {
-            name: JobReport(name) for name in ("takeover", "idle sweep", "housekeeping")
-        }
+        names = ["takeover", "idle sweep", "housekeeping"]
+        if self.settings.profiles is not None:
+            names.append("profiles")
+        self._reports = {name: JobReport(name) for name in names}
 
     @property
     def sweep_interval_s(self) -> int:
@@ -84,6 +89,8 @@ class Scheduler:
             "idle sweep": (self.idle_sweep, self.sweep_interval_s),
             "housekeeping": (self.housekeeping, HOUSEKEEPING_INTERVAL_S),
         }
+        if self.settings.profiles is not None:
+            jobs["profiles"] = (self.check_profiles, PROFILES_INTERVAL_S)
         for name, (job, seconds) in jobs.items():
             self._aps.add_job(
                 self._run,
@@ -168,6 +175,9 @@ class Scheduler:
             return await self.summary_reset.run(current, "idle") is not None
         finally:
             await self.sessions.leave(ticket, thread.key, thread.id if held else None)
+
+    async def check_profiles(self) -> str:
+        return self.profiles.check()
 
     async def housekeeping(self) -> str:
         """Delete retired sessions past the restore period; prune the journal, and the

@@ -12,9 +12,10 @@ two replicas at once. Callers hold the thread's lane ticket (`join`) and its lea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
 from bot.leases import Fence, Leases
 from bot.metrics import Metrics
+from bot.profiles import Profiles, ThreadProfile
+from bot.redaction import Redaction
 from bot.runtime import CopilotRuntime, SessionSpec
 from bot.runtime_pool import RuntimePool
 from bot.store import Retirement, Store, ThreadRecord
@@ -50,6 +53,7 @@ class _Live:
     session: CopilotSession
     runtime: CopilotRuntime
     fence: Fence | None  # the lease it went live under
+    profile: ThreadProfile  # the agent it went live as
 
     @property
     def held(self) -> bool:
@@ -66,9 +70,11 @@ class SessionManager:
         metrics: Metrics,
         *,
         leases: Leases,
+        profiles: Profiles,
         clock: Clock = system_clock,
     ) -> None:
         self._runtimes = runtimes
+        self._profiles = profiles
         self._store = store
         self._leases = leases
         self._metrics = metrics
@@ -154,7 +160,14 @@ class SessionManager:
         return turn
 
     def _turn(self, live: _Live, prompt: str, attachments: Sequence[Attachment]) -> Turn:
-        return Turn(live.session, prompt, attachments, self._turn_timeout_s, live.runtime)
+        """A turn as the model may see it: redacted, if the thread's profile says so."""
+        removed: Counter[str] = Counter()
+        redact = live.profile.redact
+        if redact is not None:
+            prompt, attachments, removed = _redacted(redact, prompt, attachments)
+        turn = Turn(live.session, prompt, attachments, self._turn_timeout_s, live.runtime)
+        turn.redacted = removed
+        return turn
 
     async def finish_turn(
         self, thread: ThreadRecord, turn: Turn, context_ref: str | None = None
@@ -176,10 +189,11 @@ class SessionManager:
         a thread (a summary) that must not become part of the thread's conversation."""
         session_id = f"{key.slug}-s{uuid.uuid4().hex[:12]}"
         runtime = await self._runtimes.place(key)
-        spec = SessionSpec(session_id, self._runtimes.scratch_workspace(key))
+        profile = self._profiles.resolve(key)
+        spec = SessionSpec(session_id, self._runtimes.scratch_workspace(key), profile)
         session = await runtime.create(spec, tools=False)
         try:
-            turn = self._turn(_Live(key, session_id, session, runtime, None), prompt, ())
+            turn = self._turn(_Live(key, session_id, session, runtime, None, profile), prompt, ())
             await turn.send()
             yield turn
         finally:
@@ -220,18 +234,22 @@ class SessionManager:
 
     async def _session(self, thread: ThreadRecord) -> _Live:
         fence = self._leases.held(thread.id)
+        profile = self._profiles.resolve(thread.key)
         live = self._current(thread)
         if live is not None:
-            if live.fence == fence:
+            if live.fence == fence and live.profile == profile:
                 self._live.move_to_end(thread.id)
                 return live
-            # Another replica ran the thread meanwhile: this handle's history is behind.
-            log.info("%s moved here from another replica; resuming it", thread.session_id)
+            if live.fence != fence:
+                # Another replica ran the thread meanwhile: this handle's history is behind.
+                log.info("%s moved here from another replica; resuming it", thread.session_id)
+            else:  # the runtime takes a new configuration when a session is resumed
+                log.info("%s has a new profile; resuming it with that", thread.session_id)
         await self._disconnect(thread.id)
         runtime = await self._runtimes.place(thread.key)
-        workspace = self._runtimes.workspace(thread.key)
+        workspace = profile.working_directory or self._runtimes.workspace(thread.key)
         told = start_context(orientation(thread.key.platform), thread.summary)
-        spec = SessionSpec(thread.session_id, workspace, told, fence)
+        spec = SessionSpec(thread.session_id, workspace, profile, told, fence)
         if thread.session_state == "new":
             session = await runtime.create(spec)
             await self._store.mark_active(thread.id)
@@ -247,7 +265,9 @@ class SessionManager:
                 session = await runtime.create(spec)
         session_id = thread.session_id
         session.on(lambda event: self._watch(session_id, event))
-        live = self._live[thread.id] = _Live(thread.key, session_id, session, runtime, fence)
+        live = self._live[thread.id] = _Live(
+            thread.key, session_id, session, runtime, fence, profile
+        )
         self._evict()
         return live
 
@@ -292,3 +312,21 @@ class SessionManager:
         release = self._releasing.get(thread_id)
         if release is not None:
             await asyncio.shield(release)
+
+
+def _redacted(
+    redact: Redaction, prompt: str, attachments: Sequence[Attachment]
+) -> tuple[str, list[Attachment], Counter[str]]:
+    """The prompt and text attachments with what `redact` names removed; images left out,
+    since nothing can be removed from them."""
+    redacted = redact.apply(prompt)
+    removed = Counter(redacted.counts)
+    kept: list[Attachment] = []
+    for attachment in attachments:
+        if not attachment.is_text:
+            removed["image"] += 1
+            continue
+        text = redact.apply(attachment.data.decode("utf-8"))
+        removed.update(text.counts)
+        kept.append(dataclasses.replace(attachment, data=text.text.encode("utf-8")))
+    return redacted.text, kept, removed

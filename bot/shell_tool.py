@@ -17,7 +17,7 @@ _DESCRIPTION = (
 )
 
 
-def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float) -> Tool:
+def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float, writable: bool) -> Tool:
     async def run(invocation: ToolInvocation) -> ToolResult:
         arguments = invocation.arguments if isinstance(invocation.arguments, dict) else {}
         command = arguments.get("command")
@@ -26,7 +26,7 @@ def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float) -> Tool:
                 text_result_for_llm="Give the command to run as `command`.",
                 result_type="failure",
             )
-        result = await sandbox.run(command, workspace, timeout_s)
+        result = await sandbox.run(command, workspace, timeout_s, writable)
         if result.exit_code is None:
             return ToolResult(
                 text_result_for_llm=f"{result.output}\n[stopped: still running after "
@@ -41,9 +41,10 @@ def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float) -> Tool:
         return ToolResult(text_result_for_llm=result.output or "(no output)")
 
     network = "The network is reachable." if sandbox.network else "There is no network."
+    readonly = "" if writable else " The directory is read-only."
     return Tool(
         name=NAME,
-        description=_DESCRIPTION.format(network=network),
+        description=_DESCRIPTION.format(network=network) + readonly,
         parameters={
             "type": "object",
             "properties": {"command": {"type": "string", "description": "The command."}},

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bot.leases import Leases, ReplicaSeen
 from bot.metrics import Metrics, RecentError
+from bot.profiles import Profiles
 from bot.runtime import RuntimeInfo, RuntimeLoad
 from bot.runtime_pool import RuntimePool
 from bot.scheduler import JobReport, Scheduler
@@ -38,6 +39,7 @@ class StatusReport:
     store_bytes: int
     troubles: dict[str, str]  # by platform: what keeps it from working fully
     replicas: list[ReplicaSeen]  # this one first
+    profiles: str  # which file, how many, whether its last change was taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class Status:
     scheduler: Scheduler
     metrics: Metrics
     leases: Leases
+    profiles: Profiles
     troubles: Callable[[], dict[str, str]]
 
     async def report(self) -> StatusReport:
@@ -74,6 +77,7 @@ class Status:
             store_bytes=await self.store.size_bytes(),
             troubles=self.troubles(),
             replicas=await self.leases.fleet(),
+            profiles=self.profiles.describe(),
         )
 
     async def text(self) -> str:
@@ -107,6 +111,7 @@ def format_status(report: StatusReport) -> str:
     ]
     lines += [
         f"auth: {report.auth_mode}",
+        report.profiles,
         f"turns: {report.turns_running} running, {report.turns_queued} queued",
         "sessions (live / persisted / total threads):",
     ]

@@ -43,6 +43,7 @@ class ThreadRecord:
     context_tokens: int
     context_limit: int
     context_ref: str | None  # the thread's position up to which the agent has been told it
+    redaction_told: bool  # the thread knows its profile redacts what the model is sent
 
     @property
     def first_contact(self) -> bool:
@@ -54,7 +55,7 @@ class ThreadRecord:
 _SELECT_THREAD = (
     "SELECT t.id, t.platform, t.workspace, t.channel, t.thread, t.session_id, t.generation, "
     "t.session_state, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
-    "t.context_limit, t.context_ref "
+    "t.context_limit, t.context_ref, t.redaction_told "
     "FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
 )
 _BY_KEY = "t.platform = ? AND t.workspace = ? AND t.channel = ? AND t.thread = ?"
@@ -91,6 +92,7 @@ def _thread(row: Any) -> ThreadRecord:
         context_tokens=row["context_tokens"],
         context_limit=row["context_limit"],
         context_ref=row["context_ref"],
+        redaction_told=bool(row["redaction_told"]),
     )
 
 
@@ -322,6 +324,19 @@ class Store:
         await self.run(
             statement("UPDATE threads SET session_state = 'active' WHERE id = ?", (thread_id,))
         )
+
+    async def tell_redaction(self, thread_id: int) -> bool:
+        """Note that the thread is told its profile redacts; whether it was not yet (only
+        one turn, on one replica, tells it)."""
+
+        def work(conn: Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE threads SET redaction_told = 1 WHERE id = ? AND redaction_told = 0",
+                (thread_id,),
+            )
+            return bool(cursor.rowcount)
+
+        return await self.run(work)
 
     async def touch(
         self, thread_id: int, context_tokens: int, context_limit: int, context_ref: str | None

@@ -29,16 +29,31 @@ _TOOLS_BY_KIND: dict[str, frozenset[str]] = {
 UNSANDBOXED_TOOLS = frozenset({"write_bash", "read_bash", "stop_bash", "list_bash"})
 
 
+def sandboxed(tools: tuple[str, ...]) -> tuple[str, ...]:
+    """`tools`, if none of them would run processes outside the sandbox (a validator of
+    THREADPILOT_TOOLS and of a profile's tools)."""
+    unsandboxed = sorted(UNSANDBOXED_TOOLS.intersection(tools))
+    if unsandboxed:
+        raise ValueError(
+            f"{', '.join(unsandboxed)} would run commands outside the sandbox; "
+            "`bash` runs them inside it"
+        )
+    return tools
+
+
 @dataclass(frozen=True, slots=True)
 class ToolPolicy:
     tools: tuple[str, ...]
     allowed_hosts: frozenset[str] = frozenset()  # fetched over http or privately too
+    writable: bool = True  # whether the working directory may be written to
 
     async def allows(self, kind: str, target: str | None, workspace: Path) -> bool:
         """Whether a permission request of `kind` (touching `target`, a path or a URL, if
         any) may proceed."""
         needed = _TOOLS_BY_KIND.get(kind)
         if not needed or needed.isdisjoint(self.tools) or target is None:
+            return False
+        if kind == "write" and not self.writable:
             return False
         if kind == "url":
             return await self._reachable(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Sequence
 
 from copilot import CopilotSession
@@ -102,6 +103,7 @@ class Turn:
         self._deltas: list[str] = []  # the text streamed so far
         self._kept = 0  # of those deltas, the ones of messages the runtime completed
         self._tools: dict[str, str] = {}
+        self.redacted: Counter[str] = Counter()  # removed from what the model is sent
 
     async def send(self) -> None:
         self._unsubscribe = self._session.on(self._queue.put_nowait)

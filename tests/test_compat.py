@@ -16,6 +16,7 @@ import yarl
 from adapters.discord.adapter import point_at
 from bot import compat
 from bot.errors import SessionNotFound
+from bot.profiles import ThreadProfile
 from bot.runtime import CopilotRuntime, SessionSpec
 from tests.conftest import make_settings
 
@@ -32,7 +33,7 @@ async def test_sdk_errors_still_tell_a_missing_session_on_resume_fork_send_and_d
     runtime: CopilotRuntime, tmp_path: Path
 ) -> None:
     with pytest.raises(SessionNotFound) as resumed:
-        await runtime.resume(SessionSpec("compat-never-was", tmp_path))
+        await runtime.resume(SessionSpec("compat-never-was", tmp_path, ThreadProfile()))
     assert isinstance(resumed.value.__cause__, compat.RpcError)
 
     with pytest.raises(SessionNotFound) as forked:
@@ -43,7 +44,7 @@ async def test_sdk_errors_still_tell_a_missing_session_on_resume_fork_send_and_d
         await runtime.delete("compat-never-was")
     assert isinstance(deleted.value.__cause__, RuntimeError)
 
-    session = await runtime.create(SessionSpec("compat-short-lived", tmp_path))
+    session = await runtime.create(SessionSpec("compat-short-lived", tmp_path, ThreadProfile()))
     await runtime.delete("compat-short-lived")
     with pytest.raises(SessionNotFound) as sent:
         await runtime.send(session, "anyone there?", [])

@@ -20,6 +20,7 @@ import pytest
 
 from bot.config import Settings
 from bot.errors import SessionNotFound
+from bot.profiles import ThreadProfile
 from bot.runtime import SessionSpec
 from bot.runtime_pool import SHARED, RuntimePool
 from bot.thread_key import NO_SERVER, ThreadKey
@@ -205,7 +206,9 @@ async def test_tenants_have_runtimes_of_their_own_that_stop_when_idle(
         assert "kiwi" not in tool_output and "alpha's plans" not in tool_output
         # Beta's runtime cannot resume, list or fork alpha's session.
         with pytest.raises(SessionNotFound):
-            await beta_runtime.resume(SessionSpec(alpha_session, pool.workspace(beta)))
+            await beta_runtime.resume(
+                SessionSpec(alpha_session, pool.workspace(beta), ThreadProfile())
+            )
         listed = await beta_runtime.client.list_sessions()
         assert alpha_session not in [s.session_id for s in listed]
         with pytest.raises(SessionNotFound):

@@ -297,7 +297,9 @@ async def test_without_a_sandbox_the_shell_tool_is_refused_at_start(
     )  # fmt: skip
     async with asyncio.timeout(60):
         assert await process.wait() == 2
-    assert "bash, but commands only run sandboxed" in await reap(process)
+    assert "bash is enabled (THREADPILOT_TOOLS or a profile), but commands only run sandboxed" in (
+        await reap(process)
+    )
 
     settings = make_settings(tmp_path, fake_model.base_url, tools=("bash",))
     with pytest.MonkeyPatch.context() as patch:

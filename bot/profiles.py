@@ -1,0 +1,357 @@
+"""Profiles: which agent each thread gets (prompt, model, tools, working directory,
+redaction), from the YAML file THREADPILOT_PROFILES names.
+
+    default:                     # every thread (optional)
+      system_prompt: You help the engineering team.
+    profiles:
+      payments:
+        channels: [slack:C0PAYMENTS]      # also workspaces: [...], threads: [slack:C1/17000.1]
+        system_prompt: You work on the payments service. Never guess amounts.
+        model: gpt-5
+        tools: [view, grep, glob, bash]
+        working_directory: /srv/checkouts/payments   # read-only unless `writable: true`
+        redact: {patterns: ['ACCT-\\d{8}']}         # emails, phones, cards: on by default
+
+A thread gets the file's `default`, then the profile of its workspace (Slack team,
+Discord server), of its channel, and of the thread itself, each setting what it names
+over the levels above. What no level sets comes from the settings (THREADPILOT_MODEL,
+...), so without a file every thread gets exactly what the settings say. The file is
+read again on SIGHUP and when it changes; a file that does not validate leaves the
+profiles as they were, and the error names the file, line and field.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+
+from bot.clock import Clock, system_clock
+from bot.config import DEFAULT_SYSTEM_PROMPT, PLATFORMS, Settings
+from bot.errors import ConfigError
+from bot.redaction import Redaction
+from bot.thread_key import ThreadKey
+from bot.tool_policy import sandboxed
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("workspace", "channel", "thread")  # from the broadest; the narrowest wins
+_SCOPE = re.compile(rf"(?:{'|'.join(PLATFORMS)}):[^/\s]+(?:/[^/\s]+)?")
+
+
+def _scope(scope: str) -> str:
+    if not _SCOPE.fullmatch(scope):
+        raise ValueError(
+            f"{scope!r} is not platform:id (or platform:channel/thread for a thread), "
+            f"platform one of {', '.join(PLATFORMS)}"
+        )
+    return scope
+
+
+_Scope = Annotated[str, AfterValidator(_scope)]
+
+
+class _Settings(BaseModel):
+    """What a level of profiles may set; unset (None) leaves it to the level above."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system_prompt: str | None = None
+    model: str | None = None
+    tools: tuple[str, ...] | None = None
+    working_directory: Path | None = None
+    writable: bool | None = None
+    redact: Redaction | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _sandboxed(cls, tools: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if tools is None else sandboxed(tools)
+
+
+class _Profile(_Settings):
+    """A named profile and where it applies."""
+
+    workspaces: tuple[_Scope, ...] = ()  # slack:T123, discord:<server id>
+    channels: tuple[_Scope, ...] = ()  # slack:C123, discord:<channel id>
+    threads: tuple[_Scope, ...] = ()  # slack:C123/<thread ts>, discord:<channel id>/<thread id>
+
+    def scopes(self, level: str) -> tuple[str, ...]:
+        return {"workspace": self.workspaces, "channel": self.channels}.get(level, self.threads)
+
+
+_S = TypeVar("_S", bound=_Settings)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: _Settings = _Settings()
+    profiles: dict[str, _Profile] = {}
+
+
+def scope(key: ThreadKey, level: str) -> str:
+    """How the profiles file names `key`'s workspace, channel or thread."""
+    named = {"workspace": key.workspace, "channel": key.channel}
+    return f"{key.platform}:{named.get(level, f'{key.channel}/{key.thread}')}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadProfile:
+    """What a thread's agent is, all levels applied, and where each part came from."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    model: str | None = None  # None: the runtime's default
+    tools: tuple[str, ...] = ()
+    working_directory: Path | None = None  # None: the thread's own directory
+    writable: bool = True
+    redact: Redaction | None = None
+    applied: tuple[str, ...] = ()  # the levels that apply, broadest first
+    sources: tuple[tuple[str, str], ...] = ()  # (setting, the level it came from)
+
+    def explain(self) -> str:
+        """Which profiles apply, what the agent is, and where each part comes from."""
+        if self.applied:
+            lines = ["Profiles here, broadest first: " + "; then ".join(self.applied) + "."]
+        else:
+            lines = ["No profile applies here: the bot's own settings do."]
+        came = dict(self.sources)
+        prompt = " ".join(self.system_prompt.split())
+        directory = (
+            f"{self.working_directory} ({'writable' if self.writable else 'read-only'})"
+            if self.working_directory
+            else "a directory of this thread's own"
+        )
+        parts = {
+            "model": self.model or "the runtime's default",
+            "tools": ", ".join(self.tools) or "none",
+            "working_directory": directory,
+            "redact": _redaction(self.redact),
+            "system_prompt": prompt[:200] + ("..." if len(prompt) > 200 else ""),
+        }
+        if "writable" in came:  # said apart from the directory, maybe at another level
+            parts["writable"] = "yes" if self.writable else "no"
+        for name, value in parts.items():
+            label = name.replace("_", " ")
+            lines.append(f"  {label}: {value} (from {came.get(name) or 'the settings'})")
+        return "\n".join(lines)
+
+
+def _redaction(redact: Redaction | None) -> str:
+    if redact is None:
+        return "off"
+    kinds = [
+        kind
+        for kind, on in (
+            ("emails", redact.emails),
+            ("phone numbers", redact.phones),
+            ("card numbers", redact.cards),
+        )
+        if on
+    ]
+    if redact.patterns:
+        kinds.append(f"{len(redact.patterns)} patterns of its own")
+    return ", ".join(kinds) or "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileBook:
+    """A profiles file, validated: resolves any thread's profile."""
+
+    path: Path
+    file: _File
+
+    def levels(self, key: ThreadKey) -> Iterator[tuple[str, _Settings]]:
+        """The profiles that apply to `key`, broadest first, each with its reason."""
+        if self.file.default.model_fields_set:
+            yield "default", self.file.default
+        for level in LEVELS:
+            here = scope(key, level)
+            for name, profile in self.file.profiles.items():
+                if here in profile.scopes(level):
+                    yield f"{name!r} ({level} {here})", profile
+
+    def resolve(self, key: ThreadKey, base: ThreadProfile) -> ThreadProfile:
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        applied = []
+        for reason, level in self.levels(key):
+            applied.append(reason)
+            for name in _Settings.model_fields:
+                value = getattr(level, name)
+                if value is not None:
+                    values[name], sources[name] = value, reason
+        directory = values.get("working_directory", base.working_directory)
+        return ThreadProfile(
+            system_prompt=values.get("system_prompt", base.system_prompt),
+            model=values.get("model", base.model),
+            tools=values.get("tools", base.tools),
+            working_directory=directory,
+            # A directory of the team's (a checkout) is read-only unless a profile says so.
+            writable=values.get("writable", directory is None),
+            redact=values.get("redact", base.redact),
+            applied=tuple(applied),
+            sources=tuple(sources.items()),
+        )
+
+
+def load(path: Path) -> ProfileBook:
+    """Read and validate the profiles file; ConfigError naming file, line and field."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the profiles file ({exc.strerror})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{path}:{line}: not valid YAML: {exc.problem}") from None
+    finally:
+        loader.dispose()
+    try:
+        parsed = _File.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            "\n".join(
+                f"{path}:{_line(root, error['loc'])}: {'.'.join(map(str, error['loc'])) or 'file'}"
+                f": {error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
+            )
+        ) from None
+    parsed = _checked(path, root, parsed)
+    return ProfileBook(path, parsed)
+
+
+def _checked(path: Path, root: yaml.Node | None, parsed: _File) -> _File:
+    """What validation alone cannot see: a scope claimed twice, working directories that
+    are not there (relative ones are taken from the file's own directory)."""
+    problems: list[str] = []
+    claimed: dict[str, str] = {}
+    for name, profile in parsed.profiles.items():
+        for level in LEVELS:
+            for index, where in enumerate(profile.scopes(level)):
+                other = claimed.setdefault(where, name)
+                if other != name:
+                    loc = ("profiles", name, f"{level}s", index)
+                    problems.append(
+                        f"{path}:{_line(root, loc)}: {'.'.join(map(str, loc))}: {where} is "
+                        f"already given profile {other!r}"
+                    )
+    default = _anchored(path, root, ("default",), parsed.default, problems)
+    profiles = {
+        name: _anchored(path, root, ("profiles", name), profile, problems)
+        for name, profile in parsed.profiles.items()
+    }
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return _File(default=default, profiles=profiles)
+
+
+def _anchored(
+    path: Path, root: yaml.Node | None, loc: tuple[str, ...], level: _S, problems: list[str]
+) -> _S:
+    """`level` with its working directory made absolute; a problem if there is none."""
+    if level.working_directory is None:
+        return level
+    directory = (path.parent / level.working_directory.expanduser()).resolve()
+    if not directory.is_dir():
+        where = (*loc, "working_directory")
+        problems.append(
+            f"{path}:{_line(root, where)}: {'.'.join(where)}: {directory} is not a directory"
+        )
+    return level.model_copy(update={"working_directory": directory})
+
+
+def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The line (from 1) of the deepest node of `loc` the file has."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+class Profiles:
+    """The profiles in force: `resolve` a thread's. `reload()` reads the file again (on
+    SIGHUP); `check()` does when it changed."""
+
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        self._path = settings.profiles
+        self._clock = clock
+        self._base = ThreadProfile(settings.system_prompt, settings.model, settings.tools)
+        self.book: ProfileBook | None = None
+        self.loaded_at: float | None = None
+        self.error: str | None = None  # why the file's last change was not taken
+        self._stamp: tuple[int, int, int] | None = None
+        if self._path is not None:
+            self._stamp = self._stat()
+            self.book = load(self._path)  # a bad file at start stops the bot
+            self.loaded_at = clock()
+
+    def resolve(self, key: ThreadKey) -> ThreadProfile:
+        return self._base if self.book is None else self.book.resolve(key, self._base)
+
+    def reload(self) -> bool:
+        """Read the file again; whether it was taken (else the old profiles stay)."""
+        if self._path is None:
+            return False
+        self._stamp = self._stat()
+        try:
+            self.book = load(self._path)
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("the profiles file was not reloaded, the old profiles stay:\n%s", exc)
+            return False
+        self.loaded_at, self.error = self._clock(), None
+        log.info("profiles reloaded from %s", self._path)
+        return True
+
+    def check(self) -> str:
+        """Reload if the file changed since it was last read (the scheduler asks every
+        few seconds: no watcher to install, and an editor's save-by-rename is seen too);
+        the profiles' state in a line."""
+        if self._path is not None and self._stat() != self._stamp:
+            self.reload()
+        return self.describe()
+
+    def enables(self, tool: str) -> bool:
+        """Whether any profile gives the agent `tool`."""
+        if self.book is None:
+            return False
+        levels = [self.book.file.default, *self.book.file.profiles.values()]
+        return any(tool in (level.tools or ()) for level in levels)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        assert self._path is not None
+        try:
+            found = os.stat(self._path)
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    def describe(self) -> str:
+        """The profiles' state in one line, for `status`."""
+        if self.book is None:
+            return "profiles: none (THREADPILOT_PROFILES is unset)"
+        count = len(self.book.file.profiles)
+        line = f"profiles: {count} from {self._path}"
+        if self.error:
+            line += f"; the file's last change was NOT taken: {self.error.splitlines()[0]}"
+        return line
