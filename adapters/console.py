@@ -18,6 +18,7 @@ from typing import TextIO
 
 from bot.inbound import Dispatcher, Inbound
 from bot.replies import (
+    ApprovalCard,
     ErrorReply,
     FinalText,
     Notice,
@@ -90,6 +91,15 @@ class ConsoleSink:
         self._console.out.write(f"! {text}\n")
         self._console.out.flush()
         return [f"console:{next(self._console.counter)}"]
+
+    async def show_approval(self, card: ApprovalCard, ref: str | None = None) -> str | None:
+        """The console has no buttons: the card is shown, and the request refused."""
+        if ref is None:
+            self._console.out.write(
+                f"~ the agent asked to {card.action}; approvals need Slack or Discord, so no\n"
+            )
+            self._console.out.flush()
+        return None
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         name = f"{origin.thread}-{title.lower().replace(' ', '-')}-{next(self._console.counter)}"

@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bot.access import Access
+from bot.approvals import Approvals
 from bot.clock import Clock, system_clock
 from bot.command_handlers import CommandHandlers
 from bot.config import Settings
@@ -19,7 +20,7 @@ from bot.leases import Leases
 from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
 from bot.profiles import Profiles
-from bot.replies import Notice, Platform, single
+from bot.replies import Notice, Platform, ReplySink, single
 from bot.router import Router
 from bot.runtime_pool import RuntimePool
 from bot.scheduler import Scheduler
@@ -74,6 +75,7 @@ class App:
         self.leases = leases or Leases(store, clock, settings.lease_ttl_s)
         self.journal = Journal(store, clock, self.leases.id)
         self.profiles = profiles or Profiles(settings, clock)
+        self.approvals = Approvals(store, clock, self.leases.id, self.profiles, self._sink)
         self.sessions = SessionManager(
             runtimes,
             store,
@@ -81,6 +83,7 @@ class App:
             self.metrics,
             leases=self.leases,
             profiles=self.profiles,
+            approvals=self.approvals,
             clock=clock,
         )
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)
@@ -123,6 +126,7 @@ class App:
             commands=self.commands,
             summary_reset=self.summary_reset,
             context=context,
+            approvals=self.approvals,
             metrics=self.metrics,
         )
         self.platforms: dict[str, Platform] = {
@@ -177,18 +181,28 @@ class App:
             await source.stop()
             raise
 
-    async def tell(self, key: ThreadKey, text: str) -> None:
-        """Post a note of the bot's own into a thread nobody asked in just now; raises
-        LookupError when no platform serves it, or what the platform raised."""
+    def _sink(self, key: ThreadKey) -> ReplySink:
+        """A sink posting into `key`'s thread unasked; LookupError when no platform
+        serves it."""
         platform = self.platforms.get(key.platform)
         if platform is None:
             raise LookupError(f"no platform serves {key}")
-        await platform.sink(key).render(single(Notice(text)))
+        return platform.sink(key)
+
+    async def tell(self, key: ThreadKey, text: str) -> None:
+        """Post a note of the bot's own into a thread nobody asked in just now; raises
+        LookupError when no platform serves it, or what the platform raised."""
+        await self._sink(key).render(single(Notice(text)))
 
     async def tell_interrupted(self, keys: Sequence[ThreadKey] | None = None) -> None:
         """Tell each thread whose answer a replica never finished (by default those the
         last run left, once platforms are up): the bot does not retry on its own, since
-        the agent may have acted already."""
+        the agent may have acted already. The approval cards their agents waited on are
+        marked expired."""
+        try:
+            await self.approvals.expire_left()
+        except Exception as exc:
+            log.warning("could not expire the approvals left waiting: %s", exc)
         for key in self.interrupted if keys is None else keys:
             try:
                 await self.tell(key, INTERRUPTED)

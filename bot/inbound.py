@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bot.replies import ReplySink
+from bot.replies import ApprovalCard, ApprovalChoice, ReplySink
 from bot.thread_key import ThreadKey
 
 
@@ -121,10 +121,33 @@ class Redelivering(Protocol):
     async def redeliver(self, redo: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Someone pressed a button of an approval card."""
+
+    approval_id: str
+    platform: str
+    user_id: str
+    choice: ApprovalChoice
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """What the adapter shows for a decision: the card as it now is (None: unchanged)
+    and a word for the person who pressed (None: nothing), only to them."""
+
+    card: ApprovalCard | None
+    private: str | None = None
+
+
 class Dispatcher(Protocol):
     """The core, as adapters see it: where inbound messages go (bot/router.py)."""
 
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
         """Handle one inbound message completely (answer, keep, or ignore it); never
         raises for a bad message."""
+        ...
+
+    async def decide(self, decision: Decision) -> Decided:
+        """Take a decision on an approval card; never raises for a bad one."""
         ...

@@ -125,4 +125,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE threads ADD COLUMN redaction_told INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: approvals asked in threads, and how each was decided: the audit log
+    # (bot/approvals.py). A thread's 'thread' approvals are its standing grants.
+    """
+    CREATE TABLE approvals (
+        id              TEXT PRIMARY KEY,         -- a random token, in the card's buttons
+        thread_id       INTEGER NOT NULL REFERENCES threads(id),
+        replica         TEXT NOT NULL,            -- the replica whose agent waits for it
+        asker           TEXT NOT NULL,            -- platform:user the agent was answering
+        tool            TEXT NOT NULL,
+        scope           TEXT NOT NULL,            -- what approving it for the thread covers
+        action          TEXT NOT NULL,            -- what the agent wants to do, in words
+        detail          TEXT NOT NULL,            -- the command, diff, URL (shortened)
+        card_ref        TEXT,                     -- the message that asks
+        state           TEXT NOT NULL,            -- pending once thread denied timed_out expired
+        decided_by      TEXT,                     -- platform:user
+        asked_at        REAL NOT NULL,
+        decided_at      REAL
+    );
+    CREATE INDEX approvals_grants ON approvals (thread_id, scope, state);
+    CREATE INDEX approvals_pending ON approvals (state, replica);
+    """,
 )

@@ -8,7 +8,9 @@ redaction), from the YAML file THREADPILOT_PROFILES names.
         channels: [slack:C0PAYMENTS]      # also workspaces: [...], threads: [slack:C1/17000.1]
         system_prompt: You work on the payments service. Never guess amounts.
         model: gpt-5
-        tools: [view, grep, glob, bash]
+        tools: [view, grep, glob]                  # without asking
+        ask: [bash, edit, create]                  # each time, in the thread
+        approvers: [slack:U0LEAD]                  # besides whoever asked
         working_directory: /srv/checkouts/payments   # read-only unless `writable: true`
         redact: {patterns: ['ACCT-\\d{8}']}         # emails, phones, cards: on by default
 
@@ -31,7 +33,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from bot.clock import Clock, system_clock
 from bot.config import DEFAULT_SYSTEM_PROMPT, PLATFORMS, Settings
@@ -58,6 +67,16 @@ def _scope(scope: str) -> str:
 _Scope = Annotated[str, AfterValidator(_scope)]
 
 
+def _user(user: str) -> str:
+    platform, _, user_id = user.partition(":")
+    if platform not in PLATFORMS or not user_id:
+        raise ValueError(f"{user!r} is not platform:user_id, e.g. slack:U123 or discord:456")
+    return user
+
+
+_User = Annotated[str, AfterValidator(_user)]
+
+
 class _Settings(BaseModel):
     """What a level of profiles may set; unset (None) leaves it to the level above."""
 
@@ -66,11 +85,14 @@ class _Settings(BaseModel):
     system_prompt: str | None = None
     model: str | None = None
     tools: tuple[str, ...] | None = None
+    ask: tuple[str, ...] | None = None
+    approvers: tuple[_User, ...] | None = None
+    approval_timeout_s: float | None = Field(default=None, gt=0)
     working_directory: Path | None = None
     writable: bool | None = None
     redact: Redaction | None = None
 
-    @field_validator("tools")
+    @field_validator("tools", "ask")
     @classmethod
     def _sandboxed(cls, tools: tuple[str, ...] | None) -> tuple[str, ...] | None:
         return None if tools is None else sandboxed(tools)
@@ -109,7 +131,10 @@ class ThreadProfile:
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     model: str | None = None  # None: the runtime's default
-    tools: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # allowed without asking
+    ask: tuple[str, ...] = ()  # allowed once approved in the thread (bot/approvals.py)
+    approvers: tuple[str, ...] = ()  # platform:user ids who may approve, besides the asker
+    approval_timeout_s: float = 120.0  # unanswered this long: denied
     working_directory: Path | None = None  # None: the thread's own directory
     writable: bool = True
     redact: Redaction | None = None
@@ -132,6 +157,8 @@ class ThreadProfile:
         parts = {
             "model": self.model or "the runtime's default",
             "tools": ", ".join(self.tools) or "none",
+            "ask": ", ".join(self.ask) or "none",
+            "approvers": ", ".join(self.approvers) or "only whoever asked",
             "working_directory": directory,
             "redact": _redaction(self.redact),
             "system_prompt": prompt[:200] + ("..." if len(prompt) > 200 else ""),
@@ -193,6 +220,9 @@ class ProfileBook:
             system_prompt=values.get("system_prompt", base.system_prompt),
             model=values.get("model", base.model),
             tools=values.get("tools", base.tools),
+            ask=values.get("ask", base.ask),
+            approvers=values.get("approvers", base.approvers),
+            approval_timeout_s=values.get("approval_timeout_s", base.approval_timeout_s),
             working_directory=directory,
             # A directory of the team's (a checkout) is read-only unless a profile says so.
             writable=values.get("writable", directory is None),
@@ -336,7 +366,7 @@ class Profiles:
         if self.book is None:
             return False
         levels = [self.book.file.default, *self.book.file.profiles.values()]
-        return any(tool in (level.tools or ()) for level in levels)
+        return any(tool in (level.tools or ()) + (level.ask or ()) for level in levels)
 
     def _stat(self) -> tuple[int, int, int] | None:
         assert self._path is not None

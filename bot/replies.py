@@ -75,6 +75,28 @@ class ErrorReply:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalCard:
+    """The agent asks to do something its profile allows only once approved
+    (bot/approvals.py): a message in the thread with the choices while it is open, and
+    how it ended once it is not. The buttons carry `approval_id` and a choice."""
+
+    approval_id: str
+    asker: str  # the platform user id of whoever the agent was answering
+    action: str  # what the agent wants to do, in words
+    detail: str  # the command, diff or URL, shortened
+    outcome: str | None = None  # None: open; else how it ended, in a line
+
+
+ApprovalChoice = Literal["once", "thread", "deny"]
+# An approval card's buttons, in order: the choice each makes, and its label.
+APPROVAL_CHOICES: tuple[tuple[ApprovalChoice, str], ...] = (
+    ("once", "Approve once"),
+    ("thread", "Approve for this thread"),
+    ("deny", "Deny"),
+)
+
+
+@dataclass(frozen=True, slots=True)
 class OpenedThread:
     """A thread an adapter opened for the core; `link` is Markdown (a link, or the
     platform's own mention syntax) leading to it."""
@@ -109,6 +131,11 @@ class ReplySink(Protocol):
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         """Start a new thread next to `origin` (for /branch), linking back to it, or raise
         CannotOpenThread."""
+        ...
+
+    async def show_approval(self, card: ApprovalCard, ref: str | None = None) -> str | None:
+        """Post `card` in the thread (or, given the `ref` of its message, show its new
+        state there); its message's reference, None where the platform shows no cards."""
         ...
 
 

@@ -21,12 +21,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from bot.access import Access
+from bot.approvals import Approvals
 from bot.attachments import accept_files
 from bot.command_handlers import CommandCall, CommandHandlers
 from bot.commands import Command, parse
 from bot.config import Settings
 from bot.errors import LeaseLost, RuntimeUnavailable, StoreError
-from bot.inbound import Inbound
+from bot.inbound import Decided, Decision, Inbound
 from bot.journal import Journal, TurnOutcome
 from bot.logs import turn_context
 from bot.metrics import Metrics
@@ -93,6 +94,7 @@ class Router:
     commands: CommandHandlers
     summary_reset: SummaryReset
     context: ThreadContext
+    approvals: Approvals
     metrics: Metrics
     _draining: bool = field(default=False, init=False)
     _active: set[asyncio.Task[object]] = field(default_factory=set, init=False)
@@ -113,6 +115,15 @@ class Router:
                     await self._dispatch(inbound, sink, arrival)
         finally:
             self._active.discard(task)
+
+    async def decide(self, decision: Decision) -> Decided:
+        """A button of an approval card was pressed (bot/approvals.py)."""
+        try:
+            return await self.approvals.decide(decision)
+        except Exception as exc:
+            log.exception("deciding approval %s failed", decision.approval_id)
+            self.metrics.error("approvals", repr(exc))
+            return Decided(None, INTERNAL_ERROR)
 
     async def _for_the_bot(self, inbound: Inbound) -> bool:
         """Route `inbound`: True to answer it; a message of a bot thread that is not for
@@ -296,7 +307,8 @@ class Router:
         if reader is not None:  # else one person at a terminal: nothing to read or name
             block = await self.context.for_turn(reader, thread, turn_id, arrival)
             prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
-        turn = await self.sessions.start_turn(thread, prompt, attachments)
+        asker = f"{inbound.platform}:{inbound.user_id}"
+        turn = await self.sessions.start_turn(thread, prompt, attachments, asker)
         if (
             turn.redacted
             and not thread.redaction_told

@@ -27,6 +27,7 @@ from copilot import CopilotClient, CopilotSession, RuntimeConnection
 from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject, SessionsForkRequest
 
 from bot import compat
+from bot.approvals import ApprovalRequest, Approver
 from bot.config import SECRETS, Settings
 from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
 from bot.leases import Fence
@@ -74,13 +75,15 @@ def _translated(session_id: str) -> Iterator[None]:
 class SessionSpec:
     """A session as the runtime is to create or resume it: in `workspace`, the agent
     `profile` says, with `start_context` given to the agent at each of its starts, its
-    state written under `fence` where replicas share it."""
+    state written under `fence` where replicas share it, what needs approval asked by
+    `approve`."""
 
     session_id: str
     workspace: Path
     profile: ThreadProfile
     start_context: str | None = None
     fence: Fence | None = None
+    approve: Approver | None = None  # asks the thread, for what the profile allows so
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,18 @@ def process_rss(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _approval_request(request: Any, kind: str, target: str, workspace: Path) -> ApprovalRequest:
+    """A permission request of the runtime's file and URL tools, as the thread is asked."""
+    if kind == "url":
+        return ApprovalRequest("web_fetch", "fetching web pages", "fetch a web page", target)
+    path = Path(target)
+    shown = path.relative_to(workspace) if path.is_relative_to(workspace) else path
+    if kind == "write":
+        diff = getattr(request, "diff", None) or getattr(request, "new_file_contents", None)
+        return ApprovalRequest("edit", "writing files", f"write to `{shown}`", diff or target)
+    return ApprovalRequest("view", "reading files", f"read `{shown}`", target)
 
 
 class CopilotRuntime:
@@ -342,8 +357,11 @@ class CopilotRuntime:
     def _session_options(self, spec: SessionSpec, tools: bool) -> dict[str, Any]:
         settings = self._settings
         workspace, start_context, profile = spec.workspace, spec.start_context, spec.profile
-        policy = ToolPolicy(profile.tools, settings.url_allowed_hosts, profile.writable)
+        policy = ToolPolicy(
+            profile.tools, settings.url_allowed_hosts, profile.writable, profile.ask
+        )
         ratio = settings.context_reset_ratio
+        approve = spec.approve
 
         async def on_permission(request: Any, _invocation: Any) -> Any:
             kind = str(getattr(request, "kind", "unknown"))
@@ -352,7 +370,13 @@ class CopilotRuntime:
                 or getattr(request, "file_name", None)
                 or getattr(request, "url", None)
             )
-            if await policy.allows(kind, target, workspace):
+            verdict = await policy.verdict(kind, target, workspace)
+            if verdict == "ask" and approve is not None:
+                refusal = await approve(_approval_request(request, kind, str(target), workspace))
+                if refusal is None:
+                    return PermissionDecisionApproveOnce()
+                return PermissionDecisionReject(feedback=refusal)
+            if verdict == "allow":
                 return PermissionDecisionApproveOnce()
             log.warning("denied %s permission request (%s) in %s", kind, target or "-", workspace)
             return PermissionDecisionReject(feedback="Not permitted by this bot's tool policy.")
@@ -363,7 +387,7 @@ class CopilotRuntime:
             # Replace mode: the CLI's own 21 kB coding-agent prompt is not for a chat bot.
             # Only the operator's words are system text.
             "system_message": {"mode": "replace", "content": profile.system_prompt},
-            "available_tools": list(profile.tools) if tools else [],
+            "available_tools": list(dict.fromkeys(profile.tools + profile.ask)) if tools else [],
             "working_directory": str(workspace),
             "streaming": True,
             # The runtime compacts only above the fill at which the bot itself summarizes
@@ -379,14 +403,16 @@ class CopilotRuntime:
             options["create_session_fs_handler"] = lambda session: shared.files(
                 session.session_id, fence
             )
-        if tools and "bash" in profile.tools:
+        if tools and "bash" in options["available_tools"]:
             if self._sandbox is None:  # enabled by a profile reloaded since the start
                 log.warning("bash is left out: it needs the sandbox, found only at start")
                 options["available_tools"].remove("bash")
             else:
+                asks = "bash" not in profile.tools  # allowed only with approval
                 options["tools"] = [
-                    shell_tool(self._sandbox, workspace, settings.shell_timeout_s, profile.writable)
-                ]
+                    shell_tool(self._sandbox, workspace, settings.shell_timeout_s,
+                               profile.writable, approve if asks else None)
+                ]  # fmt: skip
         if start_context:
             # The runtime asks for this at every start, resumes included, and keeps none of
             # it: the right place for what must be said the same way each time.

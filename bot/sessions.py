@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from copilot import CopilotSession
 from copilot.session_events import SessionCompactionCompleteData, SessionEvent
 
+from bot.approvals import ApprovalRequest, Approvals
 from bot.attachments import Attachment
 from bot.clock import Clock, system_clock
 from bot.config import Settings
@@ -71,10 +72,14 @@ class SessionManager:
         *,
         leases: Leases,
         profiles: Profiles,
+        approvals: Approvals,
         clock: Clock = system_clock,
     ) -> None:
         self._runtimes = runtimes
         self._profiles = profiles
+        self._approvals = approvals
+        # Thread id -> whoever its current turn answers (platform:user): who may approve.
+        self._askers: dict[int, str] = {}
         self._store = store
         self._leases = leases
         self._metrics = metrics
@@ -144,10 +149,17 @@ class SessionManager:
         return None
 
     async def start_turn(
-        self, thread: ThreadRecord, prompt: str, attachments: Sequence[Attachment] = ()
+        self,
+        thread: ThreadRecord,
+        prompt: str,
+        attachments: Sequence[Attachment] = (),
+        asker: str | None = None,
     ) -> Turn:
-        """Send `prompt` on the thread's session; iterate the returned turn's events.
-        With no runtime up, one is waited for, up to the turn timeout."""
+        """Send `prompt` on the thread's session, for `asker` (platform:user, who may
+        approve what the agent asks to do); iterate the returned turn's events. With no
+        runtime up, one is waited for, up to the turn timeout."""
+        if asker is not None:
+            self._askers[thread.id] = asker
         turn = self._turn(await self._session(thread), prompt, attachments)
         try:
             await turn.send()
@@ -249,7 +261,13 @@ class SessionManager:
         runtime = await self._runtimes.place(thread.key)
         workspace = profile.working_directory or self._runtimes.workspace(thread.key)
         told = start_context(orientation(thread.key.platform), thread.summary)
-        spec = SessionSpec(thread.session_id, workspace, profile, told, fence)
+        thread_id, key = thread.id, thread.key
+
+        async def approve(request: ApprovalRequest) -> str | None:
+            asker = self._askers.get(thread_id, "")
+            return await self._approvals.ask(key, thread_id, asker, profile, request)
+
+        spec = SessionSpec(thread.session_id, workspace, profile, told, fence, approve)
         if thread.session_state == "new":
             session = await runtime.create(spec)
             await self._store.mark_active(thread.id)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from copilot.tools import Tool, ToolInvocation, ToolResult
 
+from bot.approvals import ApprovalRequest, Approver
 from bot.sandbox import Sandbox
 
 NAME = "bash"
@@ -17,7 +18,16 @@ _DESCRIPTION = (
 )
 
 
-def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float, writable: bool) -> Tool:
+def shell_tool(
+    sandbox: Sandbox,
+    workspace: Path,
+    timeout_s: float,
+    writable: bool,
+    approve: Approver | None = None,
+) -> Tool:
+    """The tool; with `approve`, each command runs only once someone approved it in the
+    thread (the profile allows bash with approval)."""
+
     async def run(invocation: ToolInvocation) -> ToolResult:
         arguments = invocation.arguments if isinstance(invocation.arguments, dict) else {}
         command = arguments.get("command")
@@ -26,6 +36,11 @@ def shell_tool(sandbox: Sandbox, workspace: Path, timeout_s: float, writable: bo
                 text_result_for_llm="Give the command to run as `command`.",
                 result_type="failure",
             )
+        if approve is not None:
+            refusal = await approve(ApprovalRequest(NAME, "running commands", "run a command",
+                                                    command))  # fmt: skip
+            if refusal is not None:
+                return ToolResult(text_result_for_llm=refusal, result_type="denied")
         result = await sandbox.run(command, workspace, timeout_s, writable)
         if result.exit_code is None:
             return ToolResult(

@@ -1,7 +1,9 @@
 """ToolPolicy: which built-in agent tools a session gets, and which permission requests pass.
 
-Everything is off unless THREADPILOT_TOOLS names it. A permission request is allowed only
-when a tool that needs it is enabled; file access only inside the thread's workspace; a
+Everything is off unless THREADPILOT_TOOLS (or the thread's profile, bot/profiles.py)
+names it. A permission request is allowed only when a tool that needs it is enabled, or
+asked in the thread when the profile allows it with approval; file access only inside
+the thread's working directory (and writes only where it is writable); a
 URL only over https to a public address (after resolving its name), unless the operator
 allows its host (THREADPILOT_URL_ALLOWED_HOSTS). The runtime's own block list is not
 enough: it lets `http://[::]:PORT/` through to this machine.
@@ -18,6 +20,7 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 # Permission request kind -> the built-in tools that raise it.
 _TOOLS_BY_KIND: dict[str, frozenset[str]] = {
@@ -41,23 +44,35 @@ def sandboxed(tools: tuple[str, ...]) -> tuple[str, ...]:
     return tools
 
 
+Verdict = Literal["allow", "ask", "deny"]
+
+
 @dataclass(frozen=True, slots=True)
 class ToolPolicy:
-    tools: tuple[str, ...]
+    tools: tuple[str, ...]  # allowed without asking
     allowed_hosts: frozenset[str] = frozenset()  # fetched over http or privately too
     writable: bool = True  # whether the working directory may be written to
+    ask: tuple[str, ...] = ()  # allowed once someone approves, in the thread
 
-    async def allows(self, kind: str, target: str | None, workspace: Path) -> bool:
+    async def verdict(self, kind: str, target: str | None, workspace: Path) -> Verdict:
         """Whether a permission request of `kind` (touching `target`, a path or a URL, if
-        any) may proceed."""
+        any) may proceed, must be approved first, or may not. An approval only widens
+        which tools the agent may use: a path outside the working directory, or a URL
+        to this machine or a private network, is refused all the same."""
         needed = _TOOLS_BY_KIND.get(kind)
-        if not needed or needed.isdisjoint(self.tools) or target is None:
-            return False
+        if not needed or target is None:
+            return "deny"
+        if not needed.isdisjoint(self.tools):
+            verdict: Verdict = "allow"
+        elif not needed.isdisjoint(self.ask):
+            verdict = "ask"
+        else:
+            return "deny"
         if kind == "write" and not self.writable:
-            return False
+            return "deny"
         if kind == "url":
-            return await self._reachable(target)
-        return _inside(target, workspace)
+            return verdict if await self._reachable(target) else "deny"
+        return verdict if _inside(target, workspace) else "deny"
 
     async def _reachable(self, url: str) -> bool:
         try:

@@ -28,6 +28,7 @@ from bot.copilot_cli import find_cli
 from bot.http_server import HttpServer
 from bot.inbound import Dispatcher, Inbound, InboundFile
 from bot.replies import (
+    ApprovalCard,
     ErrorReply,
     FinalText,
     Notice,
@@ -96,6 +97,8 @@ class RecordingSink:
         self.rendered = 0
         self.declined: list[str] = []  # refusals, said to the asker alone
         self.done = asyncio.Event()  # set after each stream was shown
+        self.cards: dict[str, ApprovalCard] = {}  # approval cards, as each shows now
+        self.card_shown = asyncio.Event()  # set whenever a card is posted or changes
 
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
         self.rendered += 1
@@ -108,6 +111,12 @@ class RecordingSink:
     async def decline(self, text: str) -> list[str]:
         self.declined.append(text)
         return await self.render(_nothing())
+
+    async def show_approval(self, card: ApprovalCard, ref: str | None = None) -> str | None:
+        ref = ref or f"card-{uuid.uuid4().hex[:8]}"
+        self.cards[ref] = card
+        self.card_shown.set()
+        return ref
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         key = ThreadKey(origin.platform, origin.workspace, origin.channel, uuid.uuid4().hex)

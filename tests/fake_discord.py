@@ -50,7 +50,7 @@ def snowflake() -> str:
 
 
 APP_ID, BOT_ID, GUILD_ID, TEXT_CHANNEL = snowflake(), snowflake(), snowflake(), snowflake()
-ADMIN_ID, USER_ID, OTHER_BOT_ID = snowflake(), snowflake(), snowflake()
+ADMIN_ID, USER_ID, OTHER_BOT_ID, THIRD_ID = snowflake(), snowflake(), snowflake(), snowflake()
 
 
 def _now() -> str:
@@ -69,7 +69,11 @@ def user(user_id: str, name: str, bot: bool = False) -> dict[str, Any]:
 
 
 BOT_USER = user(BOT_ID, "threadpilot", bot=True)
-PEOPLE = {USER_ID: user(USER_ID, "ada"), ADMIN_ID: user(ADMIN_ID, "grace")}
+PEOPLE = {
+    USER_ID: user(USER_ID, "ada"),
+    ADMIN_ID: user(ADMIN_ID, "grace"),
+    THIRD_ID: user(THIRD_ID, "alan"),
+}
 
 
 def member(of: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +127,7 @@ class Message:
     ephemeral: bool = False
     reply_to: Message | None = None  # the message this one replies to
     allowed_mentions: Any = None  # as the bot sent it with its last create or edit
+    components: list[dict[str, Any]] = field(default_factory=list)  # its rows of buttons
 
     def payload(self, guild_id: str | None, nested: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -141,7 +146,7 @@ class Message:
             "pinned": False,
             "type": 19 if self.reply_to else 0,
             "flags": 64 if self.ephemeral else 0,
-            "components": [],
+            "components": self.components,
         }
         if self.reply_to is not None:
             data["message_reference"] = {
@@ -164,6 +169,7 @@ class Interaction:
     channel_id: str
     callbacks: list[tuple[int, float, dict[str, Any]]] = field(default_factory=list)
     original: Message | None = None
+    message: Message | None = None  # a component's: the message whose button was pressed
     created: float = field(default_factory=time.monotonic)
 
 
@@ -561,6 +567,25 @@ class FakeDiscord(FakeServer):
             payload["user"] = PEOPLE[author]
         return interaction, payload
 
+    async def press(self, message: Message, custom_id: str, author: str = USER_ID) -> Interaction:
+        """A person presses the button `custom_id` of the bot's `message`."""
+        (button,) = [
+            item
+            for row in message.components
+            for item in row["components"]
+            if item.get("custom_id") == custom_id
+        ]
+        channel = self.channels[message.channel_id]
+        guild_id = channel.get("guild_id")
+        data = {"custom_id": button["custom_id"], "component_type": button["type"]}
+        interaction, payload = self.interaction(
+            data, message.channel_id, author, guild_id=guild_id, channel=channel
+        )
+        interaction.message = message
+        payload.update(type=3, message=message.payload(guild_id))
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
     async def dispatch(self, name: str, payload: dict[str, Any]) -> None:
         """Send any gateway dispatch, once the bot is connected."""
         await self.connected()
@@ -658,6 +683,7 @@ class FakeDiscord(FakeServer):
             case "POST", ["channels", channel, "messages"]:
                 message = Message(snowflake(), channel, BOT_USER, (body or {}).get("content") or "")
                 message.files = files
+                message.components = (body or {}).get("components") or []
                 message.allowed_mentions = (body or {}).get("allowed_mentions")
                 replied = ((body or {}).get("message_reference") or {}).get("message_id")
                 message.reply_to = self.messages.get(str(replied)) if replied else None
@@ -671,30 +697,7 @@ class FakeDiscord(FakeServer):
             case "POST", ["channels", channel, "threads"]:
                 return _json(await self._thread(channel, body["name"], None))
             case "POST", ["interactions", _, token, "callback"]:
-                interaction = self.interactions[token]
-                data = body.get("data") or {}
-                interaction.callbacks.append((body["type"], time.monotonic(), data))
-                if body["type"] in (4, 5):  # a message, or "thinking…" to be edited later
-                    channel = interaction.channel_id
-                    message = Message(
-                        snowflake(), channel, BOT_USER, data.get("content") or "",
-                        interaction_token=token, ephemeral=bool((data.get("flags") or 0) & 64),
-                        allowed_mentions=data.get("allowed_mentions"),
-                    )  # fmt: skip
-                    self.messages[message.id] = message
-                    interaction.original = message
-                original = interaction.original
-                return _json(  # with_response=true: what discord.py asks for
-                    {
-                        "interaction": {
-                            "id": interaction.id,
-                            "type": 2,
-                            "response_message_id": original.id if original else None,
-                            "response_message_loading": body["type"] == 5,
-                            "response_message_ephemeral": bool(original and original.ephemeral),
-                        }
-                    }
-                )
+                return _json(self._callback(token, body, files))
             case "GET", ["webhooks", _, token, "messages", "@original"]:
                 original = self.interactions[token].original
                 assert original is not None, "read of an interaction never responded to"
@@ -719,6 +722,35 @@ class FakeDiscord(FakeServer):
                 return _json(message.payload(self._guild_of(message.channel_id)))
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, status=404)
 
+    def _callback(self, token: str, body: Any, files: list[bytes]) -> dict[str, Any]:
+        """An interaction's response: recorded, and shown where it shows."""
+        interaction = self.interactions[token]
+        data = body.get("data") or {}
+        interaction.callbacks.append((body["type"], time.monotonic(), data))
+        if body["type"] == 7:  # UPDATE_MESSAGE: the pressed component's message
+            assert interaction.message is not None, "update of no message"
+            self._edit(interaction.message, data, files)
+        if body["type"] in (4, 5):  # a message, or "thinking…" to be edited later
+            channel = interaction.channel_id
+            message = Message(
+                snowflake(), channel, BOT_USER, data.get("content") or "",
+                interaction_token=token, ephemeral=bool((data.get("flags") or 0) & 64),
+                allowed_mentions=data.get("allowed_mentions"),
+            )  # fmt: skip
+            self.messages[message.id] = message
+            interaction.original = message
+        original = interaction.original
+        # with_response=true: what discord.py asks for
+        return {
+            "interaction": {
+                "id": interaction.id,
+                "type": 2,
+                "response_message_id": original.id if original else None,
+                "response_message_loading": body["type"] == 5,
+                "response_message_ephemeral": bool(original and original.ephemeral),
+            }
+        }
+
     def _history(self, channel: str, query: dict[str, str]) -> list[dict[str, Any]]:
         """A page of a channel's messages, newest first, as GET .../messages answers."""
         limit = int(query.get("limit") or 50)
@@ -737,6 +769,8 @@ class FakeDiscord(FakeServer):
             message.allowed_mentions = body["allowed_mentions"]
         if "content" in body:
             message.content = body["content"] or ""
+        if "components" in body:
+            message.components = body["components"] or []
         if files:
             message.files = files
         message.edits += 1

@@ -67,6 +67,7 @@ class Message:
     files: list[dict[str, Any]] = field(default_factory=list)  # files a person attached
     bot_id: str | None = None  # set on messages from bots
     username: str | None = None  # another bot's name
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # Block Kit, as last posted
 
     def payload(self) -> dict[str, Any]:
         """The message as conversations.replies describes it."""
@@ -270,6 +271,7 @@ class FakeSlack(FakeServer):
         if len(text) > 40_000:
             return {"ok": False, "error": "msg_too_long"}
         message = self._post(args, text)
+        message.blocks = _blocks(args)
         return {"channel": message.channel, "ts": message.ts, "message": {"text": text}}
 
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +282,8 @@ class FakeSlack(FakeServer):
         if len(text) > 4_000:  # chat.update text is capped at 4,000 characters
             return {"ok": False, "error": "msg_too_long"}
         message.show(text)
+        if "blocks" in args:
+            message.blocks = _blocks(args)
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
     def _chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -624,6 +628,50 @@ class FakeSlack(FakeServer):
             shown["thread_ts"] = message.thread_ts
         return self.message_action(callback_id, channel, shown, user)
 
+    def block_action(self, message: Message, action_id: str, user: str = "U1") -> dict[str, Any]:
+        """The `block_actions` payload of `user` pressing the button `action_id` of
+        `message`, as Slack sends it."""
+        (button,) = [
+            element
+            for block in message.blocks
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action_id
+        ]
+        n = next(self._ids)
+        shown = {
+            "type": "message",
+            "ts": message.ts,
+            "text": message.text,
+            "thread_ts": message.thread_ts,
+            "blocks": message.blocks,
+        }
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "team_id": TEAM},
+            "team": {"id": TEAM},
+            "api_app_id": APP_ID,
+            "trigger_id": f"trigger-{n}",
+            "response_url": f"{self.base}/respond/{n}",
+            "container": {
+                "type": "message",
+                "message_ts": message.ts,
+                "channel_id": message.channel,
+                "is_ephemeral": False,
+            },
+            "channel": {"id": message.channel},
+            "message": shown,
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action_id,
+                    "block_id": "approval",
+                    "value": button["value"],
+                    "action_ts": self.new_ts(),
+                }
+            ],
+        }
+
     def message_action(
         self, callback_id: str, channel: str, shown: dict[str, Any], user: str = "U1"
     ) -> dict[str, Any]:
@@ -672,6 +720,11 @@ class FakeSlack(FakeServer):
             session.post(url, data=body.encode(), headers=headers) as response,
         ):
             return response.status, await response.text()
+
+
+def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = args.get("blocks") or []
+    return list(json.loads(blocks) if isinstance(blocks, str) else blocks)
 
 
 def _shown(args: dict[str, Any]) -> str:

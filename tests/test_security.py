@@ -428,5 +428,5 @@ async def test_the_url_tool_reaches_only_public_https_addresses(
 )
 async def test_url_policy(url: str, allowed: bool, tmp_path: Path) -> None:
     policy = ToolPolicy(("web_fetch",), frozenset({"wiki.corp", "::1"}))
-    assert await policy.allows("url", url, tmp_path) is allowed
-    assert not await ToolPolicy(("view",)).allows("url", url, tmp_path)  # web_fetch is off
+    assert await policy.verdict("url", url, tmp_path) == ("allow" if allowed else "deny")
+    assert await ToolPolicy(("view",)).verdict("url", url, tmp_path) == "deny"  # web_fetch is off

@@ -29,6 +29,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord.cards import card_content, card_view, decision
 from adapters.discord.events import files_of, key_of, started_key, strip_mentions, thread_name
 from adapters.discord.history import DiscordThread
 from adapters.discord.sink import (
@@ -105,6 +106,7 @@ class DiscordAdapter:
         self.tree.error(self._on_command_error)
         self._register_commands()
         self.client.event(self.on_message)
+        self.client.event(self.on_interaction)
         self._connection: asyncio.Task[None] | None = None
         self._sync_retry_s = sync_retry_s
         self._syncing: asyncio.Task[None] | None = None
@@ -249,6 +251,25 @@ class DiscordAdapter:
         await self._router.dispatch(inbound, sink)
 
     # --- application commands -----------------------------------------------------------
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button of an approval card (commands go to the command tree): the core
+        decides; the card shows the outcome, or the person who pressed gets a word only
+        they see."""
+        pressed = decision(interaction)
+        if pressed is None:
+            return
+        decided = await self._router.decide(pressed)
+        if decided.private is not None:
+            await interaction.response.send_message(decided.private, ephemeral=True)
+            if decided.card is not None and interaction.message is not None:
+                await interaction.message.edit(
+                    content=card_content(decided.card), view=card_view(decided.card)
+                )
+        elif decided.card is not None:
+            await interaction.response.edit_message(
+                content=card_content(decided.card), view=card_view(decided.card)
+            )
 
     def _register_commands(self) -> None:
         """`/ask`, and every command of the catalogue: a slash command each, and a message

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import discord
 
+from adapters.discord.cards import card_content, card_view
 from adapters.discord.events import key_of, thread_name
 from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
 from adapters.text import honest_links
 from bot.errors import CannotOpenThread
-from bot.replies import OpenedThread, ReplyEvent
+from bot.replies import ApprovalCard, OpenedThread, ReplyEvent
 from bot.thread_key import ThreadKey
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,18 @@ class DiscordSink:
         self._stop_typing.set()
         if self._typing_task is not None:
             await self._typing_task
+
+    async def show_approval(self, card: ApprovalCard, ref: str | None = None) -> str | None:
+        view = card_view(card)
+        if ref is None:
+            assert view is not None  # a card is posted open
+            message = await self._channel.send(card_content(card), view=view)
+            view.stop()  # the buttons stay; presses come to the adapter's on_interaction
+            return str(message.id)
+        await self._channel.get_partial_message(int(ref)).edit(
+            content=card_content(card), view=view
+        )
+        return ref
 
     async def open_thread(self, title: str, origin: ThreadKey) -> OpenedThread:
         parent = self._channel.parent if isinstance(self._channel, discord.Thread) else None

@@ -17,6 +17,7 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 
+from adapters.slack.cards import ACTION, card_message, decision
 from adapters.slack.client import Respond, SlackClient, defusing
 from adapters.slack.downloads import SlackDownloads
 from adapters.slack.events import (
@@ -147,6 +148,7 @@ class SlackAdapter:
             self.app.command(command)(self._on_slash_command)
         for callback_id in SHORTCUTS:
             self.app.shortcut(callback_id)(self._on_shortcut)
+        self.app.action(ACTION)(self._on_approval)
 
     async def _ignore(self) -> None:
         pass
@@ -203,6 +205,23 @@ class SlackAdapter:
             body["channel"]["id"], shortcut_thread_ts(body), position, body["user"]["id"]
         )
         await self._dispatch(shortcut_inbound(body, reader), respond=defusing(respond))
+
+    async def _on_approval(self, ack: Any, body: dict[str, Any], respond: Respond) -> None:
+        """A button of an approval card: the core decides; the card shows the outcome and
+        the person who pressed gets a word of their own, if there is one."""
+        await ack()
+        pressed = decision(body)
+        if pressed is None:
+            log.warning("ignoring a malformed approval action")
+            return
+        decided = await self._router.decide(pressed)
+        if decided.private is not None:
+            await defusing(respond)(
+                text=decided.private, response_type="ephemeral", replace_original=False
+            )
+        if decided.card is not None:
+            channel, ts = body["channel"]["id"], body["message"]["ts"]
+            await self.client.chat_update(channel=channel, ts=ts, **card_message(decided.card))
 
     async def _dispatch(
         self, inbound: Inbound, question_ts: str | None = None, respond: Respond | None = None

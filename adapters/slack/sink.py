@@ -25,9 +25,11 @@ from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
+from adapters.slack.cards import card_message
 from adapters.slack.client import Respond, safe
 from adapters.slack.mrkdwn import to_mrkdwn
 from bot.replies import (
+    ApprovalCard,
     OpenedThread,
     ReplyEvent,
 )
@@ -308,6 +310,17 @@ class SlackSink:
 
     async def decline(self, text: str) -> list[str]:
         return await self._private(text)
+
+    async def show_approval(self, card: ApprovalCard, ref: str | None = None) -> str | None:
+        target = self._target
+        shown = card_message(card)
+        if ref is None:
+            response = await target.client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts, **shown
+            )
+            return str(response["ts"])
+        await target.client.chat_update(channel=target.channel, ts=ref, **shown)
+        return ref
 
     async def _private(self, text: str) -> list[str]:
         """Only for the asker: via the response URL, else an ephemeral message."""
