@@ -18,7 +18,7 @@ from bot.config import Settings
 from bot.errors import CannotOpenThread, ThreadUnreadable, UnknownMessage
 from bot.inbound import Inbound
 from bot.journal import Journal
-from bot.profiles import Profiles
+from bot.profiles import Profiles, ThreadProfile
 from bot.replies import ErrorReply, FinalText, ReplyEvent, ReplySink
 from bot.sessions import SessionManager
 from bot.status import Status
@@ -168,9 +168,35 @@ class CommandHandlers:
                 yield event
 
     async def profile(self, call: CommandCall) -> ReplyEvent:
+        return FinalText(self._profile_of(call).explain())
+
+    async def model(self, call: CommandCall) -> ReplyEvent:
+        profile = self._profile_of(call)
+        choices = ", ".join(f"`{name}`" for name in profile.choices)
+        if not call.args:
+            current = f"`{profile.model}`" if profile.model else "the runtime's default"
+            if len(profile.choices) < 2:
+                return FinalText(f"I answer with {current} here; this channel offers no other.")
+            return FinalText(
+                f"I answer with {current} here. This channel offers {choices}: "
+                "say `model NAME` to switch this thread."
+            )
+        name = call.args.split()[0].strip("`")
+        if name not in profile.choices:
+            offered = f"it offers {choices}" if choices else "it offers no choice"
+            return ErrorReply(f"This channel's profile does not offer `{name}`: {offered}.")
+        if call.thread is None:
+            return ErrorReply("Ask me something here first; then you can switch my model.")
+        await self.sessions.choose_model(call.thread, name)
+        return FinalText(
+            f"Switched this thread to `{name}`: the conversation so far stays, and my next "
+            "answer comes from it."
+        )
+
+    def _profile_of(self, call: CommandCall) -> ThreadProfile:
         key = call.inbound.key
         assert key is not None  # the command needs a thread
-        return FinalText(self.profiles.resolve(key).explain())
+        return self.profiles.resolve(key, call.thread.model if call.thread else None)
 
     async def status(self, call: CommandCall) -> ReplyEvent:
         return FinalText(await self.status_report.text())

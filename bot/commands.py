@@ -32,6 +32,9 @@ class Command:
     # A Slack slash command of its own, besides `/threadpilot NAME`. Slack does not tell a
     # slash command which thread it was used in, so in-thread ones only say where to go.
     slack_slash: bool = False
+    # What its optional argument is, if it takes one: Discord shows it as an option, and
+    # on Slack the mention form may carry it (`@bot model gpt-5`).
+    argument: str | None = None
 
     @property
     def description(self) -> str:
@@ -64,6 +67,11 @@ COMMANDS = (
         "summarize",
         "sum up this thread: decisions, open questions, who owes what",
         shortcut="Summarize this thread",
+    ),
+    Command(
+        "model",
+        "which model answers here; `model NAME` switches this thread to another its channel offers",
+        argument="the model to switch to (leave out to list them)",
     ),
     Command(
         "profile",

@@ -146,4 +146,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX approvals_grants ON approvals (thread_id, scope, state);
     CREATE INDEX approvals_pending ON approvals (state, replica);
     """,
+    # 7: the model a thread switched to (`model NAME`); NULL: its profile's.
+    """
+    ALTER TABLE threads ADD COLUMN model TEXT;
+    """,
 )

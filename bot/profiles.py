@@ -24,6 +24,7 @@ profiles as they were, and the error names the file, line and field.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -84,6 +85,7 @@ class _Settings(BaseModel):
 
     system_prompt: str | None = None
     model: str | None = None
+    models: tuple[str, ...] | None = None  # a thread may switch to (`model NAME`)
     tools: tuple[str, ...] | None = None
     ask: tuple[str, ...] | None = None
     approvers: tuple[_User, ...] | None = None
@@ -131,6 +133,7 @@ class ThreadProfile:
 
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     model: str | None = None  # None: the runtime's default
+    models: tuple[str, ...] = ()  # others a thread may switch to
     tools: tuple[str, ...] = ()  # allowed without asking
     ask: tuple[str, ...] = ()  # allowed once approved in the thread (bot/approvals.py)
     approvers: tuple[str, ...] = ()  # platform:user ids who may approve, besides the asker
@@ -140,6 +143,11 @@ class ThreadProfile:
     redact: Redaction | None = None
     applied: tuple[str, ...] = ()  # the levels that apply, broadest first
     sources: tuple[tuple[str, str], ...] = ()  # (setting, the level it came from)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The models a thread may answer with: its profile's and those it may switch to."""
+        return tuple(dict.fromkeys((*((self.model,) if self.model else ()), *self.models)))
 
     def explain(self) -> str:
         """Which profiles apply, what the agent is, and where each part comes from."""
@@ -219,6 +227,7 @@ class ProfileBook:
         return ThreadProfile(
             system_prompt=values.get("system_prompt", base.system_prompt),
             model=values.get("model", base.model),
+            models=values.get("models", base.models),
             tools=values.get("tools", base.tools),
             ask=values.get("ask", base.ask),
             approvers=values.get("approvers", base.approvers),
@@ -335,8 +344,14 @@ class Profiles:
             self.book = load(self._path)  # a bad file at start stops the bot
             self.loaded_at = clock()
 
-    def resolve(self, key: ThreadKey) -> ThreadProfile:
-        return self._base if self.book is None else self.book.resolve(key, self._base)
+    def resolve(self, key: ThreadKey, chosen: str | None = None) -> ThreadProfile:
+        """The profile of `key`'s thread; with the model the thread `chosen` (`model
+        NAME`), as long as its profile still offers it."""
+        profile = self._base if self.book is None else self.book.resolve(key, self._base)
+        if chosen is None or chosen == profile.model or chosen not in profile.choices:
+            return profile
+        sources = (*(s for s in profile.sources if s[0] != "model"), ("model", "this thread"))
+        return dataclasses.replace(profile, model=chosen, sources=sources)
 
     def reload(self) -> bool:
         """Read the file again; whether it was taken (else the old profiles stay)."""

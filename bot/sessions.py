@@ -215,6 +215,12 @@ class SessionManager:
             except Exception as exc:  # housekeeping cannot find it: only disk space is lost
                 log.warning("could not delete the scratch session %s: %s", session_id, exc)
 
+    async def choose_model(self, thread: ThreadRecord, model: str | None) -> None:
+        """Answer the thread with `model` from its next turn on (None: its profile's):
+        the session is resumed with it, history kept (`_session` sees the profile
+        changed)."""
+        await self._store.set_model(thread.id, model)
+
     async def reset(self, thread: ThreadRecord, why: Retirement) -> ThreadRecord:
         """Retire the thread's session (kept for `restore`); its next message starts a
         fresh one, as `why` says."""
@@ -246,7 +252,7 @@ class SessionManager:
 
     async def _session(self, thread: ThreadRecord) -> _Live:
         fence = self._leases.held(thread.id)
-        profile = self._profiles.resolve(thread.key)
+        profile = self._profiles.resolve(thread.key, thread.model)
         live = self._current(thread)
         if live is not None:
             if live.fence == fence and live.profile == profile:

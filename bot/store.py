@@ -44,6 +44,7 @@ class ThreadRecord:
     context_limit: int
     context_ref: str | None  # the thread's position up to which the agent has been told it
     redaction_told: bool  # the thread knows its profile redacts what the model is sent
+    model: str | None = None  # switched to with `model NAME`; None: its profile's
 
     @property
     def first_contact(self) -> bool:
@@ -55,7 +56,7 @@ class ThreadRecord:
 _SELECT_THREAD = (
     "SELECT t.id, t.platform, t.workspace, t.channel, t.thread, t.session_id, t.generation, "
     "t.session_state, t.last_activity, s.seed_summary AS summary, t.parent_id, t.context_tokens, "
-    "t.context_limit, t.context_ref, t.redaction_told "
+    "t.context_limit, t.context_ref, t.redaction_told, t.model "
     "FROM threads t LEFT JOIN sessions s ON s.session_id = t.session_id"
 )
 _BY_KEY = "t.platform = ? AND t.workspace = ? AND t.channel = ? AND t.thread = ?"
@@ -93,6 +94,7 @@ def _thread(row: Any) -> ThreadRecord:
         context_limit=row["context_limit"],
         context_ref=row["context_ref"],
         redaction_told=bool(row["redaction_told"]),
+        model=row["model"],
     )
 
 
@@ -324,6 +326,10 @@ class Store:
         await self.run(
             statement("UPDATE threads SET session_state = 'active' WHERE id = ?", (thread_id,))
         )
+
+    async def set_model(self, thread_id: int, model: str | None) -> None:
+        """The model the thread's agent answers with from now on (None: its profile's)."""
+        await self.run(statement("UPDATE threads SET model = ? WHERE id = ?", (model, thread_id)))
 
     async def tell_redaction(self, thread_id: int) -> bool:
         """Note that the thread is told its profile redacts; whether it was not yet (only

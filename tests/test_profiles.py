@@ -8,6 +8,7 @@ import json
 import signal
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,8 @@ from bot.redaction import Redaction
 from bot.sandbox import Sandbox
 from bot.thread_key import ThreadKey
 from tests.conftest import AppFactory, make_settings, start_bot, stop_bot
+from tests.discord_harness import DiscordHarness
+from tests.fake_discord import BOT_ID, TEXT_CHANNEL
 from tests.fake_model import FakeModel, Reply, ToolCall, system_text, user_texts
 from tests.fake_slack import FakeSlack
 from tests.slack_harness import SlackHarness
@@ -361,3 +364,48 @@ async def test_bash_cannot_write_to_a_read_only_working_directory(tmp_path: Path
     assert result.exit_code != 0 and (tmp_path / "notes.txt").read_text() == "kept"
     await sandbox.run("echo changed > notes.txt", tmp_path, 30, True)
     assert (tmp_path / "notes.txt").read_text() == "changed\n"
+
+
+async def test_a_thread_switches_among_the_models_its_profile_offers(
+    make_slack: Any, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    profiles = write(
+        tmp_path / "profiles.yaml",
+        "default:\n  model: m-one\n  models: [m-two]\n",
+    )
+    slack: SlackHarness = await make_slack(profiles=profiles)
+    ts, _ = await slack.say("ms first")
+    assert fake_model.requests_with("ms first")[-1]["model"] == "m-one"
+
+    await slack.say("model", thread_ts=ts)
+    assert "I answer with `m-one` here. This channel offers `m-one`, `m-two`" in slack.texts(ts)[-1]
+    await slack.say("model m-three", thread_ts=ts)
+    assert "does not offer `m-three`: it offers `m-one`, `m-two`" in slack.texts(ts)[-1]
+    await slack.say("model m-two", thread_ts=ts)
+    assert "Switched this thread to `m-two`" in slack.texts(ts)[-1]
+    assert fake_model.requests_with("model") == []  # commands, not turns
+
+    await slack.say("ms second", thread_ts=ts, mention=False)
+    body = fake_model.requests_with("ms second")[-1]
+    assert body["model"] == "m-two"  # the session resumed with it...
+    assert [t for t in user_texts(body) if "ms " in t][-2:] == ["ms first", "ms second"]  # ...kept
+    thread = await slack.app.store.thread(ThreadKey("slack", "T01", slack.channel, ts))
+    assert thread is not None and thread.model == "m-two"
+    shown = slack.app.profiles.resolve(thread.key, thread.model).explain()
+    assert "model: m-two (from this thread)" in shown
+
+
+async def test_discord_model_takes_its_choice_as_an_option(
+    make_discord: Any, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    profiles = write(tmp_path / "profiles.yaml", "default:\n  model: m-one\n  models: [m-two]\n")
+    bot: DiscordHarness = await make_discord(profiles=profiles)
+    question = await bot.fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> md first")
+    await bot.dispatched(question.id)
+    thread = await bot.thread_of(question)
+    used = await bot.use("model", thread, {"value": "m-two"})
+    (reply,) = bot.fake.responses(used)
+    assert "Switched this thread to `m-two`" in reply.content
+    second = await bot.fake.say(thread, f"<@{BOT_ID}> md second")
+    await bot.dispatched(second.id)
+    assert fake_model.requests_with("md second")[-1]["model"] == "m-two"

@@ -288,7 +288,9 @@ class DiscordAdapter:
                 app_commands.Command(
                     name=command.name,
                     description=command.description,
-                    callback=self._slash_command,
+                    callback=self._with_argument(command)
+                    if command.argument
+                    else self._slash_command,
                     allowed_contexts=everywhere,
                 )
             )
@@ -343,6 +345,16 @@ class DiscordAdapter:
         assert interaction.command is not None
         await self._run_command(interaction, BY_NAME[interaction.command.name])
 
+    def _with_argument(
+        self, command: Command
+    ) -> Callable[[discord.Interaction, str | None], Coroutine[Any, Any, None]]:
+        """The callback of a slash command with an option: its catalogue argument."""
+
+        async def run(interaction: discord.Interaction, value: str | None = None) -> None:
+            await self._run_command(interaction, command, args=value or "")
+
+        return app_commands.describe(value=command.argument or "")(run)
+
     def _message_command(
         self, command: Command
     ) -> Callable[[discord.Interaction, discord.Message], Coroutine[Any, Any, None]]:
@@ -353,7 +365,11 @@ class DiscordAdapter:
         return used_on
 
     async def _run_command(
-        self, interaction: discord.Interaction, command: Command, target_ref: str | None = None
+        self,
+        interaction: discord.Interaction,
+        command: Command,
+        target_ref: str | None = None,
+        args: str = "",
     ) -> None:
         private = command.private or key_of(interaction.channel) is None
         await interaction.response.defer(ephemeral=private, thinking=True)
@@ -367,7 +383,7 @@ class DiscordAdapter:
             key=key,
             platform="discord",
             user_id=str(interaction.user.id),
-            text="",
+            text=args,
             command=command.name,
             target_ref=target_ref,
             in_dm=isinstance(channel, discord.DMChannel),

@@ -126,18 +126,21 @@ def message_inbound(
     reader: ThreadReader,
 ) -> Inbound:
     """A message of a conversation. Addressed to the bot (a mention, or anything in a
-    DM), `@bot reset` (a mention and one command word) is that command."""
+    DM), `@bot reset` (a mention and one command word) is that command, and so is
+    `@bot model gpt-5` for a command that takes an argument."""
     raw = event.get("text") or ""
     in_dm = event.get("channel_type") == "im"
     addressed = in_dm or mentions(raw, bot_user_id)
     text = strip_mentions(raw, bot_user_id)
-    word = text.rstrip(".!").lower()
-    command = word if word in COMMAND_WORDS else None
+    first, _, rest = text.partition(" ")
+    word, rest = first.rstrip(".!").lower(), rest.strip()
+    takes = word in COMMAND_WORDS and (not rest or BY_NAME[word].argument is not None)
+    command = word if takes else None
     return Inbound(
         event_id=body["event_id"],
         key=thread_key(team_of(body, event), event),
         user_id=author(event),
-        text="" if command else text,
+        text=rest if command else text,
         command=command,
         message_ref=event["ts"],
         files=_files(event, fetch),
