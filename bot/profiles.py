@@ -127,7 +127,7 @@ def scope(key: ThreadKey, level: str) -> str:
     return f"{key.platform}:{named.get(level, f'{key.channel}/{key.thread}')}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ThreadProfile:
     """What a thread's agent is, all levels applied, and where each part came from."""
 
@@ -334,7 +334,9 @@ class Profiles:
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         self._path = settings.profiles
         self._clock = clock
-        self._base = ThreadProfile(settings.system_prompt, settings.model, settings.tools)
+        self._base = ThreadProfile(
+            system_prompt=settings.system_prompt, model=settings.model, tools=settings.tools
+        )
         self.book: ProfileBook | None = None
         self.loaded_at: float | None = None
         self.error: str | None = None  # why the file's last change was not taken

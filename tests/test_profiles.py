@@ -162,9 +162,9 @@ def test_levels_apply_broadest_first_each_overriding_what_it_names(tmp_path: Pat
     assert "writable: yes (from 'incident'" in explained
 
     # Without a file: the settings, for every thread.
-    plain = Profiles(settings_with(None, model="settings-model"))
+    plain = Profiles(settings_with(None, model="settings-model", tools=("grep",)))
     assert plain.resolve(ThreadKey("slack", "T1", "C9", "1")) == ThreadProfile(
-        plain.resolve(ThreadKey("slack", "T1", "C9", "1")).system_prompt, "settings-model"
+        model="settings-model", tools=("grep",)
     )
     assert "No profile applies here" in plain.resolve(ThreadKey("slack", "T", "C", "1")).explain()
 
