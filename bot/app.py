@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.access import Access
 from bot.approvals import Approvals
+from bot.budgets import Budgets
 from bot.clock import Clock, system_clock
 from bot.command_handlers import CommandHandlers
 from bot.config import Settings
@@ -76,6 +77,7 @@ class App:
         self.journal = Journal(store, clock, self.leases.id)
         self.profiles = profiles or Profiles(settings, clock)
         self.approvals = Approvals(store, clock, self.leases.id, self.profiles, self._sink)
+        self.budgets = Budgets(store, clock, self.profiles, self.metrics)
         self.sessions = SessionManager(
             runtimes,
             store,
@@ -111,6 +113,7 @@ class App:
             self.metrics,
             self.leases,
             self.profiles,
+            self.budgets,
             self.troubles,
         )
         context = ThreadContext(settings.thread_context_chars, self.journal)
@@ -127,6 +130,7 @@ class App:
             summary_reset=self.summary_reset,
             context=context,
             approvals=self.approvals,
+            budgets=self.budgets,
             metrics=self.metrics,
         )
         self.platforms: dict[str, Platform] = {

@@ -51,6 +51,18 @@ class Metrics:
             ["cause"],
             registry=self.registry,
         )
+        self.profile_turns = Counter(
+            "threadpilot_profile_turns",
+            "Turns answered, by the profile of their thread",
+            ["profile"],
+            registry=self.registry,
+        )
+        self.profile_tokens = Counter(
+            "threadpilot_profile_tokens",
+            "Model tokens (prompt and answer) used by turns, by the profile of their thread",
+            ["profile"],
+            registry=self.registry,
+        )
         self.compactions = Counter(
             "threadpilot_compactions",
             "Context compactions the runtime ran on its own.",

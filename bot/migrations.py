@@ -150,4 +150,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE threads ADD COLUMN model TEXT;
     """,
+    # 8: turns and model tokens used a day, by person and by channel (bot/budgets.py).
+    """
+    CREATE TABLE spending (
+        day             TEXT NOT NULL,            -- YYYY-MM-DD, UTC
+        who             TEXT NOT NULL,            -- user:<platform:id> or channel:<platform:id>
+        turns           INTEGER NOT NULL,
+        tokens          INTEGER NOT NULL,
+        PRIMARY KEY (day, who)
+    );
+    """,
 )

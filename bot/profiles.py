@@ -43,6 +43,7 @@ from pydantic import (
     field_validator,
 )
 
+from bot.budgets import DailyBudgets
 from bot.clock import Clock, system_clock
 from bot.config import DEFAULT_SYSTEM_PROMPT, PLATFORMS, Settings
 from bot.errors import ConfigError
@@ -93,6 +94,7 @@ class _Settings(BaseModel):
     working_directory: Path | None = None
     writable: bool | None = None
     redact: Redaction | None = None
+    budgets: DailyBudgets | None = None
 
     @field_validator("tools", "ask")
     @classmethod
@@ -141,6 +143,8 @@ class ThreadProfile:
     working_directory: Path | None = None  # None: the thread's own directory
     writable: bool = True
     redact: Redaction | None = None
+    budgets: DailyBudgets | None = None
+    name: str = "none"  # the narrowest profile that applies (metrics are by it)
     applied: tuple[str, ...] = ()  # the levels that apply, broadest first
     sources: tuple[tuple[str, str], ...] = ()  # (setting, the level it came from)
 
@@ -169,6 +173,7 @@ class ThreadProfile:
             "approvers": ", ".join(self.approvers) or "only whoever asked",
             "working_directory": directory,
             "redact": _redaction(self.redact),
+            "budgets": self.budgets.describe() if self.budgets else "none",
             "system_prompt": prompt[:200] + ("..." if len(prompt) > 200 else ""),
         }
         if "writable" in came:  # said apart from the directory, maybe at another level
@@ -203,26 +208,28 @@ class ProfileBook:
     path: Path
     file: _File
 
-    def levels(self, key: ThreadKey) -> Iterator[tuple[str, _Settings]]:
-        """The profiles that apply to `key`, broadest first, each with its reason."""
+    def levels(self, key: ThreadKey) -> Iterator[tuple[str, str, _Settings]]:
+        """The profiles that apply to `key`, broadest first: name, reason, settings."""
         if self.file.default.model_fields_set:
-            yield "default", self.file.default
+            yield "default", "default", self.file.default
         for level in LEVELS:
             here = scope(key, level)
             for name, profile in self.file.profiles.items():
                 if here in profile.scopes(level):
-                    yield f"{name!r} ({level} {here})", profile
+                    yield name, f"{name!r} ({level} {here})", profile
 
     def resolve(self, key: ThreadKey, base: ThreadProfile) -> ThreadProfile:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         applied = []
-        for reason, level in self.levels(key):
+        names = ["none"]
+        for name, reason, level in self.levels(key):
+            names.append(name)
             applied.append(reason)
-            for name in _Settings.model_fields:
-                value = getattr(level, name)
+            for field in _Settings.model_fields:
+                value = getattr(level, field)
                 if value is not None:
-                    values[name], sources[name] = value, reason
+                    values[field], sources[field] = value, reason
         directory = values.get("working_directory", base.working_directory)
         return ThreadProfile(
             system_prompt=values.get("system_prompt", base.system_prompt),
@@ -236,6 +243,8 @@ class ProfileBook:
             # A directory of the team's (a checkout) is read-only unless a profile says so.
             writable=values.get("writable", directory is None),
             redact=values.get("redact", base.redact),
+            budgets=values.get("budgets", base.budgets),
+            name=names[-1],
             applied=tuple(applied),
             sources=tuple(sources.items()),
         )

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from bot.access import Access
 from bot.approvals import Approvals
 from bot.attachments import accept_files
+from bot.budgets import Budgets
 from bot.command_handlers import CommandCall, CommandHandlers
 from bot.commands import Command, parse
 from bot.config import Settings
@@ -95,6 +96,7 @@ class Router:
     summary_reset: SummaryReset
     context: ThreadContext
     approvals: Approvals
+    budgets: Budgets
     metrics: Metrics
     _draining: bool = field(default=False, init=False)
     _active: set[asyncio.Task[object]] = field(default_factory=set, init=False)
@@ -302,12 +304,19 @@ class Router:
                 turn_id, TurnOutcome(ok=False, reply_refs=refs, error="nothing to answer")
             )
             return
+        asker = f"{inbound.platform}:{inbound.user_id}"
+        over = await self.budgets.refusal(thread.key, asker, thread.model)
+        if over is not None:
+            refs = await sink.render(single(ErrorReply(over)))
+            await self.journal.finish(
+                turn_id, TurnOutcome(ok=False, reply_refs=refs, error="over budget")
+            )
+            return
         started = time.perf_counter()
         reader = inbound.thread
         if reader is not None:  # else one person at a terminal: nothing to read or name
             block = await self.context.for_turn(reader, thread, turn_id, arrival)
             prompt = framed(block, speaker_line(await reader.speaker(), inbound.user_id, prompt))
-        asker = f"{inbound.platform}:{inbound.user_id}"
         turn = await self.sessions.start_turn(thread, prompt, attachments, asker)
         if (
             turn.redacted
@@ -331,9 +340,11 @@ class Router:
         )
         # Once the runtime has the message, the agent knows the thread up to it.
         told = inbound.thread.position if inbound.thread and turn.user_event_id else None
-        # Both land in one group commit.
+        # They land in one group commit.
         await asyncio.gather(
-            self.sessions.finish_turn(thread, turn, told), self.journal.finish(turn_id, outcome)
+            self.sessions.finish_turn(thread, turn, told),
+            self.journal.finish(turn_id, outcome),
+            self.budgets.spend(thread.key, asker, turn.tokens, thread.model),
         )
         if told is not None:
             self.context.told(thread.id, turn_id, told, arrival)

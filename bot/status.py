@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.budgets import Budgets, Spender
 from bot.leases import Leases, ReplicaSeen
 from bot.metrics import Metrics, RecentError
 from bot.profiles import Profiles
@@ -40,6 +41,7 @@ class StatusReport:
     troubles: dict[str, str]  # by platform: what keeps it from working fully
     replicas: list[ReplicaSeen]  # this one first
     profiles: str  # which file, how many, whether its last change was taken
+    spenders: list[Spender]  # today's biggest users of turns and tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class Status:
     metrics: Metrics
     leases: Leases
     profiles: Profiles
+    budgets: Budgets
     troubles: Callable[[], dict[str, str]]
 
     async def report(self) -> StatusReport:
@@ -78,6 +81,7 @@ class Status:
             troubles=self.troubles(),
             replicas=await self.leases.fleet(),
             profiles=self.profiles.describe(),
+            spenders=await self.budgets.top_spenders(),
         )
 
     async def text(self) -> str:
@@ -112,6 +116,11 @@ def format_status(report: StatusReport) -> str:
     lines += [
         f"auth: {report.auth_mode}",
         report.profiles,
+        "today's top spenders: "
+        + (
+            "; ".join(f"{s.who} {s.turns} turns, {s.tokens:,} tokens" for s in report.spenders)
+            or "nobody yet"
+        ),
         f"turns: {report.turns_running} running, {report.turns_queued} queued",
         "sessions (live / persisted / total threads):",
     ]

@@ -13,6 +13,7 @@ from copilot.session_events import (
     AssistantMessageData,
     AssistantMessageDeltaData,
     AssistantTurnRetryData,
+    AssistantUsageData,
     SessionErrorData,
     SessionEvent,
     SessionIdleData,
@@ -104,6 +105,7 @@ class Turn:
         self._kept = 0  # of those deltas, the ones of messages the runtime completed
         self._tools: dict[str, str] = {}
         self.redacted: Counter[str] = Counter()  # removed from what the model is sent
+        self.tokens = 0  # prompt and answer tokens of its model calls
 
     async def send(self) -> None:
         self._unsubscribe = self._session.on(self._queue.put_nowait)
@@ -219,6 +221,8 @@ class Turn:
             case ToolExecutionCompleteData(tool_call_id=call_id, success=ok):
                 name = self._tools.get(call_id, "tool")
                 return ToolProgress(call_id, name, "done" if ok else "failed")
+            case AssistantUsageData(input_tokens=sent, output_tokens=written):
+                self.tokens += (sent or 0) + (written or 0)
             case SessionUsageInfoData(current_tokens=used, token_limit=limit):
                 self.usage = Usage(used, limit)
             case SessionErrorData() as error:

@@ -18,7 +18,7 @@ from bot.profiles import Profiles, ThreadProfile, load
 from bot.redaction import Redaction
 from bot.sandbox import Sandbox
 from bot.thread_key import ThreadKey
-from tests.conftest import AppFactory, make_settings, start_bot, stop_bot
+from tests.conftest import AppFactory, FakeClock, make_settings, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import BOT_ID, TEXT_CHANNEL
 from tests.fake_model import FakeModel, Reply, ToolCall, system_text, user_texts
@@ -409,3 +409,49 @@ async def test_discord_model_takes_its_choice_as_an_option(
     second = await bot.fake.say(thread, f"<@{BOT_ID}> md second")
     await bot.dispatched(second.id)
     assert fake_model.requests_with("md second")[-1]["model"] == "m-two"
+
+
+async def test_budgets_refuse_politely_count_tokens_and_reset_the_next_day(
+    make_chat: AppFactory, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    profiles = write(
+        tmp_path / "profiles.yaml",
+        """
+        default:
+          budgets:
+            per_user: {turns: 2}
+        profiles:
+          tight:
+            channels: [slack:CTIGHT]
+            budgets:
+              per_channel: {tokens: 10}
+        """,
+    )
+    clock = FakeClock()  # 08:00 UTC
+    chat = await make_chat(clock=clock, profiles=profiles, admins=frozenset({"slack:UADMIN"}))
+    await chat.say("bd", "bd one")
+    await chat.say("bd", "bd two")
+    refused = await chat.say("bd", "bd three")
+    assert refused.errors == [
+        "You have used your 2 turns for today, so I can't answer this one. The budget "
+        "resets at 00:00 UTC, in 16 h 0 min."
+    ]
+    assert fake_model.requests_with("bd three") == []
+    assert (await chat.say("bd", "bd from Grace", user="U2")).text == "echo: bd from Grace"
+    assert (await chat.say("bd", "/profile")).text.count("each person: 2 turns a day") == 1
+
+    # Tokens are the model calls' own count: one turn spends the channel's ten.
+    tight = ThreadKey("slack", "T01", "CTIGHT", "1")
+    await chat.say(tight, "bd tight one")
+    over = await chat.say(tight, "bd tight two", user="U3")
+    assert over.errors[0].startswith("This channel has used its 10 model tokens for today")
+
+    status = (await chat.say("bd", "/status", user="UADMIN")).text
+    (line,) = [line for line in status.splitlines() if line.startswith("today's top spenders")]
+    assert "slack:U1 3 turns" in line and "slack:U2 1 turns" in line
+    metrics = chat.app.metrics.exposition().decode()
+    assert 'threadpilot_profile_turns_total{profile="default"} 3.0' in metrics
+    assert 'threadpilot_profile_turns_total{profile="tight"} 1.0' in metrics
+
+    clock.advance(16 * 3600)  # midnight: a new day
+    assert (await chat.say("bd", "bd four")).text == "echo: bd four"
