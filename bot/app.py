@@ -18,6 +18,7 @@ from bot.copilot_cli import find_cli
 from bot.inbound import Dispatcher, Redelivering
 from bot.journal import HANDED_OVER, Journal
 from bot.leases import Leases
+from bot.mcp import McpHealth
 from bot.metrics import Metrics
 from bot.model_choice import ModelSource, choose_model
 from bot.profiles import Profiles
@@ -86,6 +87,7 @@ class App:
             leases=self.leases,
             profiles=self.profiles,
             approvals=self.approvals,
+            mcp=McpHealth(self.tell),
             clock=clock,
         )
         self.metrics.live_sessions.set_function(lambda: self.sessions.live_count)

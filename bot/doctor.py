@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.copilot_cli import VERSION, find_cli, installed_version
 from bot.database import PostgresDatabase
 from bot.errors import CliNotFound, ConfigError
+from bot.mcp import probe
 from bot.migrations import MIGRATIONS
 from bot.profiles import Profiles
 from bot.sandbox import find_sandbox
@@ -226,6 +227,22 @@ async def check_profiles(settings: Settings) -> list[Finding]:
     return [ok("profiles", profiles.describe().removeprefix("profiles: "))]
 
 
+async def check_mcp(settings: Settings) -> list[Finding]:
+    """The profiles' MCP servers: each local one starts and answers the handshake."""
+    try:
+        servers = Profiles(settings).mcp_servers()
+    except ConfigError:  # check_profiles says why
+        return []
+    findings = []
+    for name, server in servers.items():
+        failure = await probe(server)
+        if failure is None:
+            findings.append(ok("mcp", f"{name}: {server.command or server.url} answers"))
+        else:
+            findings.append(problem("mcp", f"{name}: {failure}"))
+    return findings
+
+
 async def check_tools(settings: Settings) -> list[Finding]:
     """The agent's tools can run as configured: `bash` (the settings' or a profile's)
     only in its sandbox."""
@@ -248,6 +265,7 @@ CORE_CHECKS: tuple[Check, ...] = (
     check_database,
     check_runtime,
     check_profiles,
+    check_mcp,
     check_tools,
     check_provider,
 )

@@ -28,8 +28,8 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -47,6 +47,7 @@ from bot.budgets import DailyBudgets
 from bot.clock import Clock, system_clock
 from bot.config import DEFAULT_SYSTEM_PROMPT, PLATFORMS, Settings
 from bot.errors import ConfigError
+from bot.mcp import McpServer
 from bot.redaction import Redaction
 from bot.thread_key import ThreadKey
 from bot.tool_policy import sandboxed
@@ -95,6 +96,7 @@ class _Settings(BaseModel):
     writable: bool | None = None
     redact: Redaction | None = None
     budgets: DailyBudgets | None = None
+    mcp_servers: dict[str, McpServer] | None = None
 
     @field_validator("tools", "ask")
     @classmethod
@@ -144,6 +146,7 @@ class ThreadProfile:
     writable: bool = True
     redact: Redaction | None = None
     budgets: DailyBudgets | None = None
+    mcp_servers: Mapping[str, McpServer] = field(default_factory=dict)
     name: str = "none"  # the narrowest profile that applies (metrics are by it)
     applied: tuple[str, ...] = ()  # the levels that apply, broadest first
     sources: tuple[tuple[str, str], ...] = ()  # (setting, the level it came from)
@@ -174,6 +177,7 @@ class ThreadProfile:
             "working_directory": directory,
             "redact": _redaction(self.redact),
             "budgets": self.budgets.describe() if self.budgets else "none",
+            "mcp_servers": ", ".join(self.mcp_servers) or "none",
             "system_prompt": prompt[:200] + ("..." if len(prompt) > 200 else ""),
         }
         if "writable" in came:  # said apart from the directory, maybe at another level
@@ -226,10 +230,10 @@ class ProfileBook:
         for name, reason, level in self.levels(key):
             names.append(name)
             applied.append(reason)
-            for field in _Settings.model_fields:
-                value = getattr(level, field)
+            for setting in _Settings.model_fields:
+                value = getattr(level, setting)
                 if value is not None:
-                    values[field], sources[field] = value, reason
+                    values[setting], sources[setting] = value, reason
         directory = values.get("working_directory", base.working_directory)
         return ThreadProfile(
             system_prompt=values.get("system_prompt", base.system_prompt),
@@ -244,6 +248,7 @@ class ProfileBook:
             writable=values.get("writable", directory is None),
             redact=values.get("redact", base.redact),
             budgets=values.get("budgets", base.budgets),
+            mcp_servers=values.get("mcp_servers", base.mcp_servers),
             name=names[-1],
             applied=tuple(applied),
             sources=tuple(sources.items()),
@@ -386,6 +391,13 @@ class Profiles:
         if self._path is not None and self._stat() != self._stamp:
             self.reload()
         return self.describe()
+
+    def mcp_servers(self) -> dict[str, McpServer]:
+        """Every MCP server the file names (`doctor` tries them)."""
+        if self.book is None:
+            return {}
+        levels = [self.book.file.default, *self.book.file.profiles.values()]
+        return {name: s for level in levels for name, s in (level.mcp_servers or {}).items()}
 
     def enables(self, tool: str) -> bool:
         """Whether any profile gives the agent `tool`."""

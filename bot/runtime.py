@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from copilot import CopilotClient, CopilotSession, RuntimeConnection
 from copilot.rpc import PermissionDecisionApproveOnce, PermissionDecisionReject, SessionsForkRequest
+from copilot.session_events import SessionEvent
 
 from bot import compat
 from bot.approvals import ApprovalRequest, Approver
@@ -84,6 +86,8 @@ class SessionSpec:
     start_context: str | None = None
     fence: Fence | None = None
     approve: Approver | None = None  # asks the thread, for what the profile allows so
+    # Sees every event of the session, from before it starts (its MCP servers' state).
+    watch: Callable[[SessionEvent], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +153,20 @@ def process_rss(pid: int) -> int | None:
     return None
 
 
+def _mcp_tool(request: Any) -> str | None:
+    """An MCP tool's name as the model sees it (`<server>-<tool>`), for a request of one."""
+    server, tool = getattr(request, "server_name", None), getattr(request, "tool_name", None)
+    if not server or not tool:
+        return None
+    return str(tool) if str(tool).startswith(f"{server}-") else f"{server}-{tool}"
+
+
 def _approval_request(request: Any, kind: str, target: str, workspace: Path) -> ApprovalRequest:
-    """A permission request of the runtime's file and URL tools, as the thread is asked."""
+    """A permission request of the runtime's file, URL and MCP tools, as the thread is
+    asked."""
+    if kind == "mcp":
+        arguments = json.dumps(getattr(request, "args", None) or {}, indent=1, ensure_ascii=False)
+        return ApprovalRequest(target, f"using {target}", f"use {target}", arguments)
     if kind == "url":
         return ApprovalRequest("web_fetch", "fetching web pages", "fetch a web page", target)
     path = Path(target)
@@ -369,6 +385,7 @@ class CopilotRuntime:
                 getattr(request, "path", None)
                 or getattr(request, "file_name", None)
                 or getattr(request, "url", None)
+                or _mcp_tool(request)
             )
             verdict = await policy.verdict(kind, target, workspace)
             if verdict == "ask" and approve is not None:
@@ -398,6 +415,10 @@ class CopilotRuntime:
                 "buffer_exhaustion_threshold": ratio + (1 - ratio) * 0.8,
             },
         }
+        if spec.watch is not None:
+            options["on_event"] = spec.watch
+        if tools and profile.mcp_servers:
+            options["mcp_servers"] = {n: s.to_sdk() for n, s in profile.mcp_servers.items()}
         if self._shared is not None:
             shared, fence = self._shared, spec.fence
             options["create_session_fs_handler"] = lambda session: shared.files(

@@ -21,7 +21,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from copilot import CopilotSession
-from copilot.session_events import SessionCompactionCompleteData, SessionEvent
+from copilot.session_events import (
+    SessionCompactionCompleteData,
+    SessionEvent,
+    SessionMcpServerStatusChangedData,
+)
 
 from bot.approvals import ApprovalRequest, Approvals
 from bot.attachments import Attachment
@@ -31,6 +35,7 @@ from bot.errors import LeaseLost, SessionNotFound
 from bot.journal import ForkPoint
 from bot.lanes import Lanes, Ticket
 from bot.leases import Fence, Leases
+from bot.mcp import McpHealth
 from bot.metrics import Metrics
 from bot.profiles import Profiles, ThreadProfile
 from bot.redaction import Redaction
@@ -73,8 +78,10 @@ class SessionManager:
         leases: Leases,
         profiles: Profiles,
         approvals: Approvals,
+        mcp: McpHealth,
         clock: Clock = system_clock,
     ) -> None:
+        self.mcp = mcp
         self._runtimes = runtimes
         self._profiles = profiles
         self._approvals = approvals
@@ -273,7 +280,16 @@ class SessionManager:
             asker = self._askers.get(thread_id, "")
             return await self._approvals.ask(key, thread_id, asker, profile, request)
 
-        spec = SessionSpec(thread.session_id, workspace, profile, told, fence, approve)
+        session_id = thread.session_id
+        spec = SessionSpec(
+            session_id,
+            workspace,
+            profile,
+            told,
+            fence,
+            approve,
+            watch=lambda event: self._watch(key, session_id, event),
+        )
         if thread.session_state == "new":
             session = await runtime.create(spec)
             await self._store.mark_active(thread.id)
@@ -287,20 +303,21 @@ class SessionManager:
                     thread.session_id,
                 )
                 session = await runtime.create(spec)
-        session_id = thread.session_id
-        session.on(lambda event: self._watch(session_id, event))
         live = self._live[thread.id] = _Live(
             thread.key, session_id, session, runtime, fence, profile
         )
         self._evict()
         return live
 
-    def _watch(self, session_id: str, event: SessionEvent) -> None:
+    def _watch(self, key: ThreadKey, session_id: str, event: SessionEvent) -> None:
         # Compaction is the bot's job (a summary reset); when the runtime does it anyway
         # (a turn that outgrew the window by itself), it is recorded and that is all.
-        if isinstance(event.data, SessionCompactionCompleteData):
-            self._metrics.compactions.inc()
-            log.warning("the runtime compacted %s on its own", session_id)
+        match event.data:
+            case SessionCompactionCompleteData():
+                self._metrics.compactions.inc()
+                log.warning("the runtime compacted %s on its own", session_id)
+            case SessionMcpServerStatusChangedData(server_name=server, status=status, error=error):
+                self.mcp.report(key, server, status.value, error)
 
     def _evict(self) -> None:
         """Release least recently used idle sessions beyond the cap (resumable later);

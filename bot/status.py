@@ -42,6 +42,7 @@ class StatusReport:
     replicas: list[ReplicaSeen]  # this one first
     profiles: str  # which file, how many, whether its last change was taken
     spenders: list[Spender]  # today's biggest users of turns and tokens
+    mcp: list[str]  # the MCP servers seen, each with its last state
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class Status:
             replicas=await self.leases.fleet(),
             profiles=self.profiles.describe(),
             spenders=await self.budgets.top_spenders(),
+            mcp=self.sessions.mcp.lines(),
         )
 
     async def text(self) -> str:
@@ -116,6 +118,8 @@ def format_status(report: StatusReport) -> str:
     lines += [
         f"auth: {report.auth_mode}",
         report.profiles,
+        "MCP servers:" if report.mcp else "MCP servers: none started",
+        *report.mcp,
         "today's top spenders: "
         + (
             "; ".join(f"{s.who} {s.turns} turns, {s.tokens:,} tokens" for s in report.spenders)

@@ -59,6 +59,8 @@ class ToolPolicy:
         any) may proceed, must be approved first, or may not. An approval only widens
         which tools the agent may use: a path outside the working directory, or a URL
         to this machine or a private network, is refused all the same."""
+        if kind == "mcp":  # `target` is the tool, as the model sees it: <server>-<tool>
+            return "allow" if target in self.tools else "ask" if target in self.ask else "deny"
         needed = _TOOLS_BY_KIND.get(kind)
         if not needed or target is None:
             return "deny"
