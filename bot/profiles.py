@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -39,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -80,6 +81,44 @@ def _user(user: str) -> str:
 _User = Annotated[str, AfterValidator(_user)]
 
 
+class Provider(BaseModel):
+    """A BYOK model provider: THREADPILOT_PROVIDER_*, or a profile's `provider`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["openai", "azure", "anthropic"] = "openai"
+    base_url: str
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None  # read at each session start: keys may rotate
+    wire_api: Literal["completions", "responses"] | None = None
+    max_prompt_tokens: int | None = Field(default=None, gt=0)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Provider | None:
+        if settings.provider_base_url is None:
+            return None
+        return cls(
+            type=settings.provider_type or "openai",
+            base_url=settings.provider_base_url,
+            api_key=settings.provider_api_key,
+            wire_api=settings.provider_wire_api,
+            max_prompt_tokens=settings.provider_max_prompt_tokens,
+        )
+
+    def to_sdk(self) -> dict[str, Any]:
+        """The SDK's `provider` session option."""
+        provider: dict[str, Any] = {"type": self.type, "base_url": self.base_url}
+        if self.api_key_file is not None:
+            provider["api_key"] = self.api_key_file.read_text().strip()
+        elif self.api_key is not None:
+            provider["api_key"] = self.api_key.get_secret_value()
+        if self.wire_api:
+            provider["wire_api"] = self.wire_api
+        if self.max_prompt_tokens:
+            provider["max_prompt_tokens"] = self.max_prompt_tokens
+        return provider
+
+
 class _Settings(BaseModel):
     """What a level of profiles may set; unset (None) leaves it to the level above."""
 
@@ -88,6 +127,7 @@ class _Settings(BaseModel):
     system_prompt: str | None = None
     model: str | None = None
     models: tuple[str, ...] | None = None  # a thread may switch to (`model NAME`)
+    provider: Provider | None = None
     tools: tuple[str, ...] | None = None
     ask: tuple[str, ...] | None = None
     approvers: tuple[_User, ...] | None = None
@@ -138,6 +178,7 @@ class ThreadProfile:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     model: str | None = None  # None: the runtime's default
     models: tuple[str, ...] = ()  # others a thread may switch to
+    provider: Provider | None = None  # None: the runtime's own (GitHub)
     tools: tuple[str, ...] = ()  # allowed without asking
     ask: tuple[str, ...] = ()  # allowed once approved in the thread (bot/approvals.py)
     approvers: tuple[str, ...] = ()  # platform:user ids who may approve, besides the asker
@@ -171,6 +212,9 @@ class ThreadProfile:
         )
         parts = {
             "model": self.model or "the runtime's default",
+            "provider": f"{self.provider.type} at {self.provider.base_url}"
+            if self.provider
+            else "GitHub Copilot",
             "tools": ", ".join(self.tools) or "none",
             "ask": ", ".join(self.ask) or "none",
             "approvers": ", ".join(self.approvers) or "only whoever asked",
@@ -239,6 +283,7 @@ class ProfileBook:
             system_prompt=values.get("system_prompt", base.system_prompt),
             model=values.get("model", base.model),
             models=values.get("models", base.models),
+            provider=values.get("provider", base.provider),
             tools=values.get("tools", base.tools),
             ask=values.get("ask", base.ask),
             approvers=values.get("approvers", base.approvers),
@@ -349,7 +394,10 @@ class Profiles:
         self._path = settings.profiles
         self._clock = clock
         self._base = ThreadProfile(
-            system_prompt=settings.system_prompt, model=settings.model, tools=settings.tools
+            system_prompt=settings.system_prompt,
+            model=settings.model,
+            provider=Provider.of(settings),
+            tools=settings.tools,
         )
         self.book: ProfileBook | None = None
         self.loaded_at: float | None = None

@@ -441,18 +441,8 @@ class CopilotRuntime:
                 return {"additionalContext": start_context}
 
             options["hooks"] = {"on_session_start": on_session_start}
-        if settings.byok:
-            provider: dict[str, Any] = {
-                "type": settings.provider_type or "openai",
-                "base_url": settings.provider_base_url,
-            }
-            if settings.provider_api_key:
-                provider["api_key"] = settings.provider_api_key.get_secret_value()
-            if settings.provider_wire_api:
-                provider["wire_api"] = settings.provider_wire_api
-            if settings.provider_max_prompt_tokens:
-                provider["max_prompt_tokens"] = settings.provider_max_prompt_tokens
-            options["provider"] = provider
+        if profile.provider is not None:
+            options["provider"] = profile.provider.to_sdk()
         return options
 
     async def create(self, spec: SessionSpec, *, tools: bool = True) -> CopilotSession:

@@ -132,6 +132,7 @@ class _Rule:
 class FakeModel:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str] = []  # each request's Authorization header
         # Called with each request as it arrives: a test checks what holds at that moment.
         self.observers: list[Callable[[dict[str, Any]], None]] = []
         self._rules: list[_Rule] = []
@@ -201,6 +202,7 @@ class FakeModel:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
+        self.authorizations.append(request.headers.get("Authorization", ""))
         for observe in self.observers:
             observe(body)
         async with self._arrived:

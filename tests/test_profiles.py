@@ -14,7 +14,7 @@ import pytest
 
 from bot.config import Settings
 from bot.errors import ConfigError
-from bot.profiles import Profiles, ThreadProfile, load
+from bot.profiles import Profiles, Provider, ThreadProfile, load
 from bot.redaction import Redaction
 from bot.sandbox import Sandbox
 from bot.thread_key import ThreadKey
@@ -162,9 +162,10 @@ def test_levels_apply_broadest_first_each_overriding_what_it_names(tmp_path: Pat
     assert "writable: yes (from 'incident'" in explained
 
     # Without a file: the settings, for every thread.
-    plain = Profiles(settings_with(None, model="settings-model", tools=("grep",)))
+    plain_settings = settings_with(None, model="settings-model", tools=("grep",))
+    plain = Profiles(plain_settings)
     assert plain.resolve(ThreadKey("slack", "T1", "C9", "1")) == ThreadProfile(
-        model="settings-model", tools=("grep",)
+        model="settings-model", tools=("grep",), provider=Provider.of(plain_settings)
     )
     assert "No profile applies here" in plain.resolve(ThreadKey("slack", "T", "C", "1")).explain()
 
@@ -455,3 +456,39 @@ async def test_budgets_refuse_politely_count_tokens_and_reset_the_next_day(
 
     clock.advance(16 * 3600)  # midnight: a new day
     assert (await chat.say("bd", "bd four")).text == "echo: bd four"
+
+
+async def test_a_profile_brings_its_own_model_provider(
+    make_chat: AppFactory, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    other = FakeModel()  # the team's own provider
+    await other.start()
+    try:
+        key_file = tmp_path / "team-key"
+        key_file.write_text("team-secret-key\n")
+        profiles = write(
+            tmp_path / "profiles.yaml",
+            f"""
+            profiles:
+              team:
+                channels: [slack:CTEAM]
+                model: team-model
+                provider:
+                  base_url: {other.base_url}
+                  api_key_file: {key_file}
+                  wire_api: completions
+            """,
+        )
+        chat = await make_chat(profiles=profiles)
+        team = ThreadKey("slack", "T01", "CTEAM", "1")
+        assert (await chat.say(team, "pv for the team")).text == "echo: pv for the team"
+        (body,) = other.requests_with("pv for the team")
+        assert (
+            body["model"] == "team-model" and other.authorizations[-1] == "Bearer team-secret-key"
+        )
+        assert fake_model.requests_with("pv for the team") == []
+        await chat.say("pv", "pv elsewhere")  # other channels keep the settings' provider
+        assert fake_model.requests_with("pv elsewhere") and not other.requests_with("pv elsewhere")
+        assert "provider: openai at " + other.base_url in (await chat.say(team, "/profile")).text
+    finally:
+        await other.stop()

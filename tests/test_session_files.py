@@ -12,7 +12,7 @@ import pytest
 from bot.clock import system_clock
 from bot.errors import SessionNotFound
 from bot.leases import Leases
-from bot.profiles import ThreadProfile
+from bot.profiles import Provider, ThreadProfile
 from bot.runtime import CopilotRuntime, SessionSpec
 from bot.session_files import EVENTS, SharedState, StaleWrite
 from bot.store import Store
@@ -50,7 +50,9 @@ async def test_a_session_written_by_one_runtime_resumes_in_another_from_the_data
     one = await _runtime(tmp_path / "one", fake_model, cli_path, shared)
     two = await _runtime(tmp_path / "two", fake_model, cli_path, shared)
     try:
-        spec = SessionSpec("sf-history", tmp_path / "ws", ThreadProfile())
+        # The fake model, as the settings' provider.
+        agent = ThreadProfile(provider=Provider.of(make_settings(tmp_path, fake_model.base_url)))
+        spec = SessionSpec("sf-history", tmp_path / "ws", agent)
         spec.workspace.mkdir()
         session = await one.create(spec)
         for word in ("alpha", "beta", "gamma"):
@@ -72,7 +74,7 @@ async def test_a_session_written_by_one_runtime_resumes_in_another_from_the_data
 
         # A fork keeps the history, up to where it is cut; a delete removes it.
         forked = await two.fork("sf-history")
-        branch = await one.resume(SessionSpec(forked, spec.workspace, ThreadProfile()))
+        branch = await one.resume(SessionSpec(forked, spec.workspace, agent))
         await _ask(one, branch, "sf and in the branch?")
         body = fake_model.requests_with("sf and in the branch?")[-1]
         assert user_texts(body)[-2:] == ["sf what did I say?", "sf and in the branch?"]
