@@ -199,7 +199,10 @@ class CommandHandlers:
         return self.profiles.resolve(key, call.thread.model if call.thread else None)
 
     async def status(self, call: CommandCall) -> ReplyEvent:
-        return FinalText(await self.status_report.text())
+        text = await self.status_report.text()
+        if call.inbound.key is not None:  # asked in a thread: which profile is its, and why
+            text += f"\nprofiles of this thread: {self._profile_of(call).applies}"
+        return FinalText(text)
 
     async def help(self, call: CommandCall) -> ReplyEvent:
         lines = [

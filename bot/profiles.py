@@ -197,12 +197,14 @@ class ThreadProfile:
         """The models a thread may answer with: its profile's and those it may switch to."""
         return tuple(dict.fromkeys((*((self.model,) if self.model else ()), *self.models)))
 
+    @property
+    def applies(self) -> str:
+        """Which profiles apply, broadest first, and why, in a line."""
+        return "; then ".join(self.applied) or "none (the bot's own settings)"
+
     def explain(self) -> str:
         """Which profiles apply, what the agent is, and where each part comes from."""
-        if self.applied:
-            lines = ["Profiles here, broadest first: " + "; then ".join(self.applied) + "."]
-        else:
-            lines = ["No profile applies here: the bot's own settings do."]
+        lines = [f"Profiles here, broadest first: {self.applies}."]
         came = dict(self.sources)
         prompt = " ".join(self.system_prompt.split())
         directory = (

@@ -167,7 +167,10 @@ def test_levels_apply_broadest_first_each_overriding_what_it_names(tmp_path: Pat
     assert plain.resolve(ThreadKey("slack", "T1", "C9", "1")) == ThreadProfile(
         model="settings-model", tools=("grep",), provider=Provider.of(plain_settings)
     )
-    assert "No profile applies here" in plain.resolve(ThreadKey("slack", "T", "C", "1")).explain()
+    assert (
+        "Profiles here, broadest first: none (the bot's own settings)"
+        in plain.resolve(ThreadKey("slack", "T", "C", "1")).explain()
+    )
 
 
 def test_redaction_removes_contacts_cards_and_the_profiles_own_patterns() -> None:
@@ -244,7 +247,10 @@ async def test_a_channels_profile_gives_its_threads_their_prompt_model_and_direc
     shown = (await chat.say("pf", "/profile")).text
     assert f"'payments' (channel slack:{channel})" in shown
     assert f"working directory: {repo.resolve()} (read-only)" in shown
-    assert "No profile applies here" in (await chat.say(other, "/profile")).text
+    assert (
+        "Profiles here, broadest first: none (the bot's own settings)"
+        in (await chat.say(other, "/profile")).text
+    )
     assert fake_model.requests_with("/profile") == []  # a command, not a turn
 
 
@@ -270,6 +276,7 @@ async def test_a_changed_file_applies_to_live_threads_and_a_broken_one_changes_n
     assert "SECOND-PROMPT" in system_text(fake_model.requests_with("rl three")[-1])
     status = (await chat.say("rl", "/status", user="UADMIN")).text
     assert "profiles: 0 from" in status and "the file's last change was NOT taken" in status
+    assert "profiles of this thread: default" in status
 
 
 async def test_redaction_keeps_personal_data_from_the_model_and_says_so_once(
