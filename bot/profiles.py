@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -302,7 +303,7 @@ class ProfileBook:
         )
 
 
-def load(path: Path) -> ProfileBook:
+def load(path: Path, turn_timeout_s: float = math.inf) -> ProfileBook:
     """Read and validate the profiles file; ConfigError naming file, line and field."""
     try:
         text = path.read_text()
@@ -328,14 +329,26 @@ def load(path: Path) -> ProfileBook:
                 for error in exc.errors()
             )
         ) from None
-    parsed = _checked(path, root, parsed)
+    parsed = _checked(path, root, parsed, turn_timeout_s)
     return ProfileBook(path, parsed)
 
 
-def _checked(path: Path, root: yaml.Node | None, parsed: _File) -> _File:
-    """What validation alone cannot see: a scope claimed twice, working directories that
-    are not there (relative ones are taken from the file's own directory)."""
+def _checked(path: Path, root: yaml.Node | None, parsed: _File, turn_timeout_s: float) -> _File:
+    """What validation alone cannot see: a scope claimed twice, working directories and
+    key files that are not there (relative ones are taken from the file's own
+    directory), an approval waited for longer than the turn that waits for it."""
     problems: list[str] = []
+    levels: list[tuple[tuple[str, ...], _Settings]] = [(("default",), parsed.default)]
+    levels += [(("profiles", name), profile) for name, profile in parsed.profiles.items()]
+    for at, settings in levels:
+        timeout = settings.approval_timeout_s
+        if timeout is not None and timeout >= turn_timeout_s:
+            field_at = (*at, "approval_timeout_s")
+            problems.append(
+                f"{path}:{_line(root, field_at)}: {'.'.join(field_at)}: {timeout:g} s is not "
+                f"shorter than THREADPILOT_TURN_TIMEOUT_S ({turn_timeout_s:g} s), which includes "
+                "the wait"
+            )
     claimed: dict[str, str] = {}
     for name, profile in parsed.profiles.items():
         for level in LEVELS:
@@ -360,16 +373,33 @@ def _checked(path: Path, root: yaml.Node | None, parsed: _File) -> _File:
 def _anchored(
     path: Path, root: yaml.Node | None, loc: tuple[str, ...], level: _S, problems: list[str]
 ) -> _S:
-    """`level` with its working directory made absolute; a problem if there is none."""
-    if level.working_directory is None:
-        return level
-    directory = (path.parent / level.working_directory.expanduser()).resolve()
-    if not directory.is_dir():
-        where = (*loc, "working_directory")
-        problems.append(
-            f"{path}:{_line(root, where)}: {'.'.join(where)}: {directory} is not a directory"
+    """`level` with its working directory and provider key file made absolute (from the
+    file's directory); a problem for each that is not there."""
+
+    def found(name: tuple[str, ...], given: Path, is_there: Callable[[Path], bool]) -> Path:
+        absolute = (path.parent / given.expanduser()).resolve()
+        if not is_there(absolute):
+            where = (*loc, *name)
+            problems.append(
+                f"{path}:{_line(root, where)}: {'.'.join(where)}: {absolute} is not there "
+                "(or not readable)"
+            )
+        return absolute
+
+    if level.working_directory is not None:
+        directory = found(("working_directory",), level.working_directory, Path.is_dir)
+        level = level.model_copy(update={"working_directory": directory})
+    provider = level.provider
+    if provider is not None and provider.api_key_file is not None:
+        key = found(("provider", "api_key_file"), provider.api_key_file, _readable)
+        level = level.model_copy(
+            update={"provider": provider.model_copy(update={"api_key_file": key})}
         )
-    return level.model_copy(update={"working_directory": directory})
+    return level
+
+
+def _readable(file: Path) -> bool:
+    return file.is_file() and os.access(file, os.R_OK)
 
 
 def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
@@ -394,6 +424,7 @@ class Profiles:
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
         self._path = settings.profiles
+        self._turn_timeout_s = settings.turn_timeout_s
         self._clock = clock
         self._base = ThreadProfile(
             system_prompt=settings.system_prompt,
@@ -407,7 +438,7 @@ class Profiles:
         self._stamp: tuple[int, int, int] | None = None
         if self._path is not None:
             self._stamp = self._stat()
-            self.book = load(self._path)  # a bad file at start stops the bot
+            self.book = load(self._path, self._turn_timeout_s)  # a bad file stops the bot
             self.loaded_at = clock()
 
     def resolve(self, key: ThreadKey, chosen: str | None = None) -> ThreadProfile:
@@ -425,7 +456,7 @@ class Profiles:
             return False
         self._stamp = self._stat()
         try:
-            self.book = load(self._path)
+            self.book = load(self._path, self._turn_timeout_s)
         except ConfigError as exc:
             self.error = str(exc)
             log.error("the profiles file was not reloaded, the old profiles stay:\n%s", exc)

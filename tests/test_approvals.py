@@ -220,7 +220,7 @@ async def test_approve_once_and_not_yours_on_discord(
 async def test_a_card_left_open_by_a_restart_is_marked_expired(
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
 ) -> None:
-    path, repo = profiles_file(tmp_path, approval_timeout_s="600")
+    path, repo = profiles_file(tmp_path, approval_timeout_s="250")
     env = {**fake_slack.env, "THREADPILOT_DATA_DIR": str(tmp_path / "data"),
            "THREADPILOT_PROFILES": str(path)}  # fmt: skip
     before = fake_slack.open_connections

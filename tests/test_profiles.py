@@ -98,6 +98,15 @@ def settings_with(path: Path | None, **overrides: object) -> Settings:
             """,
             ":3: profiles.repo.working_directory:",
         ),
+        (
+            """
+            default:
+              provider:
+                base_url: http://models.internal/v1
+                api_key_file: no-such-key
+            """,
+            ":4: default.provider.api_key_file:",
+        ),
         ("default:\n  model: [unclosed\n", ":3: not valid YAML"),
     ],
 )
@@ -108,6 +117,17 @@ def test_a_bad_profiles_file_is_refused_naming_file_line_and_field(
     with pytest.raises(ConfigError) as refused:
         load(path)
     assert f"{path}{expected}" in str(refused.value)
+
+
+def test_an_approval_may_not_be_waited_for_longer_than_a_turn_lasts(tmp_path: Path) -> None:
+    path = write(tmp_path / "profiles.yaml", "default:\n  approval_timeout_s: 600\n")
+    with pytest.raises(ConfigError) as refused:
+        load(path, turn_timeout_s=300)
+    assert (
+        f"{path}:2: default.approval_timeout_s: 600 s is not shorter than "
+        "THREADPILOT_TURN_TIMEOUT_S (300 s)"
+    ) in str(refused.value)
+    assert load(path, turn_timeout_s=900).file.default.approval_timeout_s == 600
 
 
 def test_levels_apply_broadest_first_each_overriding_what_it_names(tmp_path: Path) -> None:
