@@ -12,6 +12,7 @@ class Ticket:
 
     def __init__(self, lanes: Lanes, key: Hashable, ahead: asyncio.Future[None] | None) -> None:
         self._lanes = lanes
+        self._counted = key is not None  # a thread's job, not one of no thread
         self._key = key
         self._ahead = ahead
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -28,17 +29,18 @@ class Ticket:
         if self._ahead is not None:
             # Shielded: a cancelled waiter must not cancel the job ahead of it.
             await asyncio.shield(self._ahead)
-        self._lanes.queued -= 1
-        self._lanes.running += 1
+        if self._counted:
+            self._lanes.queued -= 1
+            self._lanes.running += 1
         self._running = True
 
     def release(self) -> None:
         if self._released:
             return
         self._released = True
-        if self._running:
+        if self._counted and self._running:
             self._lanes.running -= 1
-        else:
+        elif self._counted:
             self._lanes.queued -= 1
         if self._ahead is None or self._ahead.done():
             self._done.set_result(None)
@@ -51,6 +53,7 @@ class Ticket:
 class Lanes:
     def __init__(self) -> None:
         self._tails: dict[Hashable, asyncio.Future[None]] = {}
+        # Jobs of threads (a job of no thread, key None, is not counted: `status` is one).
         self.queued = 0
         self.running = 0
 
@@ -58,7 +61,7 @@ class Lanes:
         """Take the next place in `key`'s lane. Synchronous, so arrival order is kept."""
         ticket = Ticket(self, key, self._tails.get(key))
         self._tails[key] = ticket._done
-        self.queued += 1
+        self.queued += key is not None
         return ticket
 
     def busy(self, key: Hashable) -> bool:

@@ -181,7 +181,9 @@ class Router:
         if slow_down is not None:
             await self._refuse(inbound, slow_down, "rate limited", sink)
             return
-        ticket = self.sessions.join(inbound.key)
+        # A command that needs no thread (status, help) waits for nothing in it, and
+        # leaves its session and lease alone.
+        ticket = self.sessions.join(inbound.key if counts else None)
         turn_id: int | None = None
         leased: int | None = None  # the thread whose lease this holds
         try:
@@ -202,17 +204,18 @@ class Router:
             if not first:  # it waits behind others: show it was taken
                 await sink.render(single(Queued()))
             await ticket.ready()
-            if claim.thread and await self._handed_over(inbound, turn_id, claim.thread.id):
+            works_on = claim.thread if counts else None
+            if works_on and await self._handed_over(inbound, turn_id, works_on.id):
                 return
             moved = False
-            if claim.thread is not None:
+            if works_on is not None:
 
                 async def waiting() -> None:  # behind another replica's work
                     if first:
                         await sink.render(single(Queued()))
 
-                moved = await self.sessions.take(claim.thread.id, turn_id, waiting)
-                leased = claim.thread.id
+                moved = await self.sessions.take(works_on.id, turn_id, waiting)
+                leased = works_on.id
             # Queued behind others: read the thread as they left it (reset, branch, ...).
             thread = claim.thread if first and not moved else await self.journal.start(turn_id)
             if parsed:

@@ -146,3 +146,21 @@ async def test_files_without_text_are_answered_and_a_rejected_file_alone_gets_it
     assert only_binary.errors == [] and len(only_binary.notices) == 1
     assert "can't read `a.bin`" in only_binary.notices[0]
     assert len(fake_model.requests_with(FILES_ONLY_PROMPT)) == 1
+
+
+async def test_status_answers_at_once_and_counts_only_the_threads_work(
+    make_chat: AppFactory, fake_model: FakeModel
+) -> None:
+    chat = await make_chat(admins=frozenset({"slack:UADMIN"}))
+    gate = fake_model.hold("st held")
+    held = asyncio.create_task(chat.say("st", "st held"))
+    await fake_model.wait_for_request("st held")
+
+    # Asked in the very thread whose turn is under way: it does not wait for that turn,
+    # and it is not a turn itself.
+    status = (await chat.say("st", "/status", user="UADMIN")).text
+    assert "turns: 1 running, 0 queued" in status
+    gate.set()
+    assert (await held).text == "echo: st held"
+    status = (await chat.say("st", "/status", user="UADMIN")).text
+    assert "turns: 0 running, 0 queued" in status
