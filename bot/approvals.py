@@ -130,9 +130,8 @@ class Approvals:
         if await self._granted(thread_id, request.scope):
             return None
         row = await self._add(thread_id, key, asker, request)
-        sink = self._sink(key)
-        try:
-            ref = await sink.show_approval(row.card)
+        try:  # no platform serves the thread (LookupError), or it refused the post
+            ref = await self._sink(key).show_approval(row.card)
         except Exception:
             log.exception("could not post the approval card in %s", key)
             ref = None
