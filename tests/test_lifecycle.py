@@ -369,7 +369,7 @@ async def test_status_is_for_admins_and_shows_the_fleet(
         ", 0 restarts, up ",
         "RSS ",
         "auth: BYOK openai at http://127.0.0.1:",
-        "turns: 1 running, 0 queued",  # the status command itself
+        "turns: 0 running, 0 queued",  # the status command is no thread's work
         "slack: 0 / 0 / 1",  # reset: nothing live or in the runtime for the current session
         "lifecycle: reset 1; runtime compactions 0",
         "idle sweep: next 20",
