@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TextIO
 
+from adapters.live_reply import DelayedIndicator
 from bot.inbound import Dispatcher, Inbound
 from bot.replies import (
     ApprovalCard,
@@ -54,6 +55,10 @@ async def stdin_lines() -> AsyncIterator[str]:
         yield line
 
 
+async def _nothing() -> None:
+    """What taking the console's waiting line down takes: nothing, it scrolls away."""
+
+
 class ConsoleSink:
     """Prints reply streams of one thread as they arrive."""
 
@@ -64,7 +69,9 @@ class ConsoleSink:
     async def render(self, events: AsyncIterator[ReplyEvent]) -> list[str]:
         out = self._console.out
         streamed = False
+        waiting = DelayedIndicator(self._waiting, _nothing)
         async for event in events:
+            waiting.not_needed()
             match event:
                 case TextDelta(text):
                     out.write(text)
@@ -85,7 +92,14 @@ class ConsoleSink:
                 case ErrorReply(message):
                     out.write(("\n" if streamed else "") + f"! {message}\n")
             out.flush()
+        await waiting.stop()
         return [f"console:{next(self._console.counter)}"]
+
+    async def _waiting(self) -> bool:
+        """Said once a reply takes a moment, so that a quiet terminal is not a hung one."""
+        self._console.out.write("~ waiting for the model...\n")
+        self._console.out.flush()
+        return True
 
     async def decline(self, text: str) -> list[str]:
         self._console.out.write(f"! {text}\n")

@@ -79,9 +79,16 @@ async def test_console_chat_in_threads_with_help_and_status(
             "console again",
         ]
 
+        gate = fake_model.hold("console slow")  # the model takes its time
+        await term.send("console slow")
+        await term.expect("~ waiting for the model...")
+        gate.set()
+        await term.expect("echo: console slow")
+
         assert "restore - " in await term.ask("/help", "help - what I do, and my commands")
         status = await term.ask("/status", "store:")
         assert "Copilot CLI 1.0.102" in status and "console: 2 / 2 / 2" in status
+        assert "turns: 0 running, 0 queued" in status  # not counting itself
         assert "idle sweep: next" in status
 
 
