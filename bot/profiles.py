@@ -165,6 +165,11 @@ class _File(BaseModel):
     default: _Settings = _Settings()
     profiles: dict[str, _Profile] = {}
 
+    def sections(self) -> list[tuple[tuple[str, ...], _Settings]]:
+        """Every level of settings in the file, with where it is in it."""
+        named = [(("profiles", name), profile) for name, profile in self.profiles.items()]
+        return [(("default",), self.default), *named]
+
 
 def scope(key: ThreadKey, level: str) -> str:
     """How the profiles file names `key`'s workspace, channel or thread."""
@@ -324,8 +329,7 @@ def load(path: Path, turn_timeout_s: float = math.inf) -> ProfileBook:
     except ValidationError as exc:
         raise ConfigError(
             "\n".join(
-                f"{path}:{_line(root, error['loc'])}: {'.'.join(map(str, error['loc'])) or 'file'}"
-                f": {error['msg'].removeprefix('Value error, ')}"
+                _problem(path, root, error["loc"], error["msg"].removeprefix("Value error, "))
                 for error in exc.errors()
             )
         ) from None
@@ -338,17 +342,14 @@ def _checked(path: Path, root: yaml.Node | None, parsed: _File, turn_timeout_s: 
     key files that are not there (relative ones are taken from the file's own
     directory), an approval waited for longer than the turn that waits for it."""
     problems: list[str] = []
-    levels: list[tuple[tuple[str, ...], _Settings]] = [(("default",), parsed.default)]
-    levels += [(("profiles", name), profile) for name, profile in parsed.profiles.items()]
-    for at, settings in levels:
+    for at, settings in parsed.sections():
         timeout = settings.approval_timeout_s
         if timeout is not None and timeout >= turn_timeout_s:
-            field_at = (*at, "approval_timeout_s")
             problems.append(
-                f"{path}:{_line(root, field_at)}: {'.'.join(field_at)}: {timeout:g} s is not "
-                f"shorter than THREADPILOT_TURN_TIMEOUT_S ({turn_timeout_s:g} s), which includes "
-                "the wait"
-            )
+                _problem(path, root, (*at, "approval_timeout_s"),
+                         f"{timeout:g} s is not shorter than THREADPILOT_TURN_TIMEOUT_S "
+                         f"({turn_timeout_s:g} s), which includes the wait")
+            )  # fmt: skip
     claimed: dict[str, str] = {}
     for name, profile in parsed.profiles.items():
         for level in LEVELS:
@@ -357,8 +358,7 @@ def _checked(path: Path, root: yaml.Node | None, parsed: _File, turn_timeout_s: 
                 if other != name:
                     loc = ("profiles", name, f"{level}s", index)
                     problems.append(
-                        f"{path}:{_line(root, loc)}: {'.'.join(map(str, loc))}: {where} is "
-                        f"already given profile {other!r}"
+                        _problem(path, root, loc, f"{where} is already given profile {other!r}")
                     )
     default = _anchored(path, root, ("default",), parsed.default, problems)
     profiles = {
@@ -379,10 +379,8 @@ def _anchored(
     def found(name: tuple[str, ...], given: Path, is_there: Callable[[Path], bool]) -> Path:
         absolute = (path.parent / given.expanduser()).resolve()
         if not is_there(absolute):
-            where = (*loc, *name)
             problems.append(
-                f"{path}:{_line(root, where)}: {'.'.join(where)}: {absolute} is not there "
-                "(or not readable)"
+                _problem(path, root, (*loc, *name), f"{absolute} is not there (or not readable)")
             )
         return absolute
 
@@ -400,6 +398,11 @@ def _anchored(
 
 def _readable(file: Path) -> bool:
     return file.is_file() and os.access(file, os.R_OK)
+
+
+def _problem(path: Path, root: yaml.Node | None, loc: tuple[Any, ...], text: str) -> str:
+    """A problem of the file, as every error names it: file, line, field."""
+    return f"{path}:{_line(root, loc)}: {'.'.join(map(str, loc)) or 'file'}: {text}"
 
 
 def _line(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
@@ -477,15 +480,15 @@ class Profiles:
         """Every MCP server the file names (`doctor` tries them)."""
         if self.book is None:
             return {}
-        levels = [self.book.file.default, *self.book.file.profiles.values()]
-        return {name: s for level in levels for name, s in (level.mcp_servers or {}).items()}
+        sections = [settings for _, settings in self.book.file.sections()]
+        return {n: s for level in sections for n, s in (level.mcp_servers or {}).items()}
 
     def enables(self, tool: str) -> bool:
         """Whether any profile gives the agent `tool`."""
         if self.book is None:
             return False
-        levels = [self.book.file.default, *self.book.file.profiles.values()]
-        return any(tool in (level.tools or ()) + (level.ask or ()) for level in levels)
+        sections = [settings for _, settings in self.book.file.sections()]
+        return any(tool in (level.tools or ()) + (level.ask or ()) for level in sections)
 
     def _stat(self) -> tuple[int, int, int] | None:
         assert self._path is not None
