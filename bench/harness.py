@@ -15,6 +15,7 @@ from bot.copilot_cli import find_cli
 from bot.runtime_pool import RuntimePool
 from bot.store import Store
 from tests.conftest import make_settings
+from tests.fake_slack import FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +33,36 @@ async def remote_echo_model() -> AsyncIterator[str]:
     finally:
         model.kill()
         await model.wait()
+
+
+async def bot_process(
+    slack: FakeSlack, data: Path, model_url: str, **env: str
+) -> asyncio.subprocess.Process:
+    """A real `threadpilot run` on `slack` and the model at `model_url`, keeping its data in
+    `data`, with no rate limits; `env` adds to its environment."""
+    cli = ROOT / ".copilot-cli" / "node_modules" / "@github" / "copilot-linux-x64" / "copilot"
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot",
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(data),
+            "COPILOT_CLI_PATH": str(cli),
+            "THREADPILOT_DATA_DIR": str(data),
+            "THREADPILOT_HTTP_PORT": "0",
+            "THREADPILOT_RUNTIMES": "1",
+            "THREADPILOT_MODEL": "fake-model",
+            "THREADPILOT_PROVIDER_BASE_URL": model_url,
+            "THREADPILOT_PROVIDER_WIRE_API": "completions",
+            "THREADPILOT_USER_TURNS_PER_MINUTE": "0",
+            "THREADPILOT_THREAD_TURNS_PER_MINUTE": "0",
+            "THREADPILOT_LOG_LEVEL": "WARNING",
+            **slack.env,
+            **env,
+        },
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=None if "THREADPILOT_LOG_LEVEL" in env else asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 async def start_app(tmp: Path, model_url: str, **overrides: Any) -> App:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import ROOT, ms, remote_echo_model
+from bench.harness import bot_process, ms, remote_echo_model
 from tests.fake_slack import BOT_USER, FakeSlack
 from tests.postgres import new_database, postgres_server
 
@@ -46,38 +45,13 @@ class Fleet:
     threads: dict[str, str] = field(default_factory=dict)  # channel -> thread ts
 
 
-async def start(fleet: Fleet, tmp: Path, model_url: str, cli: str) -> None:
+async def start(fleet: Fleet, tmp: Path, model_url: str) -> None:
     await fleet.slack.start()
+    database = {"THREADPILOT_DATABASE_URL": fleet.database} if fleet.database else {}
     for n in range(fleet.replicas):
-        data = tmp / f"{fleet.name}-{n}"
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(data),
-            "COPILOT_CLI_PATH": cli,
-            "THREADPILOT_DATA_DIR": str(data),
-            "THREADPILOT_HTTP_PORT": "0",
-            "THREADPILOT_RUNTIMES": "1",
-            "THREADPILOT_MODEL": "fake-model",
-            "THREADPILOT_PROVIDER_BASE_URL": model_url,
-            "THREADPILOT_PROVIDER_WIRE_API": "completions",
-            "THREADPILOT_USER_TURNS_PER_MINUTE": "0",
-            "THREADPILOT_THREAD_TURNS_PER_MINUTE": "0",
-            "THREADPILOT_LOG_LEVEL": "WARNING",
-            **fleet.slack.env,
-        }
-        if fleet.database:
-            env["THREADPILOT_DATABASE_URL"] = fleet.database
         before = fleet.slack.open_connections
         fleet.processes.append(
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot",
-                cwd=ROOT,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
+            await bot_process(fleet.slack, tmp / f"{fleet.name}-{n}", model_url, **database)
         )
         async with asyncio.timeout(120):
             await fleet.slack.wait_for(lambda n=before: fleet.slack.open_connections > n)
@@ -151,7 +125,6 @@ def moved_share(url: str) -> str:
 
 
 async def main(threads: int, rounds: int) -> None:
-    cli = str(ROOT / ".copilot-cli" / "node_modules" / "@github" / "copilot-linux-x64" / "copilot")
     with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
         fleets = [
             Fleet("sqlite1", 1, ""),
@@ -162,7 +135,7 @@ async def main(threads: int, rounds: int) -> None:
         async with remote_echo_model() as model_url:
             try:
                 for fleet in fleets:
-                    await start(fleet, Path(tmp), model_url, cli)
+                    await start(fleet, Path(tmp), model_url)
                 for fleet in fleets:  # every thread has its session
                     await round_of(fleet, threads, "warm-up", measured=False)
                 for r in range(rounds):

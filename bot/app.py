@@ -139,14 +139,15 @@ class App:
             platform.name: platform for platform in platforms(self.router, settings)
         }
         self._taken_up: set[int] = set()  # handed-over entries delivered again here
-        self._redeliveries: set[asyncio.Task[object]] = set()
+        self._background: set[asyncio.Task[object]] = set()  # see _spawn
 
     @classmethod
     async def start(
         cls, settings: Settings, platforms: PlatformFactory, clock: Clock = system_clock
     ) -> App:
-        """Choose the model, open the store, join the replicas, recover the journal, start
-        the runtimes, and make the platforms (with the settings as the model choice left
+        """Choose the model, open the store, join the replicas, recover the journal, begin
+        starting the runtimes (turns wait for them; `runtimes.ready()` says when they
+        are up), and make the platforms (with the settings as the model choice left
         them)."""
         cli = find_cli(settings.cli_dir, settings.cli_path)
         source = await choose_model(settings)
@@ -167,7 +168,7 @@ class App:
             shared = None if alone else SharedState(store, clock)
             profiles = Profiles(settings, clock)
             runtimes = RuntimePool(settings, cli, clock, shared)
-            await runtimes.start(shell=profiles.enables("bash"))
+            await runtimes.begin(shell=profiles.enables("bash"))
             return cls(
                 settings,
                 runtimes,
@@ -215,6 +216,10 @@ class App:
             except Exception as exc:
                 log.warning("could not tell %s about its interrupted answer: %s", key, exc)
 
+    def tell_interrupted_soon(self) -> None:
+        """`tell_interrupted`, without holding up what comes next (new turns among it)."""
+        self._spawn(self.tell_interrupted())
+
     async def stop_taking(self) -> None:
         """Shutting down: the other replicas hand this one nothing more, and what they
         handed it that it has not taken up goes to one of them."""
@@ -253,8 +258,8 @@ class App:
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` on its own, holding on to it until it is done."""
         task = asyncio.create_task(work)
-        self._redeliveries.add(task)
-        task.add_done_callback(self._redeliveries.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def troubles(self) -> dict[str, str]:
         """What keeps each platform from working fully while it serves."""

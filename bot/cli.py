@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import importlib
 import logging
 import os
 import resource
@@ -18,10 +19,12 @@ from bot import logs
 from bot.config import Settings, load_settings
 from bot.copilot_cli import VERSION, install_cli
 from bot.errors import ThreadpilotError
+from bot.inbound import CoreToCome
 from bot.local_model import WEAK_MODEL_NOTE
 
 if TYPE_CHECKING:
-    from bot.inbound import Dispatcher
+    from aiohttp import web
+
     from bot.model_choice import ModelSource
     from bot.replies import Platform
 
@@ -47,60 +50,121 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Platforms:
+    """The platforms a run serves, and their connections: what connects on its own
+    (Slack's Socket Mode, Discord) connects from `connect()` on, while the core starts,
+    and what it receives waits for the core (`core`); Slack over HTTP takes its events
+    on the bot's HTTP server, once that is up."""
+
+    def __init__(self, settings: Settings, console: bool) -> None:
+        from adapters.console import ConsoleAdapter, stdin_lines
+        from adapters.discord import DiscordAdapter
+        from adapters.slack import SlackAdapter
+
+        self.core = CoreToCome()
+        self.made: list[Platform] = []
+        if settings.slack_bot_token and not console:
+            self.made.append(SlackAdapter(self.core, settings))
+        if settings.discord_token and not console:
+            self.made.append(DiscordAdapter(self.core, settings))
+        if not self.made:
+            terminal = sys.stdin.isatty()
+            self.made.append(ConsoleAdapter(self.core, stdin_lines(), interactive=terminal))
+        self._connected: list[SlackAdapter | DiscordAdapter] = []
+        self._connecting: asyncio.Task[None] | None = None
+
+    def connect(self) -> None:
+        """Begin connecting what connects on its own."""
+        from adapters.discord import DiscordAdapter
+        from adapters.slack import SlackAdapter
+
+        async def connect(platforms: list[SlackAdapter | DiscordAdapter]) -> None:
+            for platform in platforms:
+                await platform.start()
+                self._connected.append(platform)
+
+        own = [
+            p
+            for p in self.made
+            if isinstance(p, DiscordAdapter) or (isinstance(p, SlackAdapter) and p.socket_mode)
+        ]
+        self._connecting = asyncio.create_task(connect(own))
+
+    async def connected(self, web_app: web.Application) -> None:
+        """Start Slack over HTTP on `web_app`; wait until everything is connected."""
+        from adapters.slack import SlackAdapter
+
+        for platform in self.made:
+            if isinstance(platform, SlackAdapter) and not platform.socket_mode:
+                platform.mount(web_app)
+                await platform.start()
+                self._connected.append(platform)
+        if self._connecting is not None:
+            await self._connecting
+
+    async def stop_receiving(self) -> None:
+        """Shutting down: Slack delivers no more here (answers under way still post)."""
+        from adapters.slack import SlackAdapter
+
+        for platform in self._connected:
+            if isinstance(platform, SlackAdapter):
+                await platform.stop_receiving()
+
+    async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.wait([self._connecting])
+            if not self._connecting.cancelled():
+                self._connecting.exception()  # raised to whoever waited for it, if anyone
+        for platform in self._connected:
+            await platform.stop()
+
+
 async def _serve(settings: Settings, console: bool) -> None:
     """Run the bot: the configured platforms, or the console; until SIGTERM or SIGINT
     (even one that comes while it is still starting), then shut down cleanly. SIGHUP
-    reads the profiles file again."""
-    from adapters.console import ConsoleAdapter, stdin_lines
-    from adapters.discord import DiscordAdapter
-    from adapters.slack import SlackAdapter
-    from bot.app import App
-    from bot.http_server import HttpServer
-
-    def platforms(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
-        made: list[Platform] = []
-        if settings.slack_bot_token and not console:
-            made.append(SlackAdapter(dispatcher, settings))
-        if settings.discord_token and not console:
-            made.append(DiscordAdapter(dispatcher, settings))
-        if not made:
-            made.append(ConsoleAdapter(dispatcher, stdin_lines(), interactive=sys.stdin.isatty()))
-        return made
+    reads the profiles file again. The platforms connect while the core starts; turns
+    wait for their runtime."""
+    from adapters.console import ConsoleAdapter
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    app = await App.start(settings, platforms)
+    platforms = _Platforms(settings, console)
+    platforms.connect()
+    try:
+        # The Copilot SDK takes about a second to import: off the loop, while connecting.
+        await asyncio.to_thread(importlib.import_module, "bot.http_server")
+        from bot.app import App
+        from bot.http_server import HttpServer
+
+        app = await App.start(settings, lambda _core, _settings: platforms.made)
+    except BaseException:
+        await platforms.stop()
+        raise
+    platforms.core.serve(app.router)
     loop.add_signal_handler(signal.SIGHUP, app.profiles.reload)  # the file is read again
     http = HttpServer(app, app.settings.http_port, app.settings.http_bind_host)
     terminal = app.platforms.get(ConsoleAdapter.name)
     _announce(app.model_source, _choice(console, list(app.platforms)), terminal is not None)
-    started: list[SlackAdapter | DiscordAdapter] = []
     try:
         await http.start()
-        for platform in app.platforms.values():
-            if isinstance(platform, SlackAdapter) and not platform.socket_mode:
-                platform.mount(http.web_app)
-            if isinstance(platform, SlackAdapter | DiscordAdapter):
-                await platform.start()
-                started.append(platform)
+        await platforms.connected(http.web_app)
         app.scheduler.start()
         await app.take_hand_overs()
-        await app.tell_interrupted()
+        app.tell_interrupted_soon()
+        await app.runtimes.ready()  # a runtime that cannot start ends the bot
         if isinstance(terminal, ConsoleAdapter):
             await _first(terminal.run(), stop.wait())  # /quit, end of input, or a signal
         else:
             await stop.wait()
         log.info("stopping")
-        for platform in started:
-            if isinstance(platform, SlackAdapter):
-                await platform.stop_receiving()
+        await platforms.stop_receiving()
         await app.stop_taking()
         await app.router.drain(app.settings.shutdown_grace_s)
     finally:
-        for platform in started:
-            await platform.stop()
+        await platforms.stop()
         await http.stop()
         await app.close()
 

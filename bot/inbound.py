@@ -7,6 +7,7 @@ commands); none of it touches the Copilot runtime or the store.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -151,3 +152,23 @@ class Dispatcher(Protocol):
     async def decide(self, decision: Decision) -> Decided:
         """Take a decision on an approval card; never raises for a bad one."""
         ...
+
+
+class CoreToCome:
+    """The core for adapters that connect while it is still starting: what they receive
+    waits until `serve` hands over the real dispatcher, so that the platforms take events
+    as soon as they connect."""
+
+    def __init__(self) -> None:
+        self._core: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
+
+    def serve(self, core: Dispatcher) -> None:
+        self._core.set_result(core)
+
+    async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
+        core = await asyncio.shield(self._core)
+        await core.dispatch(inbound, sink)
+
+    async def decide(self, decision: Decision) -> Decided:
+        core = await asyncio.shield(self._core)
+        return await core.decide(decision)

@@ -98,12 +98,23 @@ class RuntimePool:
         return [r for t in self._tenants.values() for r in t.runtimes]
 
     async def start(self, shell: bool = False) -> None:
+        """`begin`, then wait until the shared runtimes are up (`ready`)."""
+        await self.begin(shell)
+        await self.ready()
+
+    async def begin(self, shell: bool = False) -> None:
         """Find the sandbox if `bash` is enabled by the settings or (`shell`) a profile
         (once, so a missing one stops the bot now, not at a tenant's first message) and,
-        when shared, start every runtime."""
+        when shared, start every runtime without waiting: a turn waits for its runtime
+        (`place`)."""
         if shell or "bash" in self._settings.tools:
             self._sandbox = await find_sandbox(self._settings)
         self._started = True
+        if not self.isolated:
+            self._starting(self._tenant(SHARED))
+
+    async def ready(self) -> None:
+        """Wait until the shared runtimes have started; raise what kept them from it."""
         if not self.isolated:
             await self._ready(self._tenant(SHARED))
 
@@ -136,16 +147,21 @@ class RuntimePool:
             self._tenants[name] = tenant
         return tenant
 
-    async def _ready(self, tenant: _Tenant) -> None:
-        """Start the tenant's runtimes unless they are (one start, however many wait)."""
-        if tenant.started:
-            return
+    def _starting(self, tenant: _Tenant) -> asyncio.Task[None]:
+        """The start of the tenant's runtimes: one, however many wait for it."""
         if tenant.starting is None:
             tenant.starting = asyncio.create_task(self._start_tenant(tenant))
+        return tenant.starting
+
+    async def _ready(self, tenant: _Tenant) -> None:
+        """Start the tenant's runtimes unless they are, and wait until they are."""
+        if tenant.started:
+            return
+        starting = self._starting(tenant)
         try:
-            await asyncio.shield(tenant.starting)
+            await asyncio.shield(starting)
         except BaseException:
-            if tenant.starting.done():
+            if starting.done() and tenant.starting is starting:
                 tenant.starting = None  # a failed start is tried again by the next caller
             raise
 

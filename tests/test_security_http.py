@@ -76,10 +76,13 @@ async def start_limited_bot(
     )
     assert process.stderr is not None
     listening: re.Match[str] | None = None
+    # Slack connects and the runtime starts while the rest starts: in any order.
+    waiting = {"slack: connected", "copilot runtime 0 started"}
     async with asyncio.timeout(60):
         while line := (await process.stderr.readline()).decode():
             listening = listening or re.search(r" on (?:(\S+) )?port (\d+)", line)
-            if listening and "slack: connected" in line:  # started: the scheduler next
+            waiting = {sign for sign in waiting if sign not in line}
+            if listening and not waiting:
                 return Bot(process, home, listening[1], int(listening[2]))
     raise AssertionError(f"the bot did not start: {await reap(process)}")
 

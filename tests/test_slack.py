@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -359,6 +360,38 @@ async def test_threadpilot_runs_slack_in_socket_mode_and_stops_cleanly(
     finally:
         log = await stop_bot(process)
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
+
+
+async def test_slack_takes_events_before_the_runtime_is_up_and_answers_them_once_it_is(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    # The Copilot CLI is held at a gate (a FIFO it reads before it starts), as a slow
+    # start would hold it: the bot connects anyway and takes what comes meanwhile.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    gated = tmp_path / "gated-copilot"
+    gated.write_text(f'#!/bin/sh\nread _ < "{gate}"\nexec "{cli_path}" "$@"\n')
+    gated.chmod(0o700)
+    connections = fake_slack.connections
+    process = await start_bot(tmp_path, fake_model, gated, **fake_slack.env)
+    try:
+        await fake_slack.wait_for(lambda: fake_slack.connections > connections)
+        channel = f"C{uuid.uuid4().hex[:8].upper()}"
+        ts, events = fake_slack.user_message(channel, "<@UBOT> asked while starting")
+        envelopes = [await fake_slack.push("events_api", event) for event in events]
+        async with asyncio.timeout(10):  # acknowledged at once: Slack sends nothing again
+            for envelope in envelopes:
+                await envelope.acked.wait()
+        assert fake_slack.replies(channel, ts) == []  # the runtime is not up yet
+        await asyncio.to_thread(gate.write_text, "go\n")
+        await fake_slack.wait_for(
+            lambda: (
+                [m.text for m in fake_slack.replies(channel, ts)] == ["echo: asked while starting"]
+            )
+        )
+    finally:
+        log = await stop_bot(process)
+    assert "Traceback" not in log, log
 
 
 async def test_a_setting_can_require_mentions_in_bot_threads(make_slack: SlackFactory) -> None:
