@@ -61,7 +61,7 @@ async def bot_process(
             **env,
         },
         stdin=asyncio.subprocess.DEVNULL,
-        stderr=None if "THREADPILOT_LOG_LEVEL" in env else asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
 
