@@ -3,9 +3,10 @@
 While a turn runs: a progress indicator (the assistant status in DMs, a reaction on the
 question elsewhere) if the first reply takes a moment; text streamed into one message
 with chat.startStream/appendStream/stopStream, or, where Slack refuses that, a message
-edited with chat.update; tool activity shown as it happens. Edits never come faster than
-one a second per thread. The final answer replaces the preview exactly, split at
-paragraph boundaries past 4,000 characters, and as a file past 12,000.
+edited with chat.update; tool activity shown as it happens. A message changes at most
+once a second; one that fills up (3,900 characters) gets its part of the answer and the
+answer goes on in the next. The final answer is exact across them, split at paragraph
+boundaries, and goes as a file past 12,000 characters.
 
 Everything goes as Markdown (`markdown_text`), streamed or not, so an answer renders the
 same either way; only replies through a response URL, which takes no Markdown, are
