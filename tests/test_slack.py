@@ -31,12 +31,14 @@ FORM = "application/x-www-form-urlencoded"
 async def test_a_mention_is_answered_in_a_thread_under_it_by_streaming(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
-    fake_model.script("stream me", Reply(text="Hello **there**, streamed in parts.", chunks=5))
+    # Written slower than the first post's hold: an answer done by then is posted whole.
+    text = "Hello **there**, streamed in parts."
+    fake_model.script("stream me", Reply(text=text, chunks=5, chunk_delay=0.05))
     ts, _ = await slack.say("stream me")
 
     replies = slack.replies(ts)
     assert len(replies) == 1
-    assert replies[0].text == "Hello **there**, streamed in parts."  # Markdown: Slack renders it
+    assert replies[0].text == text  # Markdown: Slack renders it
     assert not replies[0].streaming  # stopped
     methods = [  # the message's own calls; a slow first turn may add the "eyes" reaction too
         c.method
