@@ -1,10 +1,12 @@
 """The live reply: one answer as it streams into a chat, shared by the adapters.
 
 A message grows at a paced rate while the model writes (`Pacer`: at most one edit per
-interval), with the tools at work shown under it; then the exact final answer, split into
-more messages past a platform's limit or sent as a file; a "working on it" sign when the
-first reply takes a moment (`DelayedIndicator`); and `render_reply`, which shows a whole
-reply stream that way.
+interval), with the tools at work shown under it; it is posted only after a short hold,
+so an answer written by then lands whole in one post. A message that fills up while the
+model still writes gets its part of the answer for good and the answer goes on in a new
+one. Then the exact final answer, split into messages as `split_text` splits it (or sent
+as a file); a "working on it" sign when the first reply takes a moment
+(`DelayedIndicator`); and `render_reply`, which shows a whole reply stream that way.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from adapters.text import split_text
+from adapters.text import Cut, cut, split_text
 from bot.replies import (
     ErrorReply,
     FinalText,
@@ -29,6 +32,15 @@ from bot.replies import (
 )
 
 log = logging.getLogger(__name__)
+
+# How long the first post waits for more of the answer (never longer than the edit
+# interval): an answer written by then lands whole, instead of as a first post and an
+# edit an interval later. A constant rather than "until the first sentence": a short
+# answer's first sentence comes early, and posting it then would make the rest wait out
+# the interval again. 0.35 s is about the time a short answer takes to arrive.
+HOLD_S = 0.35
+# What a message the answer no longer needs says (a retried answer came out shorter).
+ABOVE = "(the answer is above)"
 
 
 class DelayedIndicator:
@@ -67,14 +79,19 @@ class DelayedIndicator:
 
 class Pacer:
     """Runs `flush` at most once per `interval` seconds while changes keep coming, and
-    once more after the last change: message edits that never outrun a rate limit."""
+    once more after the last change: message edits that never outrun a rate limit. The
+    first flush waits `hold` after the first change."""
 
-    def __init__(self, flush: Callable[[], Awaitable[None]], interval: float) -> None:
+    def __init__(
+        self, flush: Callable[[], Awaitable[None]], interval: float, hold: float = 0.0
+    ) -> None:
         self._flush = flush
         self._interval = interval
+        self._hold = hold
         self._dirty = False
         self._flushing = False
         self._last = float("-inf")
+        self._first: float | None = None  # when the first flush may come
         self._task: asyncio.Task[None] | None = None
 
     def edited(self) -> None:
@@ -83,13 +100,16 @@ class Pacer:
 
     def changed(self) -> None:
         self._dirty = True
+        if self._first is None:
+            self._first = asyncio.get_running_loop().time() + self._hold
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty:
-            await asyncio.sleep(max(0.0, self._last + self._interval - loop.time()))
+            due = max(self._last + self._interval, self._first or 0.0)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             self._dirty, self._flushing = False, True
             try:
                 await self._flush()
@@ -100,8 +120,9 @@ class Pacer:
                 self._flushing = False
 
     async def settle(self) -> None:
-        """Stop pacing: wait out an edit in flight (a pending one is dropped), then until
-        the interval since the last edit has passed, so a final edit may follow."""
+        """Stop pacing: wait out an edit in flight (a pending one is dropped, and so is
+        the rest of the hold), then until the interval since the last edit has passed,
+        so a final edit may follow."""
         task, self._task = self._task, None
         self._dirty = False
         if task is not None:
@@ -117,11 +138,11 @@ class Surface(Protocol):
     """Where a platform shows one reply: a message that grows, and more when needed."""
 
     async def open(self, text: str) -> str:
-        """Post the message the answer grows in; return its reference."""
+        """Post the message the answer begins in; return its reference."""
         ...
 
-    async def edit(self, text: str) -> None:
-        """Replace that message's text."""
+    async def edit(self, ref: str, text: str) -> None:
+        """Replace the text of the message `ref`."""
         ...
 
     async def post(self, text: str) -> str:
@@ -136,13 +157,25 @@ class Surface(Protocol):
 Formatter = Callable[[str], str]
 
 
+@dataclass(slots=True)
+class _Filled:
+    """A message the answer filled while it was written."""
+
+    ref: str
+    part: str  # its part of the answer
+    exact: bool  # whether it shows just that (a stream may have run past it)
+
+
 class LiveReply:
     """One reply as it streams: a message edited at a paced rate while the answer grows
-    (with the tools at work shown under it), then the exact final answer in that message,
-    split into more messages past `limit`, or as a file past `file_threshold`.
+    (with the tools at work shown under it), posted after a short hold (`HOLD_S`); when
+    it fills up, it gets its part of the answer and the answer goes on in a new message.
+    Then the exact final answer across those messages, split as `split_text` splits it
+    past `limit` (so the parts already shown stay as they are), or as a file past
+    `file_threshold`.
 
     Platforms with their own way of growing a message (Slack's streaming) override the
-    `_open`, `_flush`, `_last` and `_fail` steps.
+    `_open`, `_grow`, `_close` and `_fail` steps.
     """
 
     def __init__(
@@ -160,15 +193,27 @@ class LiveReply:
         self._file_threshold = file_threshold
         self._format = formatter
         self._tool_line = tool_line
-        self._pacer = Pacer(self._flush, interval)
+        self._pacer = Pacer(self._flush, interval, hold=min(HOLD_S, interval))
         self.text = ""  # the answer so far
-        self.ref: str | None = None
+        self.ref: str | None = None  # the message it grows in
         # call id -> (tool name, what it is doing)
         self.tools: dict[str, tuple[str, ToolState]] = {}
+        self._filled: list[_Filled] = []
+        # The growing message's part of the answer is `_reopen + text[_resume:]`.
+        self._resume = 0
+        self._reopen = ""
+
+    def _part(self, text: str) -> str:
+        """The growing message's part of the answer, were it `text`."""
+        return self._reopen + text[self._resume :]
+
+    @property
+    def live(self) -> str:
+        return self._part(self.text)
 
     async def add(self, text: str) -> None:
         self.text += text
-        await self._changed()
+        self._pacer.changed()
 
     async def restart(self, text: str) -> None:
         """The answer so far is `text` again (the model call is being retried)."""
@@ -178,51 +223,90 @@ class LiveReply:
 
     async def tool(self, call_id: str, name: str, state: ToolState) -> None:
         self.tools[call_id] = (name, state)
-        await self._changed()
+        self._pacer.changed()
 
     def preview(self) -> str:
         room = self._limit - 100  # for the ellipsis and the tool line
-        text = self._format(self.text[:room]) + ("…" if len(self.text) > room else "")
+        live = self.live
+        text = self._format(live[:room]) + ("…" if len(live) > room else "")
         running = [name for name, state in self.tools.values() if state == "running"]
         if running:
             text += self._tool_line(running)
         return text or "…"
 
-    async def _changed(self) -> None:
-        if self.ref is None:
-            self.ref = await self._open()
-            self._pacer.edited()
-        else:
-            self._pacer.changed()
-
-    async def _open(self) -> str:
-        return await self._surface.open(self.preview())
-
     async def _flush(self) -> None:
         try:
-            await self._surface.edit(self.preview())
-        except Exception as exc:  # the final edit carries everything anyway
-            log.warning("editing a reply failed: %s", exc)
+            await self._trim()
+            if self.ref is None:
+                self.ref = await self._open()
+            elif (at := self._overflow()) is not None:
+                await self._roll(at)
+            else:
+                await self._grow()
+        except Exception as exc:  # the final text carries everything anyway
+            log.warning("showing a reply as it grows failed: %s", exc)
+
+    async def _trim(self) -> None:
+        """Messages a stream ran past their part: edit them to it (an interval on)."""
+        for filled in self._filled:
+            if not filled.exact:
+                await self._surface.edit(filled.ref, self._format(filled.part))
+                filled.exact = True
+
+    def _overflow(self) -> Cut | None:
+        """Where the growing message is full, if it is; past the file threshold the
+        answer will be a file, and more messages would only repeat it."""
+        shown = sum(len(filled.part) for filled in self._filled)
+        # Cut only once the cut cannot move (see `cut`): where the final split cuts.
+        if len(self.live) < self._limit + 2 or shown >= self._file_threshold:
+            return None
+        return cut(self.live, self._limit)
+
+    async def _roll(self, at: Cut) -> None:
+        """The growing message is full: it gets its part for good, and the answer goes on
+        in a new message at once, not when it is done."""
+        exact = await self._close(self._format(at.head))
+        self._filled.append(_Filled(str(self.ref), at.head, exact))
+        self._resume += at.resume - len(self._reopen)
+        self._reopen = at.reopen
+        self.ref = None
+        self.ref = await self._open()
+
+    async def _open(self) -> str:
+        return await self._post(self.preview())
+
+    async def _post(self, text: str) -> str:
+        """Post a message of the answer: the first, or one that goes on from the last."""
+        return await (self._surface.post if self._filled else self._surface.open)(text)
+
+    async def _grow(self) -> None:
+        await self._surface.edit(str(self.ref), self.preview())
+
+    async def _close(self, text: str) -> bool:
+        """Give the growing message its last text; whether it shows just that now."""
+        await self._surface.edit(str(self.ref), text)
+        return True
 
     async def finish(self, final: str) -> list[str]:
         """Show `final` exactly; return the references of what was posted."""
         await self._pacer.settle()
-        as_file = len(final) > self._file_threshold
-        parts = [] if as_file else split_text(final, self._limit)
-        first = (
-            f"The answer is {len(final):,} characters long, so here it is as a file."
-            if as_file
-            else parts.pop(0)
-        )
-        refs = [await self._last(first, whole=first == final)]
-        refs += [await self._surface.post(self._format(part)) for part in parts]
-        if as_file:
+        refs = [filled.ref for filled in self._filled]
+        if len(final) > self._file_threshold:
+            # The parts already shown stay: the file holds the whole answer.
+            note = f"The answer is {len(final):,} characters long, so here it is as a file."
+            refs.append(await self._replace(note))
             refs.append(await self._surface.upload("The answer:", final))
+            return refs
+        parts = split_text(final, self._limit)
+        # A retried answer may come out shorter than the messages it already filled.
+        parts += [ABOVE] * (len(self._filled) + 1 - len(parts))
+        for filled, part in zip(self._filled, parts, strict=False):
+            if part != filled.part or not filled.exact:  # a retry changed it
+                await self._surface.edit(filled.ref, self._format(part))
+        parts = parts[len(self._filled) :]
+        refs.append(await self._replace(self._format(parts.pop(0))))
+        refs += [await self._surface.post(self._format(part)) for part in parts]
         return refs
-
-    async def _last(self, first: str, whole: bool) -> str:
-        """Put the answer's first part (`whole`: all of it) in the message."""
-        return await self._replace(self._format(first))
 
     async def fail(self, message: str) -> list[str]:
         await self._pacer.settle()
@@ -230,15 +314,18 @@ class LiveReply:
         return [await self._fail(f"⚠️ {message}")]
 
     async def _fail(self, warning: str) -> str:
-        return await self._replace(f"{self.preview()}\n\n{warning}" if self.text else warning)
+        return await self._replace(f"{self.preview()}\n\n{warning}" if self.live else warning)
 
     async def _replace(self, text: str) -> str:
-        """The last edit of the message (or the message itself, if none was posted yet);
-        should the platform refuse the edit, the text is posted anew."""
+        """Give the growing message its last text (or post it, if none is up yet); should
+        the platform refuse the edit, the text is posted anew."""
         if self.ref is None:
-            return await self._surface.open(text)
+            return await self._post(text)
         try:
-            await self._surface.edit(text)
+            if not await self._close(text):
+                self._pacer.edited()  # a stream that ran past it: edit it when that may be
+                await self._pacer.settle()
+                await self._surface.edit(self.ref, text)
         except Exception as exc:
             log.warning("the final edit failed (%s): posting it instead", exc)
             return await self._surface.post(text)

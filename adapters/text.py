@@ -6,83 +6,78 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from dataclasses import dataclass
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def _blocks(text: str) -> list[tuple[str, bool]]:
-    """Paragraphs and fenced code blocks, in order, each with whether it is a fence."""
-    blocks: list[tuple[str, bool]] = []
-    lines: list[str] = []
-    fence: str | None = None
-    for line in text.split("\n"):
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Where the first message of a long text ends: `head` is that message (a fence it
+    ends inside closed), and the rest is `reopen + text[resume:]` (that fence opened
+    again, with its language)."""
+
+    head: str
+    resume: int
+    reopen: str = ""
+
+
+def _line_cut(text: str, start: int, end: int) -> int:
+    """Where to break `text` at or before `end` (and after `start`): the last line break,
+    else the last space, else at `end`."""
+    for sep in ("\n", " "):
+        at = text.rfind(sep, start + 1, end + 1)
+        if at > start:
+            return at
+    return end
+
+
+def cut(text: str, limit: int) -> Cut | None:
+    """The first message of `text` in messages of at most `limit` characters, or None
+    when it fits in one: at the last paragraph break outside a code fence; failing that
+    (a paragraph or fence longer than a message), at a line break, else a space. A fence
+    cut in two is closed and opened again.
+
+    Only the first `limit + 2` characters decide, so a text still being written is cut
+    where its finished form will be.
+    """
+    if len(text) <= limit:
+        return None
+    paragraph = 0  # the last paragraph break outside a fence
+    fence: tuple[str, str, int] | None = None  # its marker, opening line, content start
+    start = 0
+    while (end := text.find("\n", start)) != -1 and end <= limit + 1:
+        line = text[start:end]
         match = _FENCE.match(line)
-        if fence is not None:
-            lines.append(line)
-            if match and match.group(1) == fence and not line.strip().strip(fence[0]):
-                blocks.append(("\n".join(lines), True))
-                lines, fence = [], None
-        elif match:
-            if lines:
-                blocks.append(("\n".join(lines), False))
-            lines, fence = [line], match.group(1)
-        elif line.strip():
-            lines.append(line)
-        elif lines:
-            blocks.append(("\n".join(lines), False))
-            lines = []
-    if lines:
-        blocks.append(("\n".join(lines), fence is not None))
-    return blocks
-
-
-def _hard_split(text: str, limit: int) -> list[str]:
-    """Split a paragraph at line breaks, else spaces, else anywhere."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit + 1)
-        if cut <= 0:
-            cut = text.rfind(" ", 0, limit + 1)
-        if cut <= 0:
-            cut = limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n ") if text[cut : cut + 1] in ("\n", " ") else text[cut:]
-    return [*pieces, text] if text else pieces
-
-
-def _split_fence(block: str, limit: int) -> list[str]:
-    """A code block too long for one message: several blocks, each fenced again."""
-    first, *rest = block.split("\n")
-    closing = rest.pop() if rest and _FENCE.match(rest[-1]) else first.strip()[:3]
-    room = limit - len(first) - len(closing) - 2
-    pieces = _hard_split("\n".join(rest), max(room, 1))
-    return [f"{first}\n{piece}\n{closing}" for piece in pieces]
+        if fence is None and match:
+            fence = (match.group(1), line.strip(), end + 1)
+        elif fence is not None and match and match.group(1) == fence[0]:
+            if not line.strip().strip(fence[0][0]):
+                fence = None
+        elif fence is None and not line and start > 1 and text[start - 2] != "\n":
+            paragraph = start - 1
+        start = end + 1
+    if paragraph:
+        return Cut(text[:paragraph], paragraph + 2)
+    if fence is not None:
+        marker, opening, content = fence
+        at = _line_cut(text, content - 1, limit - len(marker) - 1)
+        if at >= content:
+            resume = at + 1 if text[at] in "\n " else at
+            return Cut(f"{text[:at]}\n{marker}", resume, f"{opening}\n")
+    at = _line_cut(text, 0, limit)
+    return Cut(text[:at], at + 1 if text[at] in "\n " else at)
 
 
 def split_text(text: str, limit: int) -> list[str]:
-    """Split `text` into messages of at most `limit` characters, at paragraph boundaries.
-
-    A fenced code block is never cut: it moves whole to the next message, or, when it is
-    longer than a message, is split into several blocks that are each fenced again.
-    """
-    if len(text) <= limit:
-        return [text]
+    """Split `text` into messages of at most `limit` characters, each `cut` from the
+    rest: at paragraph breaks, and a fenced code block longer than a message split into
+    blocks that are each fenced again."""
     messages: list[str] = []
-    current = ""
-    for block, is_fence in _blocks(text):
-        pieces = [block]
-        if len(block) > limit:
-            pieces = _split_fence(block, limit) if is_fence else _hard_split(block, limit)
-        for piece in pieces:
-            candidate = f"{current}\n\n{piece}" if current else piece
-            if len(candidate) <= limit:
-                current = candidate
-            else:
-                messages.append(current)
-                current = piece
-    if current:
-        messages.append(current)
-    return messages
+    while (at := cut(text, limit)) is not None:
+        messages.append(at.head)
+        text = at.reopen + text[at.resume :]
+    return [*messages, text] if text else messages
 
 
 # Markdown links, outside code: [text](target).

@@ -406,14 +406,16 @@ SlackFactory = Callable[..., Awaitable[SlackHarness]]
 @pytest.fixture
 async def make_slack(make_chat: AppFactory, fake_slack: FakeSlack) -> AsyncIterator[SlackFactory]:
     """Start the Slack adapter on an app of the shared runtime; settings (and its download
-    timeout) may be overridden."""
+    timeout and edit interval) may be overridden."""
     adapters: list[SlackAdapter] = []
 
-    async def make(download_timeout_s: float = 30.0, **overrides: Any) -> SlackHarness:
+    async def make(
+        download_timeout_s: float = 30.0, edit_interval_s: float = 0.05, **overrides: Any
+    ) -> SlackHarness:
         def slack_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
             return [
                 SlackAdapter(
-                    dispatcher, settings, edit_interval_s=0.05,
+                    dispatcher, settings, edit_interval_s=edit_interval_s,
                     download_timeout_s=download_timeout_s,
                 )
             ]  # fmt: skip
@@ -459,20 +461,23 @@ DiscordFactory = Callable[..., Awaitable[DiscordHarness]]
 async def make_discord(
     make_chat: AppFactory, fake_discord: FakeDiscord
 ) -> AsyncIterator[DiscordFactory]:
-    """Start the Discord adapter on an app of the shared runtime; settings may be
-    overridden."""
+    """Start the Discord adapter on an app of the shared runtime; settings (and its edit
+    interval) may be overridden."""
     adapters: list[DiscordAdapter] = []
 
-    def discord_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
-        return [
-            DiscordAdapter(
-                dispatcher, settings, edit_interval_s=0.05, guild_ready_timeout=0.1,
-                sync_retry_s=(0.1,),
-            )
-        ]  # fmt: skip
-
-    async def make(*, commands_synced: bool = True, **overrides: Any) -> DiscordHarness:
+    async def make(
+        *, commands_synced: bool = True, edit_interval_s: float = 0.05, **overrides: Any
+    ) -> DiscordHarness:
         """`commands_synced`: wait until the slash commands are registered."""
+
+        def discord_adapter(dispatcher: Dispatcher, settings: Settings) -> list[Platform]:
+            return [
+                DiscordAdapter(
+                    dispatcher, settings, edit_interval_s=edit_interval_s,
+                    guild_ready_timeout=0.1, sync_retry_s=(0.1,),
+                )
+            ]  # fmt: skip
+
         chat = await make_chat(
             platforms=discord_adapter,
             **{

@@ -9,7 +9,7 @@ import pytest
 from adapters.live_reply import Pacer
 from adapters.slack.events import mentions, strip_mentions
 from adapters.slack.mrkdwn import to_mrkdwn
-from adapters.text import honest_links, split_text
+from adapters.text import cut, honest_links, split_text
 
 FENCE = "```python\n" + "\n".join(f"print({i})" for i in range(30)) + "\n```"
 
@@ -112,3 +112,13 @@ def test_the_bots_mention_is_found_and_stripped_in_both_of_slacks_forms() -> Non
     for text in ("<@UBOT> hello", "<@UBOT|threadpilot> hello"):
         assert mentions(text, "UBOT") and strip_mentions(text, "UBOT") == "hello"
     assert not mentions("<@UBOTX> hello", "UBOT") and not mentions("@UBOT hello", "UBOT")
+
+
+def test_a_text_still_being_written_is_cut_where_its_finished_form_is() -> None:
+    text = "intro " * 30 + "\n\n" + FENCE + "\n\n" + "outro " * 30 + "\n\n" + FENCE
+    finished = split_text(text, 120)
+    for end in range(122, len(text)):  # each moment the growing text is past a message
+        at = cut(text[:end], 120)
+        assert at is not None and at.head == finished[0]
+    prose = "\n\n".join(f"paragraph {i} " + "word " * 20 for i in range(12))
+    assert "\n\n".join(split_text(prose, 300)) == prose  # cut only at paragraph breaks

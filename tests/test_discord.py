@@ -12,6 +12,7 @@ import discord
 import pytest
 
 from adapters.discord import DiscordAdapter
+from adapters.text import split_text
 from bot.commands import COMMANDS
 from tests.conftest import AppFactory, DiscordFactory, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
@@ -181,7 +182,7 @@ async def test_long_answers_split_at_2000_with_fences_intact_and_very_long_ones_
     message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> a very long answer")
     await discord_bot.dispatched(message.id)
     posted = fake.by_bot(await discord_bot.thread_of(message))
-    assert "as a file" in posted[0].content
+    assert "as a file" in posted[-2].content  # after what was shown while it was written
     assert posted[-1].files == [huge.encode()]
 
 
@@ -546,3 +547,36 @@ async def test_a_failed_command_sync_is_reported_and_retried_while_mentions_are_
         fake_discord.broken_syncs = 0
     await asyncio.wait_for(adapter.commands_synced.wait(), 30)  # retried, and registered
     assert adapter.trouble is None and bot.app.troubles() == {}
+
+
+async def test_a_short_quick_answer_lands_whole_in_its_first_post(
+    make_discord: DiscordFactory, fake_model: FakeModel
+) -> None:
+    bot = await make_discord(edit_interval_s=1.0)  # the adapter's own pacing
+    text = "Yes: run `make lint` before you push, and the check passes."
+    fake_model.script("quick one", Reply(text=text, chunks=4))
+    message = await bot.fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> quick one")
+    await bot.dispatched(message.id)
+    (reply,) = bot.fake.by_bot(await bot.thread_of(message))
+    assert reply.content == text and reply.edits == 0  # whole at once, no edit after
+
+
+async def test_a_long_answer_goes_on_in_a_new_message_while_the_model_still_writes(
+    discord_bot: DiscordHarness, fake_model: FakeModel
+) -> None:
+    fake = discord_bot.fake
+    code = "```python\n" + "\n".join(f"item_{i} = {i}  # one line" for i in range(90)) + "\n```"
+    text = code + "\n\n" + "\n\n".join(f"Part {i}: " + "more words " * 15 for i in range(10))
+    assert len(code) > 2_000 and len(text) < 6_000
+    fake_model.script("long one", Reply(text=text, chunks=80, chunk_delay=0.02))
+    message = await fake.say(TEXT_CHANNEL, f"<@{BOT_ID}> long one")
+    thread = await discord_bot.thread_of(message)
+    # The second message opens while much of the answer is still to come.
+    await fake.wait_for(lambda: len(fake.by_bot(thread)) >= 2)
+    assert sum(len(part) for part in discord_bot.texts(thread)) < len(text) - 1_500
+    await discord_bot.dispatched(message.id)
+
+    parts = discord_bot.texts(thread)
+    assert parts == split_text(text, 2_000)  # exactly the answer
+    assert parts[0].endswith("\n```") and parts[1].startswith("```python\n")  # closed, reopened
+    assert all(part.count("```") % 2 == 0 for part in parts)

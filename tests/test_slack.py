@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.text import split_text
 from bot.thread_key import ThreadKey
 from tests.conftest import SlackFactory, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
@@ -30,12 +32,14 @@ FORM = "application/x-www-form-urlencoded"
 async def test_a_mention_is_answered_in_a_thread_under_it_by_streaming(
     slack: SlackHarness, fake_model: FakeModel
 ) -> None:
-    fake_model.script("stream me", Reply(text="Hello **there**, streamed in parts.", chunks=5))
+    # Written slower than the first post's hold: an answer done by then is posted whole.
+    text = "Hello **there**, streamed in parts."
+    fake_model.script("stream me", Reply(text=text, chunks=5, chunk_delay=0.05))
     ts, _ = await slack.say("stream me")
 
     replies = slack.replies(ts)
     assert len(replies) == 1
-    assert replies[0].text == "Hello **there**, streamed in parts."  # Markdown: Slack renders it
+    assert replies[0].text == text  # Markdown: Slack renders it
     assert not replies[0].streaming  # stopped
     methods = [  # the message's own calls; a slow first turn may add the "eyes" reaction too
         c.method
@@ -536,3 +540,58 @@ async def test_a_failing_model_leaves_a_clear_message_no_indicator_and_a_usable_
     assert slack.texts(ts, channel)[1:] == ["echo: are you back?"]
     assert user_texts(fake_model.requests_with("are you back?")[-1]) == [question, "are you back?"]
     assert reply.text == f"⚠️ {warning}"  # no half answer left standing above it
+
+
+QUICK = "Yes: run `make lint` before you push, and the check passes."
+# A code block longer than a Slack message, then prose: the block is cut and fenced again.
+CODE = "```python\n" + "\n".join(f"value_{i} = {i}  # one line" for i in range(180)) + "\n```"
+LONG = CODE + "\n\n" + "\n\n".join(f"Paragraph {i}: " + "more words " * 30 for i in range(8))
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_short_quick_answer_lands_whole_in_its_first_post(
+    make_slack: SlackFactory, fake_model: FakeModel, streaming: bool
+) -> None:
+    slack = await make_slack(edit_interval_s=1.0)  # the adapter's own pacing
+    slack.fake.streaming_enabled = streaming
+    try:
+        fake_model.script("quick one", Reply(text=QUICK, chunks=4))
+        ts, _ = await slack.say("quick one")
+    finally:
+        slack.fake.streaming_enabled = True
+    (reply,) = slack.replies(ts)
+    assert set(reply.shown) == {QUICK}  # no part of it first, no edit a second later
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_long_answer_goes_on_in_a_new_message_while_the_model_still_writes(
+    slack: SlackHarness, fake_model: FakeModel, streaming: bool
+) -> None:
+    assert len(CODE) > 3_900 and len(LONG) < 12_000
+    slack.fake.streaming_enabled = streaming
+    try:
+        fake_model.script("long one", Reply(text=LONG, chunks=120, chunk_delay=0.02))
+        ts, event_id = await slack.say("long one", wait=False)
+        # The second message opens while much of the answer is still to come.
+        await slack.fake.wait_for(lambda: len(slack.replies(ts)) >= 2)
+        assert sum(len(text) for text in slack.texts(ts)) < len(LONG) - 2_000
+        await slack.dispatched(event_id)
+    finally:
+        slack.fake.streaming_enabled = True
+
+    replies = slack.replies(ts)
+    assert [m.text for m in replies] == split_text(LONG, 3_900)  # exactly the answer
+    assert not any(m.streaming for m in replies)
+    first, second, *_ = [m.text for m in replies]
+    assert first.endswith("\n```") and second.startswith("```python\n")  # closed, reopened
+    assert all(text.count("```") % 2 == 0 for text in slack.texts(ts))
+    # Each message changes at most once an interval (0.05 s here), its creation included.
+    calls = [c for c in slack.fake.calls if c.args.get("channel") == slack.channel]
+    created = iter(
+        c.at
+        for c in calls
+        if c.method in ("chat.startStream", "chat.postMessage") and c.args.get("thread_ts") == ts
+    )
+    for message in replies:
+        changes = [next(created), *(c.at for c in calls if c.args.get("ts") == message.ts)]
+        assert all(b - a >= 0.05 for a, b in itertools.pairwise(changes))

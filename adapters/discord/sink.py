@@ -1,10 +1,11 @@
 """DiscordSink: a reply stream shown in a Discord thread or DM, or as an interaction's reply.
 
 While a turn runs: the typing indicator if the first reply takes a moment; the answer in
-one message edited at most once a second, with tool activity under it. The final answer
-replaces it exactly: split past 2,000 characters without breaking code fences, and as a
-file when very long. Discord renders Markdown itself, so the text goes as it is. A
-question that waits behind others in its thread gets a ⏳ reaction until its turn.
+a message edited at most once a second, with tool activity under it, going on in the next
+message when one fills up (2,000 characters; code fences closed and opened again). The
+final answer is exact across them, and goes as a file when very long. Discord renders
+Markdown itself, so the text goes as it is. A question that waits behind others in its
+thread gets a ⏳ reaction until its turn.
 """
 
 from __future__ import annotations
@@ -48,15 +49,12 @@ class ChannelSurface:
 
     def __init__(self, channel: Messageable) -> None:
         self._channel = channel
-        self._message: discord.Message | None = None
 
     async def open(self, text: str) -> str:
-        self._message = await self._channel.send(text)
-        return str(self._message.id)
+        return await self.post(text)
 
-    async def edit(self, text: str) -> None:
-        assert self._message is not None
-        self._message = await self._message.edit(content=text)
+    async def edit(self, ref: str, text: str) -> None:
+        await self._channel.get_partial_message(int(ref)).edit(content=text)
 
     async def post(self, text: str) -> str:
         return str((await self._channel.send(text)).id)
@@ -72,13 +70,18 @@ class InteractionSurface:
     def __init__(self, interaction: discord.Interaction, private: bool = False) -> None:
         self._interaction = interaction
         self._private = private
+        self._original: str | None = None  # the response's message
 
     async def open(self, text: str) -> str:
         message = await self._interaction.edit_original_response(content=text)
-        return str(message.id)
+        self._original = str(message.id)
+        return self._original
 
-    async def edit(self, text: str) -> None:
-        await self._interaction.edit_original_response(content=text)
+    async def edit(self, ref: str, text: str) -> None:
+        if ref == self._original:
+            await self._interaction.edit_original_response(content=text)
+        else:
+            await self._interaction.followup.edit_message(int(ref), content=text)
 
     async def post(self, text: str) -> str:
         followup = self._interaction.followup

@@ -3,9 +3,10 @@
 While a turn runs: a progress indicator (the assistant status in DMs, a reaction on the
 question elsewhere) if the first reply takes a moment; text streamed into one message
 with chat.startStream/appendStream/stopStream, or, where Slack refuses that, a message
-edited with chat.update; tool activity shown as it happens. Edits never come faster than
-one a second per thread. The final answer replaces the preview exactly, split at
-paragraph boundaries past 4,000 characters, and as a file past 12,000.
+edited with chat.update; tool activity shown as it happens. A message changes at most
+once a second; one that fills up (3,900 characters) gets its part of the answer and the
+answer goes on in the next. The final answer is exact across them, split at paragraph
+boundaries, and goes as a file past 12,000 characters.
 
 Everything goes as Markdown (`markdown_text`), streamed or not, so an answer renders the
 same either way; only replies through a response URL, which takes no Markdown, are
@@ -85,15 +86,13 @@ class SlackSurface:
 
     def __init__(self, target: Target) -> None:
         self._target = target
-        self.ts: str | None = None
 
     async def open(self, text: str) -> str:
-        self.ts = await self.post(text)
-        return self.ts
+        return await self.post(text)
 
-    async def edit(self, text: str) -> None:
+    async def edit(self, ref: str, text: str) -> None:
         target = self._target
-        await target.client.chat_update(channel=target.channel, ts=str(self.ts), markdown_text=text)
+        await target.client.chat_update(channel=target.channel, ts=ref, markdown_text=text)
 
     async def post(self, text: str) -> str:
         target = self._target
@@ -121,9 +120,8 @@ class _SlackReply(LiveReply):
     LiveReply's, so the helper holds nothing back (buffer_size=1)."""
 
     def __init__(self, target: Target, streaming: StreamingSupport, interval: float) -> None:
-        self._surface_: SlackSurface = SlackSurface(target)
         super().__init__(
-            self._surface_,
+            SlackSurface(target),
             limit=MESSAGE_LIMIT,
             file_threshold=FILE_THRESHOLD,
             interval=interval,
@@ -134,7 +132,7 @@ class _SlackReply(LiveReply):
         # What the stream has been handed, made safe (a call that failed to go out is
         # sent again by the helper with the next one).
         self._sent = ""
-        self._shown: dict[str, str] = {}  # tool call id -> status shown in the stream
+        self._shown: dict[str, str] = {}  # tool call id -> status shown in this stream
 
     def _tool_chunks(self) -> list[dict[str, str]]:
         chunks = [
@@ -153,7 +151,8 @@ class _SlackReply(LiveReply):
     async def _open(self) -> str:
         target = self._target
         if self._streaming.available and target.thread_ts:
-            text = self._stable() or safe(self.text[:MESSAGE_LIMIT])
+            text = self._stable() or safe(self.live[:MESSAGE_LIMIT])
+            self._shown = {}
             stream = await target.client.chat_stream(
                 channel=target.channel,
                 thread_ts=target.thread,
@@ -168,13 +167,12 @@ class _SlackReply(LiveReply):
                 self._streaming.available = False
             else:
                 self._stream, self._sent = stream, text
-                self._surface_.ts = str(stream.ts)
-                return self._surface_.ts
+                return str(stream.ts)
         return await super()._open()
 
-    async def _flush(self) -> None:
+    async def _grow(self) -> None:
         if self._stream is None:
-            return await super()._flush()
+            return await super()._grow()
         stable = self._stable()
         # Text that made safe no longer begins with what was sent waits for the end.
         new = stable[len(self._sent) :] if stable.startswith(self._sent) else ""
@@ -186,31 +184,28 @@ class _SlackReply(LiveReply):
 
     def _stable(self) -> str:
         """The streamable part of the text, made safe: all but a construct still open."""
-        text = self.text[:MESSAGE_LIMIT]
+        text = self.live[:MESSAGE_LIMIT]
         pending = _PENDING.search(text)
         return safe(text[: pending.start()] if pending else text)
 
     async def restart(self, text: str) -> None:
-        if self._stream is not None and not safe(text).startswith(self._sent):
+        if self._stream is not None and not safe(self._part(text)).startswith(self._sent):
             # A stream only grows: end it, and edit the message from here on.
             await self._calling(self._stream.stop())
             self._stream = None
             self._pacer.edited()
         await super().restart(text)
 
-    async def _last(self, first: str, whole: bool) -> str:
+    async def _close(self, text: str) -> bool:
         if self._stream is None:
-            return await super()._last(first, whole)
-        first = safe(first)
-        if whole and first.startswith(self._sent):  # the stream was the answer's beginning
-            rest = first[len(self._sent) :] or None
-            await self._calling(self._stream.stop(markdown_text=rest, chunks=self._tool_chunks()))
-        else:  # it ran past the first part: stop it, then edit it to that
-            await self._calling(self._stream.stop())
-            self._pacer.edited()
-            await self._pacer.settle()
-            await self._replace(first)
-        return str(self.ref)
+            return await super()._close(text)
+        text, stream, self._stream = safe(text), self._stream, None
+        if text.startswith(self._sent):  # the stream was its beginning: stop on the rest
+            rest = text[len(self._sent) :] or None
+            await self._calling(stream.stop(markdown_text=rest, chunks=self._tool_chunks()))
+            return True
+        await self._calling(stream.stop())  # it ran past that: to be edited back
+        return False
 
     async def _fail(self, warning: str) -> str:
         if self._stream is None:
