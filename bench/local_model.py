@@ -8,7 +8,8 @@ question in a thread of its own. Twice, with the same model file:
   model) and the old system prompt;
 - after: the template that drops that block, and the tuned SYSTEM_PROMPT.
 
-The CLI asks at temperature 0 (greedy decoding), so a run repeats. `tuned` is the set the
+The CLI asks at temperature 0 (greedy decoding), so "after" repeats run to run; "before"
+does not quite, as the time in the date block the model reads changes. `tuned` is the set the
 prompt was tuned on; `held-out` was not looked at while tuning. The ok/-- mark is a simple
 automatic check; score the printed answers by hand too.
 
