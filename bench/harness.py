@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bot.app import App
+from bot.config import Settings
 from bot.copilot_cli import find_cli
 from bot.runtime_pool import RuntimePool
 from bot.store import Store
@@ -70,9 +71,14 @@ async def start_app(tmp: Path, model_url: str, **overrides: Any) -> App:
     settings = make_settings(
         tmp, model_url, user_turns_per_minute=0, thread_turns_per_minute=0, **overrides
     )
+    return await app_on(settings)
+
+
+async def app_on(settings: Settings) -> App:
+    """An app with these settings on a started runtime, its database in the data dir."""
     runtimes = RuntimePool(settings, find_cli(ROOT / ".copilot-cli"))
     await runtimes.start()
-    return App(settings, runtimes, await Store.open(tmp / "bench.db"))
+    return App(settings, runtimes, await Store.open(settings.data_dir / "bench.db"))
 
 
 def ms(values: list[float], q: float, decimals: int = 1) -> str:

@@ -185,11 +185,11 @@ def _announce(model: ModelSource, where: str, terminal: bool) -> None:
     choice = f"threadpilot: {where}; model: {model.description}"
     if terminal:
         print(choice, flush=True)
-        if model.local is not None:
+        if model.local is not None and model.local.model.demo:
             print(WEAK_MODEL_NOTE, flush=True)
     else:
         log.info("%s", choice)
-        if model.local is not None:
+        if model.local is not None and model.local.model.demo:
             log.warning("%s", WEAK_MODEL_NOTE)
 
 

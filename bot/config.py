@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     )
     # Without BYOK or a GitHub token: answer with the embedded model (bot/local_model.py).
     local_model: bool = Field(True, alias="THREADPILOT_LOCAL_MODEL")
+    # A GGUF file of the user's own for it to serve instead of the bundled SmolLM2.
+    local_model_file: Path | None = Field(None, alias="THREADPILOT_LOCAL_MODEL_FILE")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, alias="THREADPILOT_SYSTEM_PROMPT")
     # Channel profiles (bot/profiles.py): a YAML file; unset, every thread gets the above.
     profiles: Path | None = Field(None, alias="THREADPILOT_PROFILES")

@@ -21,7 +21,7 @@ from bot import local_model
 from bot.config import Settings
 from bot.copilot_cli import VERSION, find_cli, installed_version
 from bot.database import PostgresDatabase
-from bot.errors import CliNotFound, ConfigError
+from bot.errors import CliNotFound, ConfigError, LocalModelUnavailable
 from bot.mcp import probe
 from bot.migrations import MIGRATIONS
 from bot.profiles import Profiles
@@ -163,13 +163,7 @@ async def check_runtime(settings: Settings) -> list[Finding]:
         info = await runtime.info()
         findings.append(ok("runtime", f"Copilot CLI {info.version} starts ({cli})"))
         if local_model.chosen(settings):
-            findings.append(
-                ok(
-                    "model",
-                    "the embedded demo model (no BYOK provider, no GitHub token); "
-                    "for real answers set GITHUB_TOKEN or THREADPILOT_PROVIDER_BASE_URL",
-                )
-            )
+            findings.append(check_local_model(settings))
         elif not settings.byok:
             auth = await runtime.client.get_auth_status()
             if auth.isAuthenticated:
@@ -186,6 +180,26 @@ async def check_runtime(settings: Settings) -> list[Finding]:
     finally:
         await runtime.stop()
     return findings
+
+
+def check_local_model(settings: Settings) -> Finding:
+    """The embedded model's file can be served (read, not loaded: that takes long for a
+    big one)."""
+    try:
+        served = local_model.model_file(settings)
+    except LocalModelUnavailable as exc:
+        return problem("model", str(exc))
+    if served.demo:
+        return ok(
+            "model",
+            "the embedded demo model (no BYOK provider, no GitHub token); "
+            "for real answers set GITHUB_TOKEN or THREADPILOT_PROVIDER_BASE_URL",
+        )
+    return ok(
+        "model",
+        f"the embedded {served.name} from THREADPILOT_LOCAL_MODEL_FILE {served.path} "
+        f"(a context of {served.context_tokens} tokens; no BYOK provider, no GitHub token)",
+    )
 
 
 async def check_provider(settings: Settings) -> list[Finding]:

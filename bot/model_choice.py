@@ -56,17 +56,29 @@ async def choose_model(settings: Settings) -> ModelSource:
         log.warning("THREADPILOT_TOOLS is ignored: the embedded model cannot use tools")
     if settings.profiles:  # they name models and tools the demo model has not
         log.warning("THREADPILOT_PROFILES is ignored: it is for a real model, not the demo one")
-    local = LocalModel()
-    base_url = await asyncio.to_thread(local.start)
-    # A plain OpenAI-compatible provider to the runtime; a short prompt and no tools, as
-    # that is all a 135M model can follow (and its whole context holds).
-    effective = settings.model_copy(
+    local = LocalModel(await asyncio.to_thread(local_model.model_file, settings))
+    await asyncio.to_thread(local.start)
+    served = local.model
+    which = "" if served.demo else f"THREADPILOT_LOCAL_MODEL_FILE={served.path}; "
+    return ModelSource(
+        served_by(settings, local),
+        f"the embedded {served.name} at {local.base_url} "
+        f"({which}no BYOK provider and no GitHub token)",
+        local,
+    )
+
+
+def served_by(settings: Settings, local: LocalModel) -> Settings:
+    """`settings` for the runtime to use the started embedded model: a plain
+    OpenAI-compatible provider, a short prompt (unless THREADPILOT_SYSTEM_PROMPT is set)
+    and no tools, as that is all a small model can follow (and its context holds)."""
+    return settings.model_copy(
         update={
             "provider_type": "openai",
-            "provider_base_url": base_url,
+            "provider_base_url": local.base_url,
             "provider_wire_api": "completions",
-            "provider_max_prompt_tokens": local_model.CONTEXT_TOKENS - local_model.ANSWER_TOKENS,
-            "model": local_model.MODEL_NAME,
+            "provider_max_prompt_tokens": local.model.context_tokens - local_model.ANSWER_TOKENS,
+            "model": local.model.name,
             "tools": (),
             "profiles": None,
             "system_prompt": (
@@ -75,10 +87,4 @@ async def choose_model(settings: Settings) -> ModelSource:
                 else local_model.SYSTEM_PROMPT
             ),
         }
-    )
-    return ModelSource(
-        effective,
-        f"the embedded {local_model.MODEL_NAME} at {base_url} "
-        "(no BYOK provider and no GitHub token)",
-        local,
     )
