@@ -40,11 +40,14 @@ async def ask(slack: FakeSlack, channel: str, text: str, thread_ts: str | None =
     return thread_ts or ts
 
 
-async def answered(slack: FakeSlack, channel: str, thread: str, count: int) -> float:
-    """When the thread holds `count` finished answers of the bot."""
+async def answered(slack: FakeSlack, channel: str, thread: str, text: str) -> float:
+    """When the bot's answer to `text` is whole in the thread (the echo model repeats it;
+    a note of the bot's own, such as "I was restarted while answering", is not it)."""
 
     def done() -> bool:
-        return len([m for m in slack.replies(channel, thread) if not m.streaming]) >= count
+        return any(
+            m.text == f"echo: {text}" and not m.streaming for m in slack.replies(channel, thread)
+        )
 
     await slack.wait_for(done)
     return time.monotonic()
@@ -61,7 +64,7 @@ async def one_start(slack: FakeSlack, data: Path, model_url: str) -> tuple[float
         await slack.wait_for(lambda: slack.open_connections > before)
         connected = time.monotonic() - began
         thread = await asking
-        return connected, await answered(slack, channel, thread, 1) - began
+        return connected, await answered(slack, channel, thread, "hello") - began
     finally:
         process.terminate()
         await process.wait()
@@ -72,14 +75,14 @@ async def one_crash(slack: FakeSlack, data: Path, model_url: str) -> float:
     channel = next(_channels)
     process = await bot_process(slack, data, model_url)
     thread = await ask(slack, channel, "remember 42")
-    await answered(slack, channel, thread, 1)
+    await answered(slack, channel, thread, "remember 42")
     process.send_signal(signal.SIGKILL)
     await process.wait()
     began = time.monotonic()
     process = await bot_process(slack, data, model_url)
     try:
         await ask(slack, channel, "what was it?", thread)
-        return await answered(slack, channel, thread, 2) - began
+        return await answered(slack, channel, thread, "what was it?") - began
     finally:
         process.terminate()
         await process.wait()

@@ -162,6 +162,8 @@ class App:
             # replicas, only those whose leases have lapsed are.
             alone = settings.database_url is None
             seen_before = float("inf") if alone else leases.alive_since()
+            if alone:
+                await leases.free_the_left()
             interrupted = await Journal(store, clock, leases.id).recover(seen_before)
             if interrupted:
                 log.warning("the last run stopped while answering in %d threads", len(interrupted))

@@ -17,6 +17,8 @@ from tests.conftest import AppFactory, Chat, make_settings, reap, start_bot, sto
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import FakeSlack
 
+LONG_LEASES = {"THREADPILOT_LEASE_TTL_S": "300"}
+
 
 def slack_env(fake_slack: FakeSlack, tmp_path: Path, **more: str) -> dict[str, str]:
     return {**fake_slack.env, "THREADPILOT_DATA_DIR": str(tmp_path / "data"), **more}
@@ -40,7 +42,9 @@ async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_an
     channel = f"C{uuid.uuid4().hex[:8].upper()}"
     gate = fake_model.hold("killed while answering")
     before = fake_slack.connections
-    first = await start_bot(tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path))
+    first = await start_bot(
+        tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path, **LONG_LEASES)
+    )
     try:
         await connected(fake_slack, before)
         ts, events = fake_slack.user_message(channel, "<@UBOT> killed while answering")
@@ -53,7 +57,9 @@ async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_an
         gate.set()
 
     before = fake_slack.connections
-    second = await start_bot(tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path))
+    second = await start_bot(
+        tmp_path, fake_model, cli_path, **slack_env(fake_slack, tmp_path, **LONG_LEASES)
+    )
     try:
         await connected(fake_slack, before)
         notice = await fake_slack.wait_for(lambda: fake_slack.replies(channel, ts))
@@ -68,6 +74,15 @@ async def test_killed_mid_turn_the_thread_is_told_after_the_restart_and_never_an
         await fake_slack.wait_for(lambda: fake_slack.replies(dm, ping_ts))
         assert len(fake_slack.replies(channel, ts)) == 1
         assert len(fake_model.requests_with("killed while answering")) == 1
+
+        # The thread is answered again at once: the lease the killed run held is free
+        # (with leases of 300 s, waiting for it to lapse would time this out).
+        _, again = fake_slack.user_message(channel, "<@UBOT> and now?", thread_ts=ts)
+        for event in again:
+            await fake_slack.push("events_api", event)
+        await fake_slack.wait_for(
+            lambda: "echo: and now?" in [m.text for m in fake_slack.replies(channel, ts)]
+        )
     finally:
         await stop_bot(second)
 
