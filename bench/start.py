@@ -6,7 +6,8 @@ instant fake in a process of its own; 10 runs of each, p50 and worst.
 
 - start: from `threadpilot run` to its Socket Mode connection open at Slack
 - first answer: from `threadpilot run` to the answer to a message sent as it starts,
-  in a new thread
+  in a new thread, on a data directory of its own (the first start of the Copilot CLI
+  there unpacks it, about two seconds)
 - after SIGKILL: the bot answered a thread and was killed (SIGKILL, the runtime it started
   left to itself as a crash leaves it); from the next `threadpilot run` to the answer to
   a follow-up in that thread, sent as it starts
