@@ -45,6 +45,10 @@ class LocalModelUnavailable(CannotStart):
     """The `local` extra or the model file is not installed, or the server did not start."""
 
 
+class CannotConnect(CannotStart):
+    """A chat platform refused the bot's tokens, or could not be reached, at start."""
+
+
 class AgentRuntimeError(ThreadpilotError):
     """The Copilot runtime failed a request."""
 

@@ -362,6 +362,21 @@ SHARD = (int(GUILD_ID) >> 22) % 2
 SHARDED = {"THREADPILOT_DISCORD_SHARD_COUNT": "2", "THREADPILOT_DISCORD_SHARD_IDS": str(SHARD)}
 
 
+async def test_a_token_discord_refuses_stops_the_start_with_one_clear_line(
+    tmp_path: Path, fake_model: FakeModel, fake_discord: FakeDiscord, cli_path: Path
+) -> None:
+    env = {**fake_discord.env, "DISCORD_TOKEN": "revoked"}
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("threadpilot: could not connect to Discord (") and last.endswith(
+        "`threadpilot doctor` checks the token"
+    )
+    assert "Traceback" not in err.decode() and "Unclosed" not in err.decode()
+
+
 @pytest.mark.parametrize("sharding", [{}, SHARDED], ids=["one", "its shard of 2"])
 async def test_threadpilot_runs_discord_and_stops_cleanly(
     sharding: dict[str, str],

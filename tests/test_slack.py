@@ -377,6 +377,21 @@ async def test_threadpilot_runs_slack_in_socket_mode_taking_events_before_its_ru
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
 
 
+async def test_a_token_slack_refuses_stops_the_start_with_one_clear_line(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    env = {**fake_slack.env, "SLACK_BOT_TOKEN": "xoxb-revoked"}
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    assert process.returncode == 2
+    assert err.decode().strip().splitlines()[-1] == (
+        "threadpilot: could not connect to Slack (invalid_auth); "
+        "`threadpilot doctor` checks the tokens"
+    )
+    assert "Traceback" not in err.decode()
+
+
 async def test_a_setting_can_require_mentions_in_bot_threads(make_slack: SlackFactory) -> None:
     slack = await make_slack(slack_require_mention=True)
     ts, _ = await slack.say("hello")

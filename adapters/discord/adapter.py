@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -41,6 +42,7 @@ from adapters.discord.sink import (
 )
 from bot.commands import BY_NAME, COMMANDS, Command
 from bot.config import Settings
+from bot.errors import CannotConnect
 from bot.inbound import Dispatcher, Inbound
 from bot.thread_key import ThreadKey
 
@@ -118,11 +120,20 @@ class DiscordAdapter:
         return self.client.is_ready() and not self.client.is_closed()
 
     async def start(self) -> None:
+        """Log in and connect to the gateway; CannotConnect if Discord refuses the token
+        or cannot be reached."""
         assert self._settings.discord_token is not None
-        await self.client.login(self._settings.discord_token.get_secret_value())
-        self._connection = asyncio.create_task(self.client.connect(reconnect=True))
-        async with asyncio.timeout(_CONNECT_TIMEOUT_S):
-            await self.client.wait_until_ready()
+        try:
+            await self.client.login(self._settings.discord_token.get_secret_value())
+            self._connection = asyncio.create_task(self.client.connect(reconnect=True))
+            async with asyncio.timeout(_CONNECT_TIMEOUT_S):
+                await self.client.wait_until_ready()
+        except (discord.DiscordException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self.stop()
+            raise CannotConnect(
+                f"could not connect to Discord ({exc or type(exc).__name__}); "
+                "`threadpilot doctor` checks the token"
+            ) from None
         # Mentions and messages are served meanwhile, whatever the sync runs into.
         self._syncing = asyncio.create_task(self._sync_until_done())
         log.info("discord: connected as %s", self.client.user)

@@ -13,9 +13,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 
 from adapters.slack.cards import ACTION, card_message, decision
 from adapters.slack.client import Respond, SlackClient, defusing
@@ -35,6 +37,7 @@ from adapters.slack.history import SlackHistory, SlackThread
 from adapters.slack.intake import SlackIntake
 from adapters.slack.sink import SlackSink, StreamingSupport, Target
 from bot.config import Settings
+from bot.errors import CannotConnect
 from bot.inbound import Dispatcher, Inbound
 from bot.thread_key import ThreadKey
 
@@ -103,6 +106,18 @@ class SlackAdapter:
         web_app.router.add_post(EVENTS_PATH, intake.handle)
 
     async def start(self) -> None:
+        """Learn who the bot is and connect (Socket Mode); CannotConnect if Slack refuses
+        the tokens or cannot be reached."""
+        try:
+            await self._connect()
+        except (SlackApiError, aiohttp.ClientError, OSError) as exc:
+            why = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+            await self.stop()
+            raise CannotConnect(
+                f"could not connect to Slack ({why}); `threadpilot doctor` checks the tokens"
+            ) from None
+
+    async def _connect(self) -> None:
         identity = await self.client.auth_test()
         self._bot_user_id = str(identity["user_id"])
         self._bot_id = str(identity.get("bot_id") or "")
