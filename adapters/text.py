@@ -32,19 +32,12 @@ def _line_cut(text: str, start: int, end: int) -> int:
     return end
 
 
-def cut(text: str, limit: int) -> Cut | None:
-    """The first message of `text` in messages of at most `limit` characters, or None
-    when it fits in one: at the last paragraph break outside a code fence; failing that
-    (a paragraph or fence longer than a message), at a line break, else a space. A fence
-    cut in two is closed and opened again.
-
-    Only the first `limit + 2` characters decide, so a text still being written is cut
-    where its finished form will be.
-    """
-    if len(text) <= limit:
-        return None
-    paragraph = 0  # the last paragraph break outside a fence
-    fence: tuple[str, str, int] | None = None  # its marker, opening line, content start
+def _scan(text: str, limit: int) -> tuple[int, tuple[str, str, int] | None]:
+    """Of the lines of `text` that end by `limit + 1`: where the last paragraph break
+    outside a code fence is (0: none), and the fence still open after them (its marker,
+    opening line, and where its content starts), if one is."""
+    paragraph = 0
+    fence: tuple[str, str, int] | None = None
     start = 0
     while (end := text.find("\n", start)) != -1 and end <= limit + 1:
         line = text[start:end]
@@ -57,6 +50,21 @@ def cut(text: str, limit: int) -> Cut | None:
         elif fence is None and not line and start > 1 and text[start - 2] != "\n":
             paragraph = start - 1
         start = end + 1
+    return paragraph, fence
+
+
+def cut(text: str, limit: int) -> Cut | None:
+    """The first message of `text` in messages of at most `limit` characters, or None
+    when it fits in one: at the last paragraph break outside a code fence; failing that
+    (a paragraph or fence longer than a message), at a line break, else a space. A fence
+    cut in two is closed and opened again.
+
+    Only the first `limit + 2` characters decide, so a text still being written is cut
+    where its finished form will be.
+    """
+    if len(text) <= limit:
+        return None
+    paragraph, fence = _scan(text, limit)
     if paragraph:
         return Cut(text[:paragraph], paragraph + 2)
     if fence is not None:
@@ -67,6 +75,15 @@ def cut(text: str, limit: int) -> Cut | None:
             return Cut(f"{text[:at]}\n{marker}", resume, f"{opening}\n")
     at = _line_cut(text, 0, limit)
     return Cut(text[:at], at + 1 if text[at] in "\n " else at)
+
+
+def settled(text: str, limit: int) -> int | None:
+    """How much of `text`, still being written, its first message (of at most `limit`
+    characters) keeps whatever comes next: up to its last paragraph break outside a code
+    fence, since `cut` cuts there or later. None when that is not known yet (no such
+    break): the cut may come anywhere."""
+    paragraph, _ = _scan(text, limit)
+    return paragraph or None
 
 
 def split_text(text: str, limit: int) -> list[str]:

@@ -589,3 +589,27 @@ async def test_a_long_answer_goes_on_in_a_new_message_while_the_model_still_writ
     for message in replies:
         changes = [next(created), *(c.at for c in calls if c.args.get("ts") == message.ts)]
         assert all(b - a >= 0.05 for a, b in itertools.pairwise(changes))
+
+
+PROSE = "\n\n".join(f"Paragraph {i}: " + "more words " * 30 for i in range(30))
+
+
+async def test_a_streamed_message_never_shows_what_goes_on_in_the_next(
+    make_slack: SlackFactory, fake_model: FakeModel
+) -> None:
+    # A stream cannot take text back: near its end a message grows by whole paragraphs,
+    # so none shows the beginning of the next one, even for a moment. (Appends every
+    # 10 ms, about 50 characters apart: some would land between a cut and the limit.)
+    slack = await make_slack(edit_interval_s=0.01)
+    fake_model.script("prose", Reply(text=PROSE, chunks=400, chunk_delay=0.005))
+    ts, _ = await slack.say("prose")
+    replies = slack.replies(ts)
+    assert [m.text for m in replies] == split_text(PROSE, 3_900) and len(replies) == 3
+    for message in replies:
+        assert all(message.text.startswith(shown) for shown in message.shown)
+    edits = [
+        c
+        for c in slack.fake.calls
+        if c.method == "chat.update" and c.args["channel"] == slack.channel
+    ]
+    assert edits == []  # nothing streamed had to be edited back

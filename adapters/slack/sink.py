@@ -29,6 +29,7 @@ from adapters.live_reply import DelayedIndicator, LiveReply, render_reply
 from adapters.slack.cards import card_message
 from adapters.slack.client import Respond, safe
 from adapters.slack.mrkdwn import to_mrkdwn
+from adapters.text import settled
 from bot.replies import (
     ApprovalCard,
     OpenedThread,
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 3_900  # Slack cuts chat.update text at 4,000; leave room for markers
 FILE_THRESHOLD = 12_000
+# How near its limit a streamed message grows only by whole paragraphs: what follows the
+# last one may be cut off into the next message. About a second of a fast model's text.
+_SETTLING = 800
 INDICATOR_DELAY_S = 0.5  # a reply quicker than this needs no "working on it"
 # How Slack's task updates call what a tool is doing.
 _TASK_STATUS = {"running": "in_progress", "done": "complete", "failed": "error"}
@@ -183,8 +187,13 @@ class _SlackReply(LiveReply):
         return None
 
     def _stable(self) -> str:
-        """The streamable part of the text, made safe: all but a construct still open."""
+        """The streamable part of the text, made safe: all but a construct still open,
+        and, near the end of a message, only what the message keeps whatever comes
+        next (a stream cannot take text back: streamed past its cut, the message would
+        show the next one's beginning until it is edited back)."""
         text = self.live[:MESSAGE_LIMIT]
+        if len(self.live) > MESSAGE_LIMIT - _SETTLING:
+            text = text[: settled(text, MESSAGE_LIMIT)]
         pending = _PENDING.search(text)
         return safe(text[: pending.start()] if pending else text)
 
