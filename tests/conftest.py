@@ -276,6 +276,17 @@ async def start_bot(
     )  # fmt: skip
 
 
+async def refused_start(tmp_path: Path, fake_model: FakeModel, cli_path: Path, **env: str) -> str:
+    """`threadpilot` started where it must not start: it exits 2, with no traceback and
+    nothing left open; returns the last line it wrote, the one that says why."""
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
+    async with asyncio.timeout(60):
+        _, err = await process.communicate()
+    log = err.decode()
+    assert process.returncode == 2 and "Traceback" not in log and "Unclosed" not in log, log
+    return log.strip().splitlines()[-1]
+
+
 async def stop_bot(process: asyncio.subprocess.Process) -> str:
     """SIGTERM, as a service manager stops it: it must exit 0. Returns its stderr."""
     try:

@@ -14,7 +14,7 @@ import pytest
 from adapters.discord import DiscordAdapter
 from adapters.text import split_text
 from bot.commands import COMMANDS
-from tests.conftest import AppFactory, DiscordFactory, start_bot, stop_bot
+from tests.conftest import AppFactory, DiscordFactory, refused_start, start_bot, stop_bot
 from tests.discord_harness import DiscordHarness
 from tests.fake_discord import (
     ADMIN_ID,
@@ -366,15 +366,9 @@ async def test_a_token_discord_refuses_stops_the_start_with_one_clear_line(
     tmp_path: Path, fake_model: FakeModel, fake_discord: FakeDiscord, cli_path: Path
 ) -> None:
     env = {**fake_discord.env, "DISCORD_TOKEN": "revoked"}
-    process = await start_bot(tmp_path, fake_model, cli_path, **env)
-    async with asyncio.timeout(60):
-        _, err = await process.communicate()
-    assert process.returncode == 2
-    last = err.decode().strip().splitlines()[-1]
-    assert last.startswith("threadpilot: could not connect to Discord (") and last.endswith(
-        "`threadpilot doctor` checks the token"
-    )
-    assert "Traceback" not in err.decode() and "Unclosed" not in err.decode()
+    why = await refused_start(tmp_path, fake_model, cli_path, **env)
+    assert why.startswith("threadpilot: could not connect to Discord (")
+    assert why.endswith("`threadpilot doctor` checks the token")
 
 
 @pytest.mark.parametrize("sharding", [{}, SHARDED], ids=["one", "its shard of 2"])
