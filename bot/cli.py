@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("threadpilot")
 _PR_SET_DUMPABLE = 4  # linux/prctl.h
+_TELLING_S = 10  # to tell the messages that came while the bot failed to start
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +142,10 @@ async def _serve(settings: Settings, console: bool) -> None:
 
         app = await App.start(settings, lambda _core, _settings: platforms.made)
     except BaseException:
+        # What came meanwhile is told it was not taken (Slack will not send it again).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_TELLING_S):
+                await platforms.core.fail()
         await platforms.stop()
         raise
     platforms.core.serve(app.router)

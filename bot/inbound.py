@@ -8,11 +8,12 @@ commands); none of it touches the Copilot runtime or the store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bot.replies import ApprovalCard, ApprovalChoice, ReplySink
+from bot.replies import ApprovalCard, ApprovalChoice, ErrorReply, ReplySink, single
 from bot.thread_key import ThreadKey
 
 
@@ -154,21 +155,54 @@ class Dispatcher(Protocol):
         ...
 
 
+NOT_STARTED = (
+    "I could not start just now, so I did not take this message. Please send it again in a moment."
+)
+
+
 class CoreToCome:
     """The core for adapters that connect while it is still starting: what they receive
     waits until `serve` hands over the real dispatcher, so that the platforms take events
-    as soon as they connect."""
+    as soon as they connect. Should the core not start (`fail`), each message waiting is
+    answered that it was not taken, rather than lost without a word."""
 
     def __init__(self) -> None:
-        self._core: asyncio.Future[Dispatcher] = asyncio.get_running_loop().create_future()
+        self._core: asyncio.Future[Dispatcher | None] = asyncio.get_running_loop().create_future()
+        self._waiting = 0  # messages waiting for the core, or being told it did not start
+        self._none_waiting = asyncio.Event()
+        self._none_waiting.set()
 
     def serve(self, core: Dispatcher) -> None:
         self._core.set_result(core)
 
+    async def fail(self) -> None:
+        """The core did not start: tell what waits for it so, and wait until it is told."""
+        if not self._core.done():
+            self._core.set_result(None)
+        await self._none_waiting.wait()
+
+    @contextlib.asynccontextmanager
+    async def _wait(self) -> AsyncIterator[Dispatcher | None]:
+        """The core, once it is there (None: it did not start), counted as waiting
+        until the block ends."""
+        self._waiting += 1
+        self._none_waiting.clear()
+        try:
+            yield await asyncio.shield(self._core)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._none_waiting.set()
+
     async def dispatch(self, inbound: Inbound, sink: ReplySink) -> None:
-        core = await asyncio.shield(self._core)
+        async with self._wait() as core:
+            if core is None:
+                await sink.render(single(ErrorReply(NOT_STARTED)))
+                return
         await core.dispatch(inbound, sink)
 
     async def decide(self, decision: Decision) -> Decided:
-        core = await asyncio.shield(self._core)
+        async with self._wait() as core:
+            if core is None:
+                return Decided(None, NOT_STARTED)
         return await core.decide(decision)

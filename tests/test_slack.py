@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from adapters.text import split_text
+from bot.inbound import NOT_STARTED
 from bot.thread_key import ThreadKey
-from tests.conftest import SlackFactory, refused_start, start_bot, stop_bot
+from tests.conftest import SlackFactory, reap, refused_start, start_bot, stop_bot
 from tests.fake_model import FakeModel, Reply, user_texts
 from tests.fake_slack import (
     TEAM,
@@ -375,6 +376,43 @@ async def test_threadpilot_runs_slack_in_socket_mode_taking_events_before_its_ru
     finally:
         log = await stop_bot(process)  # and it stops cleanly
     assert "slack: connected as threadpilot (Socket mode)" in log and "Traceback" not in log
+
+
+async def test_a_message_that_came_while_the_bot_failed_to_start_is_told_it_was_not_taken(
+    tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
+) -> None:
+    # The database "server" takes the connection and says nothing until the test hangs
+    # up: the bot has connected to Slack and taken a message by then, and cannot start.
+    held: list[asyncio.StreamWriter] = []
+    reached = asyncio.Event()
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        reached.set()
+
+    database = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = database.sockets[0].getsockname()[1]
+    env = {**fake_slack.env, "THREADPILOT_DATABASE_URL": f"postgresql://u@127.0.0.1:{port}/db"}
+    connections = fake_slack.connections
+    process = await start_bot(tmp_path, fake_model, cli_path, **env)
+    try:
+        await fake_slack.wait_for(lambda: fake_slack.connections > connections)
+        channel = f"C{uuid.uuid4().hex[:8].upper()}"
+        ts, events = fake_slack.user_message(channel, "<@UBOT> asked as it fails")
+        envelopes = [await fake_slack.push("events_api", event) for event in events]
+        async with asyncio.timeout(30):
+            for envelope in envelopes:
+                await envelope.acked.wait()  # taken: Slack will not send it again
+            await reached.wait()  # the bot is opening its database
+        held[0].close()
+        await fake_slack.wait_for(lambda: fake_slack.replies(channel, ts))
+        assert [m.text for m in fake_slack.replies(channel, ts)] == [f"⚠️ {NOT_STARTED}"]
+        async with asyncio.timeout(60):
+            _, err = await process.communicate()
+        assert process.returncode == 2 and "Traceback" not in err.decode(), err.decode()
+    finally:
+        await reap(process)
+        database.close()
 
 
 async def test_a_token_slack_refuses_stops_the_start_with_one_clear_line(
