@@ -25,6 +25,8 @@ from bot.local_model import WEAK_MODEL_NOTE
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from adapters.discord import DiscordAdapter
+    from adapters.slack import SlackAdapter
     from bot.model_choice import ModelSource
     from bot.replies import Platform
 
@@ -63,11 +65,15 @@ class _Platforms:
         from adapters.slack import SlackAdapter
 
         self.core = CoreToCome()
-        self.made: list[Platform] = []
-        if settings.slack_bot_token and not console:
-            self.made.append(SlackAdapter(self.core, settings))
-        if settings.discord_token and not console:
-            self.made.append(DiscordAdapter(self.core, settings))
+        chat = not console
+        slack = SlackAdapter(self.core, settings) if settings.slack_bot_token and chat else None
+        discord = DiscordAdapter(self.core, settings) if settings.discord_token and chat else None
+        self._slack = slack
+        self._over_http = slack if slack is not None and not slack.socket_mode else None
+        self._on_their_own = [
+            p for p in (slack, discord) if p is not None and p is not self._over_http
+        ]
+        self.made: list[Platform] = [p for p in (slack, discord) if p is not None]
         if not self.made:
             terminal = sys.stdin.isatty()
             self.made.append(ConsoleAdapter(self.core, stdin_lines(), interactive=terminal))
@@ -76,40 +82,27 @@ class _Platforms:
 
     def connect(self) -> None:
         """Begin connecting what connects on its own."""
-        from adapters.discord import DiscordAdapter
-        from adapters.slack import SlackAdapter
 
-        async def connect(platforms: list[SlackAdapter | DiscordAdapter]) -> None:
-            for platform in platforms:
+        async def connect() -> None:
+            for platform in self._on_their_own:
                 await platform.start()
                 self._connected.append(platform)
 
-        own = [
-            p
-            for p in self.made
-            if isinstance(p, DiscordAdapter) or (isinstance(p, SlackAdapter) and p.socket_mode)
-        ]
-        self._connecting = asyncio.create_task(connect(own))
+        self._connecting = asyncio.create_task(connect())
 
     async def connected(self, web_app: web.Application) -> None:
         """Start Slack over HTTP on `web_app`; wait until everything is connected."""
-        from adapters.slack import SlackAdapter
-
-        for platform in self.made:
-            if isinstance(platform, SlackAdapter) and not platform.socket_mode:
-                platform.mount(web_app)
-                await platform.start()
-                self._connected.append(platform)
+        if self._over_http is not None:
+            self._over_http.mount(web_app)
+            await self._over_http.start()
+            self._connected.append(self._over_http)
         if self._connecting is not None:
             await self._connecting
 
     async def stop_receiving(self) -> None:
         """Shutting down: Slack delivers no more here (answers under way still post)."""
-        from adapters.slack import SlackAdapter
-
-        for platform in self._connected:
-            if isinstance(platform, SlackAdapter):
-                await platform.stop_receiving()
+        if self._slack is not None and self._slack in self._connected:
+            await self._slack.stop_receiving()
 
     async def stop(self) -> None:
         if self._connecting is not None:
@@ -188,13 +181,14 @@ def _announce(model: ModelSource, where: str, terminal: bool) -> None:
     """What runs on which model, and a plain word on the embedded model: to the console's
     reader, else to the log."""
     choice = f"threadpilot: {where}; model: {model.description}"
+    weak = model.local is not None and model.local.model.demo
     if terminal:
         print(choice, flush=True)
-        if model.local is not None and model.local.model.demo:
+        if weak:
             print(WEAK_MODEL_NOTE, flush=True)
     else:
         log.info("%s", choice)
-        if model.local is not None and model.local.model.demo:
+        if weak:
             log.warning("%s", WEAK_MODEL_NOTE)
 
 
