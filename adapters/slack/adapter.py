@@ -20,7 +20,7 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 
 from adapters.slack.cards import ACTION, card_message, decision
-from adapters.slack.client import Respond, SlackClient, defusing
+from adapters.slack.client import Respond, SlackClient, api_error, defusing
 from adapters.slack.downloads import SlackDownloads
 from adapters.slack.events import (
     SHORTCUTS,
@@ -111,7 +111,7 @@ class SlackAdapter:
         try:
             await self._connect()
         except (SlackApiError, aiohttp.ClientError, OSError) as exc:
-            why = exc.response.get("error") if isinstance(exc, SlackApiError) else exc
+            why = api_error(exc) if isinstance(exc, SlackApiError) else exc
             await self.stop()
             raise CannotConnect(
                 f"could not connect to Slack ({why}); `threadpilot doctor` checks the tokens"

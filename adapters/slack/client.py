@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import FormData
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
@@ -31,6 +32,11 @@ _SUBTEAM = re.compile(r"<!subteam\^[^|>]*(?:\|@?([^>]*))?>")
 _PLAIN = re.compile(r"(?<![\w.+-])@(here|channel|everyone)\b")  # not in an address
 
 Respond = Callable[..., Awaitable[Any]]
+
+
+def api_error(exc: SlackApiError) -> str:
+    """What Slack said was wrong: its error code (`invalid_auth`), else the HTTP status."""
+    return str(exc.response.get("error") or exc.response.status_code)
 
 
 def defuse(text: str) -> str:

@@ -7,6 +7,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.client import api_error
 from bot.config import Settings
 from bot.doctor import Finding, ok, problem
 
@@ -31,10 +32,6 @@ _FIX_SCOPES = (
 )
 
 
-def _error(exc: SlackApiError) -> str:
-    return str(exc.response.get("error") or exc.response.status_code)
-
-
 async def check_slack(settings: Settings) -> list[Finding]:
     if settings.slack_bot_token is None:
         return []
@@ -47,7 +44,7 @@ async def check_slack(settings: Settings) -> list[Finding]:
         return [
             problem(
                 "slack",
-                f"auth.test refused SLACK_BOT_TOKEN ({_error(exc)}): copy the Bot "
+                f"auth.test refused SLACK_BOT_TOKEN ({api_error(exc)}): copy the Bot "
                 "User OAuth Token from OAuth & Permissions",
             )
         ]
@@ -76,7 +73,7 @@ async def _check_delivery(settings: Settings) -> list[Finding]:
             return [
                 problem(
                     "slack",
-                    f"SLACK_APP_TOKEN was refused ({_error(exc)}): generate an "
+                    f"SLACK_APP_TOKEN was refused ({api_error(exc)}): generate an "
                     "app-level token with the connections:write scope under Basic "
                     "Information -> App-Level Tokens, and turn on Socket Mode",
                 )
