@@ -134,17 +134,12 @@ def model_file(settings: Settings) -> ModelFile:
         raise LocalModelUnavailable(
             f"{which}: cannot read {path} as a GGUF model file ({why})"
         ) from None
-    template = metadata.get("tokenizer.chat_template")
+    template = str(metadata.get("tokenizer.chat_template") or _CHATML)
     if chosen_path is None:
-        return ModelFile(path, MODEL_NAME, CONTEXT_TOKENS, str(template or _CHATML), demo=True)
+        return ModelFile(path, MODEL_NAME, CONTEXT_TOKENS, template, demo=True)
     trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
-    return ModelFile(
-        path,
-        path.stem,
-        min(int(trained), MAX_CONTEXT_TOKENS) if trained else MAX_CONTEXT_TOKENS,
-        str(template or _CHATML),
-        demo=False,
-    )
+    context = min(int(trained), MAX_CONTEXT_TOKENS) if trained else MAX_CONTEXT_TOKENS
+    return ModelFile(path, path.stem, context, template, demo=False)
 
 
 def chat_template(model: ModelFile) -> str:
