@@ -222,18 +222,15 @@ async def main(runs: int) -> None:
             await measure("Discord", DiscordThread(discord, model).answer, runs)
 
         await model.start()
-        app, adapter = await slack_bot(model.base_url)
         try:
-            await slack_body()
+            for bot, body in ((slack_bot, slack_body), (discord_bot, discord_body)):
+                app, adapter = await bot(model.base_url)
+                try:
+                    await body()
+                finally:
+                    await adapter.stop()
+                    await app.close()
         finally:
-            await adapter.stop()
-            await app.close()
-        app, adapter = await discord_bot(model.base_url)
-        try:
-            await discord_body()
-        finally:
-            await adapter.stop()
-            await app.close()
             await model.stop()
     await slack.stop()
     await discord.stop()

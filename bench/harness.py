@@ -41,7 +41,7 @@ async def bot_process(
 ) -> asyncio.subprocess.Process:
     """A real `threadpilot run` on `slack` and the model at `model_url`, keeping its data in
     `data`, with no rate limits; `env` adds to its environment."""
-    cli = ROOT / ".copilot-cli" / "node_modules" / "@github" / "copilot-linux-x64" / "copilot"
+    cli = find_cli(ROOT / ".copilot-cli")
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot",
         cwd=ROOT,

@@ -346,6 +346,20 @@ async def test_http_mode_takes_slash_commands_and_shortcuts(
     assert "Started afresh" in slack.texts(ts)[-1]
 
 
+async def taken(fake_slack: FakeSlack, connections: int, text: str) -> tuple[str, str]:
+    """Once a bot process connects (past `connections`), mention it in a new channel and
+    wait until the delivery is acknowledged, at once (Slack sends it no more); the
+    channel and the message's ts."""
+    await fake_slack.wait_for(lambda: fake_slack.connections > connections)
+    channel = f"C{uuid.uuid4().hex[:8].upper()}"
+    ts, events = fake_slack.user_message(channel, f"<@UBOT> {text}")
+    envelopes = [await fake_slack.push("events_api", event) for event in events]
+    async with asyncio.timeout(10):
+        for envelope in envelopes:
+            await envelope.acked.wait()
+    return channel, ts
+
+
 async def test_threadpilot_runs_slack_in_socket_mode_taking_events_before_its_runtime_is_up(
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path
 ) -> None:
@@ -359,13 +373,7 @@ async def test_threadpilot_runs_slack_in_socket_mode_taking_events_before_its_ru
     connections = fake_slack.connections
     process = await start_bot(tmp_path, fake_model, gated, **fake_slack.env)
     try:
-        await fake_slack.wait_for(lambda: fake_slack.connections > connections)
-        channel = f"C{uuid.uuid4().hex[:8].upper()}"
-        ts, events = fake_slack.user_message(channel, "<@UBOT> asked while starting")
-        envelopes = [await fake_slack.push("events_api", event) for event in events]
-        async with asyncio.timeout(10):  # acknowledged at once: Slack sends nothing again
-            for envelope in envelopes:
-                await envelope.acked.wait()
+        channel, ts = await taken(fake_slack, connections, "asked while starting")
         assert fake_slack.replies(channel, ts) == []  # the runtime is not up yet
         await asyncio.to_thread(gate.write_text, "go\n")
         await fake_slack.wait_for(
@@ -396,13 +404,8 @@ async def test_a_message_that_came_while_the_bot_failed_to_start_is_told_it_was_
     connections = fake_slack.connections
     process = await start_bot(tmp_path, fake_model, cli_path, **env)
     try:
-        await fake_slack.wait_for(lambda: fake_slack.connections > connections)
-        channel = f"C{uuid.uuid4().hex[:8].upper()}"
-        ts, events = fake_slack.user_message(channel, "<@UBOT> asked as it fails")
-        envelopes = [await fake_slack.push("events_api", event) for event in events]
+        channel, ts = await taken(fake_slack, connections, "asked as it fails")
         async with asyncio.timeout(30):
-            for envelope in envelopes:
-                await envelope.acked.wait()  # taken: Slack will not send it again
             await reached.wait()  # the bot is opening its database
         held[0].close()
         await fake_slack.wait_for(lambda: fake_slack.replies(channel, ts))
