@@ -173,8 +173,9 @@ class _PostgresConnection:
         self.raw = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        # The store's SQL has no `?` or `%` of its own, so this is all the translating.
-        return self.raw.execute(sql.replace("?", "%s"), params)
+        # The store's SQL uses no `?` but as a placeholder; a `%` of its own (LIKE
+        # 'user:%') is doubled, else psycopg takes it for the start of a placeholder.
+        return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), params)
 
     def json_values(self, column: str) -> str:
         return f"SELECT jsonb_array_elements_text({column}::jsonb)"

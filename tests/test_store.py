@@ -12,15 +12,29 @@ import pytest
 from pydantic import ValidationError
 
 from bot.app import App
+from bot.approvals import ApprovalRequest, Approvals
+from bot.budgets import Budgets, Spender
+from bot.clock import system_clock
 from bot.database import Connection
 from bot.doctor import check_database
 from bot.errors import StoreError
+from bot.inbound import Decision
 from bot.journal import Journal, TurnOutcome
+from bot.metrics import Metrics
 from bot.migrations import MIGRATIONS
+from bot.profiles import Profiles
+from bot.replies import ApprovalCard
 from bot.runtime_pool import RuntimePool
 from bot.store import Retirement, Store, statement
 from bot.thread_key import ThreadKey
-from tests.conftest import Chat, FakeClock, journal_state, make_settings, recording
+from tests.conftest import (
+    Chat,
+    FakeClock,
+    RecordingSink,
+    journal_state,
+    make_settings,
+    recording,
+)
 from tests.fake_model import FakeModel, user_texts
 from tests.postgres import new_database
 
@@ -174,7 +188,9 @@ async def test_the_bot_answers_resets_and_restores_on_postgresql(
     postgres: str, runtimes: RuntimePool, fake_model: FakeModel, tmp_path: Path
 ) -> None:
     url = new_database(postgres)
-    settings = make_settings(tmp_path, fake_model.base_url, database_url=url)
+    settings = make_settings(
+        tmp_path, fake_model.base_url, database_url=url, admins=frozenset({"slack:UADMIN"})
+    )
     chat = Chat(App(settings, runtimes, await Store.open(settings.database), platforms=recording))
     try:
         await chat.say("pg", "remember the word quince")
@@ -185,6 +201,8 @@ async def test_the_bot_answers_resets_and_restores_on_postgresql(
         history = user_texts(fake_model.requests_with("which word?")[-1])
         assert history == ["remember the word quince", "which word?"]
         assert await chat.app.store.lifecycle_counts() == {"reset": 1, "restore": 1}
+        status = (await chat.say("pg", "/status", user="UADMIN")).text
+        assert "today's top spenders: slack:U1 2 turns" in status
     finally:
         await chat.app.sessions.close()
         await chat.app.store.close()
@@ -235,3 +253,79 @@ async def test_an_operation_that_fails_takes_none_committed_with_it(target: Path
         assert await store.lifecycle_counts() == {}  # its own write rolled back
     finally:
         await store.close()
+
+
+async def test_budgets_count_refuse_and_rank_spenders_on_either_engine(
+    target: Path | str, tmp_path: Path
+) -> None:
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("default:\n  budgets:\n    per_user: {turns: 2}\n")
+    settings = make_settings(tmp_path, "http://127.0.0.1:9/v1", profiles=profiles)
+    clock = FakeClock()
+    store = await Store.open(target, clock)
+    budgets = Budgets(store, clock, Profiles(settings), Metrics(clock))
+    try:
+        await budgets.spend(KEY, "discord:U1", 10)
+        await budgets.spend(KEY, "discord:U2", 50)
+        await budgets.spend(KEY, "discord:U1", 20)
+        refusal = await budgets.refusal(KEY, "discord:U1")
+        assert refusal is not None and refusal.startswith("You have used your 2 turns")
+        assert await budgets.refusal(KEY, "discord:U2") is None
+        assert await budgets.top_spenders() == [
+            Spender("discord:U2", 1, 50), Spender("discord:U1", 2, 30)
+        ]  # fmt: skip
+        clock.advance(86400)  # a new day
+        assert await budgets.refusal(KEY, "discord:U1") is None
+        assert await budgets.top_spenders() == []
+    finally:
+        await store.close()
+
+
+async def test_an_approval_decided_on_one_replica_reaches_the_agent_waiting_on_another(
+    target: Path | str, tmp_path: Path
+) -> None:
+    """Two replicas' approvals on one database: a press taken by either decides; a card
+    of a replica that is gone is expired by another, and its agent told."""
+    settings = make_settings(tmp_path, "http://127.0.0.1:9/v1")
+    profile = Profiles(settings).resolve(KEY)
+    request = ApprovalRequest("bash", "running commands", "run a command", "make test")
+    stores = [await Store.open(target), await Store.open(target)]
+    sinks = [RecordingSink(), RecordingSink()]
+    asking, deciding = (
+        Approvals(store, system_clock, name, Profiles(settings), lambda _key, s=sink: s)
+        for store, sink, name in zip(stores, sinks, ("replica-a", "replica-b"), strict=True)
+    )
+    try:
+        thread = await stores[0].ensure_thread(KEY)
+        asked = asyncio.create_task(asking.ask(KEY, thread.id, "discord:U1", profile, request))
+        card = await _card(sinks[0])
+        press = Decision(card.approval_id, "discord", "U1", "thread")
+        assert (await deciding.decide(press)).card.outcome is not None  # type: ignore[union-attr]
+        async with asyncio.timeout(10):
+            assert await asked is None  # approved
+        # For the thread: asked again, approved without a card.
+        sinks[0].cards.clear()
+        assert await asking.ask(KEY, thread.id, "discord:U1", profile, request) is None
+        assert sinks[0].cards == {}
+
+        other = ApprovalRequest("edit", "writing files", "write to `a.txt`", "diff")
+        asked = asyncio.create_task(asking.ask(KEY, thread.id, "discord:U1", profile, other))
+        card = await _card(sinks[0])
+        assert await deciding.expire_left() == 1  # replica-a is in no `replicas` row
+        async with asyncio.timeout(10):
+            assert await asked == "Nobody approved this in time, so it was not done."
+        (shown,) = sinks[1].cards.values()
+        assert shown.approval_id == card.approval_id and shown.outcome is not None
+        assert (await deciding.decide(press)).private == "This request was decided already."
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def _card(sink: RecordingSink) -> ApprovalCard:
+    """The first card posted to `sink` once there is one."""
+    async with asyncio.timeout(10):
+        while not sink.cards:
+            sink.card_shown.clear()
+            await sink.card_shown.wait()
+    return next(iter(sink.cards.values()))
