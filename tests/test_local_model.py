@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot import local_model
 from bot.config import Settings
 from bot.doctor import check_local_model
 from bot.errors import LocalModelUnavailable
@@ -132,6 +133,19 @@ def test_a_file_that_is_not_gguf_is_refused_naming_the_variable(tmp_path: Path) 
     assert str(raised.value) == (
         f"THREADPILOT_LOCAL_MODEL_FILE: cannot read {notes} as a GGUF model file "
         "(it does not start as a GGUF file does)"
+    )
+
+
+def test_a_file_of_ones_own_without_the_server_names_only_the_server_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_model, "_server_installed", lambda: False)
+    settings = Settings(_env_file=None, local_model_file=tmp_path / "m.gguf")  # type: ignore[call-arg]
+    with pytest.raises(LocalModelUnavailable) as raised:
+        model_file(settings)
+    assert str(raised.value) == (
+        "THREADPILOT_LOCAL_MODEL_FILE needs the embedded model server: "
+        "pip install 'threadpilot[local]'"
     )
 
 
