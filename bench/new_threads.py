@@ -40,14 +40,22 @@ async def opened(slack: FakeSlack, model: FakeModel, threads: int) -> float:
             every.set()
 
     model.observers.append(note)
-    events = []
+    events, threads_ts = [], []
     for channel in channels:
-        _, more = slack.user_message(channel, f"<@{BOT_USER}> open {channel}", user=f"U{channel}")
+        ts, more = slack.user_message(channel, f"<@{BOT_USER}> open {channel}", user=f"U{channel}")
         events += more
+        threads_ts.append(ts)
     began = time.monotonic()
     await asyncio.gather(*(slack.push("events_api", event) for event in events))
     async with asyncio.timeout(60):
         await every.wait()
+        # Every answer finished before the next burst: else it measures this one's streaming.
+        await slack.wait_for(
+            lambda: all(
+                any(not m.streaming and m.text.startswith("echo:") for m in slack.replies(c, ts))
+                for c, ts in zip(channels, threads_ts, strict=True)
+            )
+        )
     model.observers.remove(note)
     return max(arrived.values()) - began
 
