@@ -6,7 +6,9 @@ through a provider per session (the SDK's `session_fs`). Ours keeps each file as
 `session_files`: an append adds a row, so a turn costs one small insert however long the
 session is. Writes are made under the thread's lease (bot/leases.py) and refused once
 another replica has taken the thread over. The CLI names some files by its own home
-directory; those are stored under `~/`, the same on every replica.
+directory; those are stored under `~/`, the same on every replica. What lies outside the
+session's state, the thread's working directory (the agent's file tools come through here
+too), is read and written on this replica's own disk.
 
 Forking and deleting a session are done here too: the CLI's own `sessions.fork` and
 `deleteSession` look at its local disk only (measured: "no persisted or in-memory events
@@ -20,10 +22,12 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import stat
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from copilot.generated.rpc import SessionFSReaddirWithTypesEntry
@@ -60,8 +64,40 @@ def _key(path: str) -> str:
 
 def _on_disk(key: str) -> bool:
     """A path outside the session's state: the thread's working directory, which every
-    replica has on its own disk (the CLI checks it is there, through the provider)."""
+    replica has on its own disk. The CLI reaches it through the provider too (its file
+    tools included), so it is read and written there, as without a provider."""
     return key.startswith("/")
+
+
+def _disk_write(key: str, content: str, mode: int | None, how: str) -> None:
+    with open(key, how, encoding="utf-8") as file:
+        file.write(content)
+    if mode is not None:
+        os.chmod(key, mode)
+
+
+def _disk_mkdir(key: str, recursive: bool, mode: int | None) -> None:
+    if recursive:
+        os.makedirs(key, 0o777 if mode is None else mode, exist_ok=True)
+    else:
+        os.mkdir(key, 0o777 if mode is None else mode)
+
+
+def _disk_entries(key: str) -> dict[str, bool]:
+    """The entries of directory `key`, each with whether it is a directory."""
+    with os.scandir(key) as entries:
+        return {entry.name: entry.is_dir() for entry in entries}
+
+
+def _disk_rm(key: str, recursive: bool, force: bool) -> None:
+    try:
+        if os.path.isdir(key) and not os.path.islink(key):
+            shutil.rmtree(key) if recursive else os.rmdir(key)
+        else:
+            os.remove(key)
+    except FileNotFoundError:
+        if not force:
+            raise
 
 
 def _under(key: str) -> str:
@@ -131,7 +167,10 @@ class SessionFiles(SessionFsProvider):
         return {row[0]: bool(row[1]) for row in rows}
 
     async def read_file(self, path: str) -> str:
-        parts = await self._parts(_key(path))
+        key = _key(path)
+        if _on_disk(key):
+            return await asyncio.to_thread(Path(key).read_text, encoding="utf-8")
+        parts = await self._parts(key)
         if not parts:
             raise FileNotFoundError(path)
         if parts[0][0] is None:
@@ -140,6 +179,8 @@ class SessionFiles(SessionFsProvider):
 
     async def write_file(self, path: str, content: str, mode: int | None = None) -> None:
         key = _key(path)
+        if _on_disk(key):
+            return await asyncio.to_thread(_disk_write, key, content, mode, "w")
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "VALUES (?, ?, 0, ?, ?)",
@@ -149,6 +190,8 @@ class SessionFiles(SessionFsProvider):
 
     async def append_file(self, path: str, content: str, mode: int | None = None) -> None:
         key, sid = _key(path), self._session_id
+        if _on_disk(key):
+            return await asyncio.to_thread(_disk_write, key, content, mode, "a")
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "SELECT ?, ?, COALESCE(MAX(part) + 1, 0), ?, ? FROM session_files "
@@ -186,6 +229,8 @@ class SessionFiles(SessionFsProvider):
         key = _key(path)
         if await self.exists(path):
             return
+        if _on_disk(key):
+            return await asyncio.to_thread(_disk_mkdir, key, recursive, mode)
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "VALUES (?, ?, 0, NULL, ?) ON CONFLICT DO NOTHING",
@@ -197,21 +242,27 @@ class SessionFiles(SessionFsProvider):
 
     async def readdir_with_types(self, path: str) -> Sequence[SessionFSReaddirWithTypesEntry]:
         key = _key(path)
-        paths = await self._paths(key)
-        if not paths and not await self.exists(path):
-            raise FileNotFoundError(path)
+        if _on_disk(key):
+            entries = await asyncio.to_thread(_disk_entries, key)
+        else:
+            paths = await self._paths(key)
+            if not paths and not await self.exists(path):
+                raise FileNotFoundError(path)
+            entries = {
+                name: nested or paths.get(_under(key) + name, False)
+                for name, nested in _children(key, paths).items()
+            }
         return [
             SessionFSReaddirWithTypesEntry.from_dict(
-                {
-                    "name": name,
-                    "type": "directory" if nested or paths.get(_under(key) + name) else "file",
-                }
+                {"name": name, "type": "directory" if directory else "file"}
             )
-            for name, nested in sorted(_children(key, paths).items())
+            for name, directory in sorted(entries.items())
         ]
 
     async def rm(self, path: str, recursive: bool, force: bool) -> None:
         key = _key(path)
+        if _on_disk(key):
+            return await asyncio.to_thread(_disk_rm, key, recursive, force)
         prefix = _under(key)
         if not force and not await self.exists(path):
             raise FileNotFoundError(path)
@@ -223,6 +274,11 @@ class SessionFiles(SessionFsProvider):
 
     async def rename(self, src: str, dest: str) -> None:
         source, target = _key(src), _key(dest)
+        if _on_disk(source) and _on_disk(target):
+            return await asyncio.to_thread(os.replace, source, target)
+        if _on_disk(source) or _on_disk(target):  # between the state and the disk: a copy
+            await self.write_file(dest, await self.read_file(src))
+            return await self.rm(src, recursive=False, force=False)
         if not await self._parts(source):
             raise FileNotFoundError(src)
         await self._write(

@@ -107,3 +107,38 @@ async def test_a_write_under_a_lease_taken_over_is_refused(store: Store) -> None
         await files.append_file("/session/events.jsonl", "two\n")
     await shared.files(thread.session_id, fresh).append_file("/session/events.jsonl", "three\n")
     assert await files.read_file("/session/events.jsonl") == "one\nthree\n"
+
+
+async def test_the_working_directory_is_read_and_written_on_disk_not_in_the_database(
+    store: Store, tmp_path: Path
+) -> None:
+    """The CLI reaches the thread's checkout through the provider as well (its file
+    tools): there it is this replica's disk, every operation, as without a provider."""
+    files = SharedState(store, system_clock).files("s-disk", None)
+    (tmp_path / "kept.md").write_text("on disk\n")
+    assert await files.read_file(str(tmp_path / "kept.md")) == "on disk\n"
+    await files.mkdir(str(tmp_path / "src" / "pkg"), recursive=True)
+    await files.write_file(str(tmp_path / "src" / "pkg" / "a.py"), "a = 1\n", 0o600)
+    await files.append_file(str(tmp_path / "src" / "pkg" / "a.py"), "b = 2\n")
+    assert (tmp_path / "src" / "pkg" / "a.py").read_text() == "a = 1\nb = 2\n"
+    assert (tmp_path / "src" / "pkg" / "a.py").stat().st_mode & 0o777 == 0o600
+    entries = await files.readdir_with_types(str(tmp_path / "src"))
+    assert [(e.name, e.type.value) for e in entries] == [("pkg", "directory")]
+    await files.rename(str(tmp_path / "src" / "pkg" / "a.py"), str(tmp_path / "b.py"))
+    assert sorted(await files.readdir(str(tmp_path))) == ["b.py", "kept.md", "src"]
+    # Between the session's state and the disk, a rename is a copy.
+    await files.write_file("/session/plan.md", "the plan\n")
+    await files.rename("/session/plan.md", str(tmp_path / "plan.md"))
+    assert (tmp_path / "plan.md").read_text() == "the plan\n"
+    assert not await files.exists("/session/plan.md")
+    await files.rm(str(tmp_path / "src"), recursive=True, force=False)
+    await files.rm(str(tmp_path / "gone"), recursive=False, force=True)
+    with pytest.raises(FileNotFoundError):
+        await files.rm(str(tmp_path / "gone"), recursive=False, force=False)
+    assert not (tmp_path / "src").exists()
+    stored = await store.run(
+        lambda conn: conn.execute(
+            "SELECT path FROM session_files WHERE session_id = 's-disk'"
+        ).fetchall()
+    )
+    assert stored == []  # nothing of the checkout went to the database
