@@ -112,6 +112,7 @@ class Served:
 @dataclass
 class Envelope:
     envelope_id: str
+    socket: web.WebSocketResponse  # the connection it went to: one client of several
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ack_payload: dict[str, Any] | None = None
 
@@ -500,7 +501,7 @@ class FakeSlack(FakeServer):
             await self._socket_ready.wait()
         others = [open_ for open_ in self._sockets if open_ is not avoid]
         socket = self._pick.choice(others or self._sockets)
-        envelope = Envelope(f"env-{next(self._ids)}")
+        envelope = Envelope(f"env-{next(self._ids)}", socket)
         self._envelopes[envelope.envelope_id] = envelope
         message: dict[str, Any] = {
             "envelope_id": envelope.envelope_id,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from adapters.slack.sink import WAITING
 from bot.app import INTERRUPTED
 from tests.conftest import reap, start_bot, stop_bot
-from tests.fake_model import FakeModel, user_texts
+from tests.fake_model import FakeModel, Reply, ToolCall, user_texts
 from tests.fake_slack import BOT_USER, FakeSlack
 from tests.postgres import new_database
 
@@ -54,17 +54,19 @@ class Fleet:
         return next(r for r in self.replicas if r.process.pid == pid)
 
 
-FleetOf = Callable[[int], AbstractAsyncContextManager[Fleet]]
+class FleetOf(Protocol):
+    def __call__(self, size: int, **env: str) -> AbstractAsyncContextManager[Fleet]: ...
 
 
 @pytest.fixture
 def fleet_of(
     tmp_path: Path, fake_model: FakeModel, fake_slack: FakeSlack, cli_path: Path, postgres: str
 ) -> FleetOf:
-    """`async with fleet_of(n)`: n replicas on a database of their own, connected."""
+    """`async with fleet_of(n, **env)`: n replicas on a database of their own, connected,
+    `env` added to their environment."""
 
     @asynccontextmanager
-    async def fleet(size: int) -> AsyncIterator[Fleet]:
+    async def fleet(size: int, **env: str) -> AsyncIterator[Fleet]:
         url = new_database(postgres)
         replicas: list[Replica] = []
 
@@ -78,6 +80,7 @@ def fleet_of(
                 THREADPILOT_DATA_DIR=str(data / "data"),
                 THREADPILOT_DATABASE_URL=url,
                 THREADPILOT_LEASE_TTL_S=str(LEASE_TTL_S),
+                **env,
             )  # fmt: skip
             replica = Replica(name, process)
             replicas.append(replica)
@@ -279,3 +282,51 @@ async def test_a_rolling_restart_under_traffic_loses_and_repeats_nothing(
         for n, (channel, ts) in enumerate(await talking):
             texts = [m.text for m in fake_slack.replies(channel, ts)]
             assert texts == [f"echo: {tag} w{n} turn {turn}" for turn in range(1, turns + 1)]
+
+
+async def test_a_press_taken_by_another_replica_decides_for_the_agent_waiting_on_its_own(
+    fleet_of: FleetOf, fake_model: FakeModel, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    """The agent reads a file of its checkout and asks to write one; Socket Mode gives
+    the press on the card to the other replica: that one decides (and updates the card),
+    the agent waiting on the first goes on, and both files are the checkout's own on
+    disk, not copies kept with the session's state in the database."""
+    tag = uuid.uuid4().hex[:6]
+    channel, asker = f"CA{tag.upper()}", f"UCA{tag.upper()}"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text(f"readme {tag}\n")
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(f"default:\n  tools: [view]\n  ask: [create]\n"
+                        f"  working_directory: {repo}\n  writable: true\n")  # fmt: skip
+    for tool, arguments in (
+        ("view", {"path": str(repo / "README.md")}),
+        ("create", {"path": str(repo / "made.txt"), "file_text": tag}),
+    ):
+        fake_model.script(f"{tag} make it", Reply(tool_calls=[ToolCall(tool, arguments)]))
+    async with fleet_of(2, THREADPILOT_PROFILES=str(profiles)):
+        ts, events = fake_slack.user_message(channel, f"<@{BOT_USER}> {tag} make it", user=asker)
+        for event in events:  # the last, the mention, goes to the replica that runs it
+            taken_by = (await fake_slack.push("events_api", event)).socket
+
+        def card() -> Any:
+            replies = fake_slack.replies(channel, ts)
+            return next((m for m in replies if any(b["type"] == "actions" for b in m.blocks)), None)
+
+        shown = await fake_slack.wait_for(card)
+        assert not (repo / "made.txt").exists()
+        press = fake_slack.block_action(shown, "approval_once", asker)
+        envelope = await fake_slack.push("interactive", press, avoid=taken_by)
+        assert envelope.socket is not taken_by
+        (answer,) = await answers(fake_slack, channel, ts, 1)
+        assert answer.endswith(f"echo: {tag} make it")
+        assert (repo / "made.txt").read_text() == tag
+        assert any(
+            f"Approved once by <@{asker}>" in element["text"]
+            for block in shown.blocks
+            if block["type"] == "context"
+            for element in block["elements"]
+        )
+        follow_up = fake_model.requests_with(f"{tag} make it")[-1]
+        results = [m["content"] for m in follow_up["messages"] if m["role"] == "tool"]
+        assert f"readme {tag}" in results[0] and "Created file" in results[1]
