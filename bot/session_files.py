@@ -8,7 +8,7 @@ session is. Writes are made under the thread's lease (bot/leases.py) and refused
 another replica has taken the thread over. The CLI names some files by its own home
 directory; those are stored under `~/`, the same on every replica. What lies outside the
 session's state, the thread's working directory (the agent's file tools come through here
-too), is read and written on this replica's own disk.
+too), is read and written on this replica's own disk, and written under the lease too.
 
 Forking and deleting a session are done here too: the CLI's own `sessions.fork` and
 `deleteSession` look at its local disk only (measured: "no persisted or in-memory events
@@ -25,7 +25,7 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,14 +128,24 @@ class SessionFiles(SessionFsProvider):
         self._fence = fence  # None: a session nobody else can reach (a summary's)
         self._clock = clock
 
+    def _check(self, conn: Connection) -> None:
+        """Raise StaleWrite once another replica has taken the thread over."""
+        if self._fence is not None and not fenced(conn, self._fence):
+            raise StaleWrite(f"{self._session_id}: this replica no longer owns the thread")
+
+    async def _change_disk(self, change: Callable[[], None]) -> None:
+        """Make `change` to the working directory while this replica owns the thread: a
+        stale owner changes its files no more than the session's state."""
+        await self._store.run(self._check)
+        await asyncio.to_thread(change)
+
     async def _write(
         self, sql: str, params: tuple[Any, ...], *, replace: str | None = None
     ) -> None:
-        sid, fence = self._session_id, self._fence
+        sid = self._session_id
 
         def work(conn: Connection) -> None:
-            if fence is not None and not fenced(conn, fence):
-                raise StaleWrite(f"{sid}: this replica no longer owns the thread")
+            self._check(conn)
             if replace is not None:
                 conn.execute(
                     "DELETE FROM session_files WHERE session_id = ? AND path = ?", (sid, replace)
@@ -180,7 +190,7 @@ class SessionFiles(SessionFsProvider):
     async def write_file(self, path: str, content: str, mode: int | None = None) -> None:
         key = _key(path)
         if _on_disk(key):
-            return await asyncio.to_thread(_disk_write, key, content, mode, "w")
+            return await self._change_disk(lambda: _disk_write(key, content, mode, "w"))
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "VALUES (?, ?, 0, ?, ?)",
@@ -191,7 +201,7 @@ class SessionFiles(SessionFsProvider):
     async def append_file(self, path: str, content: str, mode: int | None = None) -> None:
         key, sid = _key(path), self._session_id
         if _on_disk(key):
-            return await asyncio.to_thread(_disk_write, key, content, mode, "a")
+            return await self._change_disk(lambda: _disk_write(key, content, mode, "a"))
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "SELECT ?, ?, COALESCE(MAX(part) + 1, 0), ?, ? FROM session_files "
@@ -230,7 +240,7 @@ class SessionFiles(SessionFsProvider):
         if await self.exists(path):
             return
         if _on_disk(key):
-            return await asyncio.to_thread(_disk_mkdir, key, recursive, mode)
+            return await self._change_disk(lambda: _disk_mkdir(key, recursive, mode))
         await self._write(
             "INSERT INTO session_files (session_id, path, part, content, at) "
             "VALUES (?, ?, 0, NULL, ?) ON CONFLICT DO NOTHING",
@@ -262,7 +272,7 @@ class SessionFiles(SessionFsProvider):
     async def rm(self, path: str, recursive: bool, force: bool) -> None:
         key = _key(path)
         if _on_disk(key):
-            return await asyncio.to_thread(_disk_rm, key, recursive, force)
+            return await self._change_disk(lambda: _disk_rm(key, recursive, force))
         prefix = _under(key)
         if not force and not await self.exists(path):
             raise FileNotFoundError(path)
@@ -275,7 +285,7 @@ class SessionFiles(SessionFsProvider):
     async def rename(self, src: str, dest: str) -> None:
         source, target = _key(src), _key(dest)
         if _on_disk(source) and _on_disk(target):
-            return await asyncio.to_thread(os.replace, source, target)
+            return await self._change_disk(lambda: os.replace(source, target))
         if _on_disk(source) or _on_disk(target):  # between the state and the disk: a copy
             await self.write_file(dest, await self.read_file(src))
             return await self.rm(src, recursive=False, force=False)

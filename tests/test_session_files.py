@@ -89,7 +89,7 @@ async def test_a_session_written_by_one_runtime_resumes_in_another_from_the_data
         await two.stop()
 
 
-async def test_a_write_under_a_lease_taken_over_is_refused(store: Store) -> None:
+async def test_a_write_under_a_lease_taken_over_is_refused(store: Store, tmp_path: Path) -> None:
     key = ThreadKey("slack", "T1", "C1", "1.0")
     thread = await store.ensure_thread(key)
     shared = SharedState(store, system_clock)
@@ -105,6 +105,9 @@ async def test_a_write_under_a_lease_taken_over_is_refused(store: Store) -> None
     assert fresh is not None and fresh.epoch == stale.epoch + 1
     with pytest.raises(StaleWrite):
         await files.append_file("/session/events.jsonl", "two\n")
+    with pytest.raises(StaleWrite):  # nor a file of the thread's working directory
+        await files.write_file(str(tmp_path / "late.txt"), "too late\n")
+    assert not (tmp_path / "late.txt").exists()
     await shared.files(thread.session_id, fresh).append_file("/session/events.jsonl", "three\n")
     assert await files.read_file("/session/events.jsonl") == "one\nthree\n"
 
