@@ -18,7 +18,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +31,12 @@ from copilot.session_events import SessionEvent
 from bot import compat
 from bot.approvals import ApprovalRequest, Approver
 from bot.config import SECRETS, Settings
-from bot.errors import AgentRuntimeError, RuntimeUnavailable, SessionNotFound
+from bot.errors import AgentRuntimeError, LeaseLost, RuntimeUnavailable, SessionNotFound
 from bot.leases import Fence
 from bot.profiles import ThreadProfile
 from bot.sandbox import Sandbox, find_sandbox
 from bot.session_files import SharedState
-from bot.shell_tool import shell_tool
+from bot.shell_tool import MOVED, shell_tool
 from bot.tool_policy import ToolPolicy
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ class SessionSpec:
     approve: Approver | None = None  # asks the thread, for what the profile allows so
     # Sees every event of the session, from before it starts (its MCP servers' state).
     watch: Callable[[SessionEvent], None] | None = None
+    # Raises LeaseLost once another replica has taken the thread over: its tools then
+    # act no more here (a replica that froze past its lease wakes with a turn under way).
+    confirm: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +154,20 @@ def process_rss(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _moved_on(confirm: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[bool]]:
+    """Whether the thread has been taken over by another replica, by `confirm`."""
+
+    async def moved() -> bool:
+        try:
+            if confirm is not None:
+                await confirm()
+        except LeaseLost:
+            return True
+        return False
+
+    return moved
 
 
 def _mcp_tool(request: Any) -> str | None:
@@ -378,8 +395,11 @@ class CopilotRuntime:
         )
         ratio = settings.context_reset_ratio
         approve = spec.approve
+        moved = _moved_on(spec.confirm)
 
         async def on_permission(request: Any, _invocation: Any) -> Any:
+            if await moved():
+                return PermissionDecisionReject(feedback=MOVED)
             kind = str(getattr(request, "kind", "unknown"))
             target = (
                 getattr(request, "path", None)
@@ -432,7 +452,8 @@ class CopilotRuntime:
                 asks = "bash" not in profile.tools  # allowed only with approval
                 options["tools"] = [
                     shell_tool(self._sandbox, workspace, settings.shell_timeout_s,
-                               profile.writable, approve if asks else None)
+                               profile.writable, moved=moved,
+                               approve=approve if asks else None)
                 ]  # fmt: skip
         if start_context:
             # The runtime asks for this at every start, resumes included, and keeps none of

@@ -289,6 +289,7 @@ class SessionManager:
             fence,
             approve,
             watch=lambda event: self._watch(key, session_id, event),
+            confirm=lambda: self.confirm(thread),
         )
         if thread.session_state == "new":
             session = await runtime.create(spec)

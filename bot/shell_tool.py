@@ -3,6 +3,7 @@ that every command runs in the thread's sandbox (bot/sandbox.py) and nowhere els
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from copilot.tools import Tool, ToolInvocation, ToolResult
@@ -11,6 +12,8 @@ from bot.approvals import ApprovalRequest, Approver
 from bot.sandbox import Sandbox
 
 NAME = "bash"
+# What a tool says once the thread is answered by another replica (bot/runtime.py).
+MOVED = "This conversation is now answered elsewhere: do nothing more here."
 _DESCRIPTION = (
     "Run a bash command in this conversation's working directory and return its output. "
     "Only that directory and the system's programs are there; files you write stay for "
@@ -23,10 +26,13 @@ def shell_tool(
     workspace: Path,
     timeout_s: float,
     writable: bool,
+    *,
+    moved: Callable[[], Awaitable[bool]],
     approve: Approver | None = None,
 ) -> Tool:
-    """The tool; with `approve`, each command runs only once someone approved it in the
-    thread (the profile allows bash with approval)."""
+    """The tool; no command runs once `moved()` says another replica answers the thread;
+    with `approve`, each runs only once someone approved it in the thread (the profile
+    allows bash with approval)."""
 
     async def run(invocation: ToolInvocation) -> ToolResult:
         arguments = invocation.arguments if isinstance(invocation.arguments, dict) else {}
@@ -36,6 +42,8 @@ def shell_tool(
                 text_result_for_llm="Give the command to run as `command`.",
                 result_type="failure",
             )
+        if await moved():
+            return ToolResult(text_result_for_llm=MOVED, result_type="denied")
         if approve is not None:
             refusal = await approve(ApprovalRequest(NAME, "running commands", "run a command",
                                                     command))  # fmt: skip

@@ -4,16 +4,26 @@ the owner letting go (NOTIFY, not polling), turns behind earlier entries of othe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from bot.clock import system_clock
+from bot.errors import LeaseLost
 from bot.journal import Journal
 from bot.leases import Leases
+from bot.profiles import Profiles
+from bot.runtime import CopilotRuntime, SessionSpec
+from bot.shell_tool import MOVED
 from bot.store import Store
 from bot.thread_key import ThreadKey
+from bot.turns import Turn
+from tests.conftest import make_settings
+from tests.fake_model import FakeModel, Reply, ToolCall
 from tests.postgres import new_database
+from tests.test_security import tool_results
 
 KEY = ThreadKey("slack", "T1", "C1", "1.0")
 
@@ -88,3 +98,46 @@ async def test_of_two_replicas_taking_a_thread_at_once_one_gets_it(
         await last.let_go(thread.id)
         taken = await asyncio.gather(last.take(thread.id), other.take(thread.id))
         assert sum(fence is not None for fence in taken) == 1, (n, taken)
+
+
+async def test_tools_of_a_replica_that_lost_the_thread_do_nothing_more(
+    tmp_path: Path, fake_model: FakeModel, cli_path: Path
+) -> None:
+    """A replica frozen past its lease wakes with the turn under way: the agent's file
+    tools and commands there are refused (another replica answers the thread now); with
+    the lease held, the same calls act."""
+    settings = make_settings(tmp_path / "data", fake_model.base_url, tools=("create", "bash"))
+    runtime = CopilotRuntime(settings, cli_path)
+    await runtime.start()
+    profile = dataclasses.replace(
+        Profiles(settings).resolve(ThreadKey("slack", "T1", "C1", "1")), writable=True
+    )
+
+    async def lost() -> None:
+        raise LeaseLost("thread 1 was taken over")
+
+    async def held() -> None:
+        return None
+
+    try:
+        for name, confirm in (("lost", lost), ("held", held)):
+            workspace = tmp_path / name
+            workspace.mkdir()
+            calls = [
+                ToolCall("create", {"path": str(workspace / "made.txt"), "file_text": name}),
+                ToolCall("bash", {"command": "touch ran"}),
+            ]
+            fake_model.script(f"act {name}", Reply(tool_calls=calls))
+            spec = SessionSpec(f"moved-{name}", workspace, profile, confirm=confirm)
+            turn = Turn(await runtime.create(spec), f"act {name}", (), 60, runtime)
+            await turn.send()
+            async for _ in turn.events():
+                pass
+            results = tool_results(fake_model.requests_with(f"act {name}")[-1])
+            if name == "lost":
+                assert len(results) == 2 and all(MOVED in result for result in results)
+                assert sorted(p.name for p in workspace.iterdir()) == []
+            else:
+                assert sorted(p.name for p in workspace.iterdir()) == ["made.txt", "ran"]
+    finally:
+        await runtime.stop()
