@@ -327,7 +327,7 @@ class Router:
             and await self.store.tell_redaction(thread.id)
         ):
             notes.append(removal_note(turn.redacted))
-        async with aclosing(self._owned(thread, turn.events())) as events:
+        async with aclosing(self._owned(thread, turn)) as events:
             refs = await sink.render(_stream([Notice(note) for note in notes], events))
         self.metrics.turn_seconds.observe(time.perf_counter() - started)
         self.metrics.turns.labels("done" if turn.error is None else "failed").inc()
@@ -355,14 +355,17 @@ class Router:
             # Summarize+reset now, before the runtime would compact on the next turn.
             await self.summary_reset.run(thread, "context")
 
-    async def _owned(
-        self, thread: ThreadRecord, events: AsyncGenerator[ReplyEvent, None]
-    ) -> AsyncGenerator[ReplyEvent, None]:
-        """`events`, each only while this replica still owns the thread: one that
-        stalled past its lease shows nothing more (LeaseLost)."""
-        async with aclosing(events):
+    async def _owned(self, thread: ThreadRecord, turn: Turn) -> AsyncGenerator[ReplyEvent, None]:
+        """The turn's events, each only while this replica still owns the thread: one
+        that stalled past its lease shows nothing more (LeaseLost), and lets go of the
+        turn at once."""
+        async with aclosing(turn.events()) as events:
             async for event in events:
-                await self.sessions.confirm(thread)
+                try:
+                    await self.sessions.confirm(thread)
+                except LeaseLost:
+                    turn.forsake()
+                    raise
                 yield event
 
     def _context_full(self, turn: Turn) -> bool:

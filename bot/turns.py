@@ -93,6 +93,7 @@ class Turn:
         self._timeout_s = timeout_s
         self._queue: asyncio.Queue[SessionEvent | RuntimeStopped] = asyncio.Queue()
         self._unsubscribe: Callable[[], None] | None = None
+        self._forsaken = False  # another replica owns the thread: nothing to wait for
         self._message_id: str | None = None
         self.user_event_id: str | None = None
         self.answer_event_id: str | None = None
@@ -236,12 +237,19 @@ class Turn:
         self._streaming_id = None
         return TextRestart("".join(self._deltas))
 
+    def forsake(self) -> None:
+        """Another replica owns the thread now: stopping this turn waits for no idle
+        session, which its session could not record (its writes are refused)."""
+        self._forsaken = True
+
     async def _abort(self) -> None:
         """Stop the running turn and wait (briefly) until the session is idle again."""
         try:
             await self._session.abort()
         except Exception:
             log.exception("aborting %s failed", self._session.session_id)
+            return
+        if self._forsaken:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_ABORT_GRACE_S):
